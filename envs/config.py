@@ -1,0 +1,273 @@
+"""Configuration of the fleet model: one frozen dataclass, named presets, validation.
+
+Every constant is tagged with where it comes from:
+
+* *measured*: a published measurement (source given);
+* *calibrated*: chosen to reproduce a published number (source given);
+* *modelled*: a modelling choice of this suite, documented here.
+
+Units are in field names and docstrings: energy in kWh (ledger) or J (per token), time in slots.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+ACTION_TYPES = ("continuous", "discrete")
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    """Parameters of the LRM fleet model (see the model description in the README).
+
+    Episode:
+        horizon: Slots per episode [slots]; 288 slots of 5 minutes make one day.
+        slot_minutes: Length of one slot [min]; used for idle energy and time-of-day features.
+
+    Workload (task classes c = 1..C):
+        arrival_rate: Mean task arrivals per slot [tasks/slot], Poisson (paper: i.i.d.).
+        class_names: Name of each task class.
+        class_shares: Share phi_c of arrivals in each class; non-negative, sums to 1.
+        class_skills: Successful reasoning steps m_c a task of the class needs (modelled;
+            with the defaults the fleet's mean output length is about 1.5k tokens, as in the
+            production DeepSeek-R1 day of ServeGen, mean 1,527 tokens).
+        class_values: Value of one correct answer of the class [reward units before scaling].
+
+    Fleet (models i = 1..M, budgets k = 1..K; a configuration is a pair (i, k)):
+        model_names: Name of each model.
+        model_params_b: Active parameters N_i [billions]; informs the scaling-law router.
+        model_j_per_token: Energy per output token e_i [J/token], accelerators of one replica.
+            Calibrated: EcoLogits fit to ML.ENERGY H100 data at batch 64 (0.162 J for 8B on one
+            GPU, 0.212 J for 32B on one GPU, 2 x 0.290 J for 70B on two GPUs); the 8B value
+            lies inside the measured 0.12 - 0.20 J/token (ML.ENERGY longitudinal study).
+        model_step_success: Probability r_i that one reasoning step succeeds (modelled;
+            larger models need fewer, less variable steps).
+        model_skill_coverage: Probability gamma_i that the model holds one needed skill
+            (modelled); a task of class c is solvable at all with probability gamma_i**m_c.
+        token_budgets: Reasoning-token caps b_k [tokens], increasing.
+        step_tokens: Tokens per reasoning step omega [tokens] (MODEL.md: about 25).
+
+    Supply and storage:
+        provisioning: Mean harvest divided by the mean demand of the reference mixture
+            (every class split uniformly over all configurations); 1.0 is the critical point.
+        harvest_cv: Coefficient of variation of the i.i.d. harvest per slot [-].
+        harvest_process: Name of the harvest process (see ``envs.processes.HARVEST_PROCESSES``).
+        arrival_process: Name of the arrival process (see ``envs.processes.ARRIVAL_PROCESSES``).
+        storage_kwh: Capacity S_max of the energy store [kWh]; ``math.inf`` means unbounded.
+        initial_storage_kwh: Energy in the store at the start of an episode S_0 [kWh].
+        charge_efficiency: Fraction of surplus energy that reaches the store (extension).
+        discharge_efficiency: Fraction of stored energy that reaches the fleet (extension).
+        idle_power_kw: Power the powered-on fleet draws when idle [kW] (extension; 0 = paper).
+
+    Reward (weights of named components; the env scales them to order 1 per slot):
+        w_correct: Weight of the value of correct answers.
+        w_aux: Weight of the auxiliary energy drawn.
+        w_waste: Weight of the baseline energy wasted.
+
+    Interface:
+        action_type: ``"continuous"`` (Box mixture per class) or ``"discrete"`` (one
+            configuration for every task of the slot).
+    """
+
+    horizon: int = 288
+    slot_minutes: float = 5.0
+
+    arrival_rate: float = 20.0
+    class_names: tuple[str, ...] = ("easy", "medium", "hard")
+    class_shares: tuple[float, ...] = (0.6, 0.3, 0.1)
+    class_skills: tuple[int, ...] = (10, 40, 160)
+    class_values: tuple[float, ...] = (1.0, 1.0, 1.0)
+
+    model_names: tuple[str, ...] = ("llm-8b", "llm-32b", "llm-70b")
+    model_params_b: tuple[float, ...] = (8.0, 32.0, 70.0)
+    model_j_per_token: tuple[float, ...] = (0.162, 0.212, 0.580)
+    model_step_success: tuple[float, ...] = (0.45, 0.60, 0.75)
+    model_skill_coverage: tuple[float, ...] = (0.990, 0.995, 0.998)
+    token_budgets: tuple[int, ...] = (1024, 4096, 16384)
+    step_tokens: int = 25
+
+    provisioning: float = 1.0
+    harvest_cv: float = 0.3
+    harvest_process: str = "iid_gamma"
+    arrival_process: str = "poisson"
+    storage_kwh: float = math.inf
+    initial_storage_kwh: float = 0.0
+    charge_efficiency: float = 1.0
+    discharge_efficiency: float = 1.0
+    idle_power_kw: float = 0.0
+
+    w_correct: float = 1.0
+    w_aux: float = 1.0
+    w_waste: float = 0.5
+
+    action_type: str = "continuous"
+
+    # ------------------------------------------------------------------ validation
+    def __post_init__(self) -> None:
+        # JSON round trips hand back lists; store tuples so the config stays hashable.
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, list):
+                object.__setattr__(self, f.name, tuple(value))
+        self._validate()
+
+    def _validate(self) -> None:  # noqa: C901 - one flat list of checks reads best
+        def number(name: str, lo: float, hi: float, *, lo_open: bool = False,
+                   hi_open: bool = False, allow_inf: bool = False, integer: bool = False) -> None:
+            v = getattr(self, name)
+            if integer:
+                ok_type = isinstance(v, int) and not isinstance(v, bool)
+            else:
+                ok_type = _is_number(v)
+            rng = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+            kind = "an integer" if integer else "a number"
+            if not ok_type:
+                raise ValueError(f"FleetConfig.{name} must be {kind} in {rng}, got {v!r}")
+            if math.isnan(v) or (math.isinf(v) and not allow_inf):
+                raise ValueError(f"FleetConfig.{name} must be finite and in {rng}, got {v!r}")
+            if v < lo or v > hi or (lo_open and v == lo) or (hi_open and v == hi):
+                raise ValueError(f"FleetConfig.{name} must be in {rng}, got {v!r}")
+
+        def seq(name: str, length: int | None, lo: float, hi: float, *, lo_open: bool = False,
+                integer: bool = False, strings: bool = False) -> None:
+            v = getattr(self, name)
+            if not isinstance(v, tuple) or len(v) == 0:
+                raise ValueError(f"FleetConfig.{name} must be a non-empty tuple, got {v!r}")
+            if length is not None and len(v) != length:
+                raise ValueError(
+                    f"FleetConfig.{name} must have {length} entries (one per "
+                    f"{'class' if name.startswith('class') else 'model'}), got {len(v)}")
+            for j, x in enumerate(v):
+                if strings:
+                    if not isinstance(x, str) or not x:
+                        raise ValueError(f"FleetConfig.{name}[{j}] must be a non-empty string")
+                    continue
+                ok = (isinstance(x, int) and not isinstance(x, bool)) if integer else _is_number(x)
+                rng = f"{'(' if lo_open else '['}{lo}, {hi}]"
+                if not ok or math.isnan(x) or math.isinf(x) or x < lo or x > hi or (
+                        lo_open and x == lo):
+                    kind = "an integer" if integer else "a finite number"
+                    raise ValueError(f"FleetConfig.{name}[{j}] must be {kind} in {rng}, got {x!r}")
+
+        number("horizon", 1, 10_000_000, integer=True)
+        number("slot_minutes", 0, 1e6, lo_open=True)
+        number("arrival_rate", 0, 1e6, lo_open=True)
+        seq("class_names", None, 0, 0, strings=True)
+        n_cls = len(self.class_names)
+        seq("class_shares", n_cls, 0, 1)
+        if abs(sum(self.class_shares) - 1.0) > 1e-9:
+            raise ValueError(
+                f"FleetConfig.class_shares must sum to 1, got {sum(self.class_shares)!r}")
+        seq("class_skills", n_cls, 1, 100_000, integer=True)
+        seq("class_values", n_cls, 0, 1e9)
+        seq("model_names", None, 0, 0, strings=True)
+        n_mod = len(self.model_names)
+        seq("model_params_b", n_mod, 0, 1e6, lo_open=True)
+        seq("model_j_per_token", n_mod, 0, 1e6, lo_open=True)
+        seq("model_step_success", n_mod, 0, 1, lo_open=True)
+        seq("model_skill_coverage", n_mod, 0, 1)
+        number("step_tokens", 1, 1_000_000, integer=True)
+        seq("token_budgets", None, self.step_tokens, 10_000_000, integer=True)
+        if any(b2 <= b1 for b1, b2 in zip(self.token_budgets, self.token_budgets[1:])):
+            raise ValueError(
+                f"FleetConfig.token_budgets must be strictly increasing, got {self.token_budgets}")
+        number("provisioning", 0, 1e6)
+        number("harvest_cv", 0, 100)
+        number("storage_kwh", 0, math.inf, allow_inf=True)
+        number("initial_storage_kwh", 0, 1e12)
+        if self.initial_storage_kwh > self.storage_kwh:
+            raise ValueError(
+                f"FleetConfig.initial_storage_kwh must be in [0, storage_kwh={self.storage_kwh}],"
+                f" got {self.initial_storage_kwh!r}")
+        number("charge_efficiency", 0, 1, lo_open=True)
+        number("discharge_efficiency", 0, 1, lo_open=True)
+        number("idle_power_kw", 0, 1e9)
+        for w in ("w_correct", "w_aux", "w_waste"):
+            number(w, 0, 1e9)
+        if self.action_type not in ACTION_TYPES:
+            raise ValueError(
+                f"FleetConfig.action_type must be one of {ACTION_TYPES}, got {self.action_type!r}")
+        from envs.processes import ARRIVAL_PROCESSES, HARVEST_PROCESSES
+
+        if self.harvest_process not in HARVEST_PROCESSES:
+            raise ValueError(f"FleetConfig.harvest_process must be one of "
+                             f"{sorted(HARVEST_PROCESSES)}, got {self.harvest_process!r}")
+        if self.arrival_process not in ARRIVAL_PROCESSES:
+            raise ValueError(f"FleetConfig.arrival_process must be one of "
+                             f"{sorted(ARRIVAL_PROCESSES)}, got {self.arrival_process!r}")
+
+    # ------------------------------------------------------------------ derived sizes
+    @property
+    def n_classes(self) -> int:
+        """Number of task classes C."""
+        return len(self.class_names)
+
+    @property
+    def n_models(self) -> int:
+        """Number of models M."""
+        return len(self.model_names)
+
+    @property
+    def n_configs(self) -> int:
+        """Number of configurations J = M * K (model-major: j = i * K + k)."""
+        return len(self.model_names) * len(self.token_budgets)
+
+    def config_labels(self) -> list[str]:
+        """Human-readable label of each configuration, e.g. ``"llm-8b@1024"``."""
+        return [f"{m}@{b}" for m in self.model_names for b in self.token_budgets]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form (JSON-serialisable; ``math.inf`` is written as Infinity)."""
+        return dataclasses.asdict(self)
+
+
+PRESETS: dict[str, FleetConfig] = {
+    # Paper-faithful regimes: i.i.d. Poisson arrivals, i.i.d. gamma harvest, unbounded store.
+    "critical": FleetConfig(),
+    "oversupply": FleetConfig(provisioning=1.2),
+    "undersupply": FleetConfig(provisioning=0.8),
+    "volatile": FleetConfig(harvest_cv=1.0),
+}
+
+
+def resolve_config(config: FleetConfig | str | Mapping[str, Any] | None = None,
+                   **overrides: Any) -> FleetConfig:
+    """Build a validated :class:`FleetConfig` from a preset name, an instance or a dict.
+
+    Args:
+        config: A preset name (key of :data:`PRESETS`), a config, a mapping of fields, or None
+            for the default config.
+        **overrides: Fields to replace; an unknown field raises ``TypeError``.
+
+    Returns:
+        The resolved, frozen config.
+    """
+    known = {f.name for f in dataclasses.fields(FleetConfig)}
+    if config is None:
+        base = FleetConfig()
+    elif isinstance(config, FleetConfig):
+        base = config
+    elif isinstance(config, str):
+        if config not in PRESETS:
+            raise ValueError(f"unknown preset {config!r}; known presets: {sorted(PRESETS)}")
+        base = PRESETS[config]
+    elif isinstance(config, Mapping):
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise TypeError(f"unknown FleetConfig field(s) {unknown}; known fields: {sorted(known)}")
+        base = FleetConfig(**dict(config))
+    else:
+        raise TypeError(
+            f"config must be a preset name, a FleetConfig or a mapping, got {type(config).__name__}")
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise TypeError(f"unknown FleetConfig field(s) {unknown}; known fields: {sorted(known)}")
+    return dataclasses.replace(base, **overrides) if overrides else base

@@ -1,0 +1,250 @@
+"""Gymnasium shell around the fleet simulator core (one copy, B = 1)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from envs.config import FleetConfig, resolve_config
+from envs.dynamics import FleetCore, SlotResult
+from envs.spaces import (
+    Observer,
+    action_space,
+    action_to_mixture,
+    observation_names,
+    observation_space,
+    validate_action,
+)
+
+#: Keys of ``info["reward_terms"]``, in natural units.
+REWARD_TERMS = ("value_correct", "aux_kwh", "waste_kwh")
+
+
+def reward_weights(core: FleetCore) -> dict[str, float]:
+    """Effective weight of each reward term: reward = sum(weights[k] * terms[k]).
+
+    The config weights are divided by natural scales so that a slot's reward is of order 1:
+    the value of the correct answers by the expected value of a slot if every task were
+    answered correctly, energies by the reference demand per slot.
+    """
+    cfg = core.config
+    value_ref = cfg.arrival_rate * float(np.dot(cfg.class_shares, cfg.class_values))
+    value_ref = value_ref if value_ref > 0 else 1.0
+    return {
+        "value_correct": cfg.w_correct / value_ref,
+        "aux_kwh": -cfg.w_aux / core.ref_demand_kwh,
+        "waste_kwh": -cfg.w_waste / core.ref_demand_kwh,
+    }
+
+
+class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
+    r"""Energy-aware dispatch of reasoning tasks to a fleet of large reasoning models (LRMs).
+
+    ## Description
+
+    Each slot (5 minutes by default) a Poisson number of reasoning tasks arrives, split over
+    difficulty classes (easy, medium, hard). The agent routes the tasks of each class to
+    *configurations*: a model (8B, 32B, 70B active parameters) and a reasoning-token budget
+    (1k, 4k, 16k tokens). A task needs a negative-binomial number of reasoning steps; it stops
+    when solved (oracle stopping), is correct if its model holds the needed skills and it
+    finishes within the budget, and otherwise runs to the budget. Its energy is the model's
+    J/token times the tokens it ran. A harvested *baseline* supply (i.i.d. gamma in the paper
+    presets) fills an energy store; *auxiliary* energy covers any shortfall, and baseline energy
+    that does not fit in the store is *wasted*. The reward trades correct answers against
+    auxiliary and wasted energy. The model follows "Energy-Aware Routing to Large Reasoning
+    Models" (Ellis-Mohr, Hartman, Varshney, arXiv:2601.00823); every task carries latent random
+    numbers drawn at arrival, so its outcome under every configuration is fixed before the
+    agent acts (common random numbers).
+
+    ## Action Space
+
+    ``action_type="continuous"`` (default): ``Box(-1, 1, (C*J,), float32)``, row-major
+    (class, configuration) with configurations model-major (``j = model * K + budget``).
+    Weight ``w = (a + 1) / 2`` is normalised per class into the mixture of configurations that
+    the class's tasks are sent to; all ``-1`` in a class means uniform. A pure configuration is
+    ``+1`` at one entry and ``-1`` elsewhere. ``envs.spaces.mixture_to_action`` builds the
+    action of any mixture.
+
+    ``action_type="discrete"``: ``Discrete(J)``: every task of the slot goes to configuration j.
+
+    ## Observation Space
+
+    ``Box(float32, (10 + C,))``, see ``envs.spaces.observation_names``:
+
+    | index | name | meaning | range |
+    |---|---|---|---|
+    | 0 | store | S/S_max, or S/(S + 12 D_ref) if the store is unbounded | [0, 1] |
+    | 1 | harvest_last | previous slot's harvest / mean harvest | [0, inf) |
+    | 2 | demand_last | previous slot's demand / D_ref | [0, inf) |
+    | 3 | aux_last | previous slot's auxiliary energy / D_ref | [0, inf) |
+    | 4 | waste_last | previous slot's wasted energy / D_ref | [0, inf) |
+    | 5..4+C | arrivals_c | tasks of class c to dispatch now / their mean rate | [0, inf) |
+    | 5+C, 6+C | time_sin, time_cos | time of day of the slot | [-1, 1] |
+    | 7+C | progress | t / horizon | [0, 1] |
+    | 8+C | net_mean | running mean of (H - D) / D_ref this episode | (-inf, inf) |
+    | 9+C | net_std | running std of (H - D) / D_ref this episode | [0, inf) |
+
+    D_ref is the mean demand per slot of the reference mixture (every class uniform over all
+    configurations) [kWh].
+
+    ## Rewards
+
+    ``reward = sum(w[k] * info["reward_terms"][k])`` with terms in natural units:
+    ``value_correct`` (sum of class values of correct answers), ``aux_kwh``, ``waste_kwh``, and
+    effective weights ``env.unwrapped.reward_weights``: ``w_correct / (arrival_rate * mean
+    class value)``, ``-w_aux / D_ref``, ``-w_waste / D_ref``. A slot where every task is
+    correct and no auxiliary energy is drawn or baseline energy wasted earns ``w_correct``.
+
+    ## Starting State
+
+    Empty store (``initial_storage_kwh``); the first slot's arrivals are visible.
+
+    ## Episode End
+
+    Never terminates; truncated after ``horizon`` slots (288 = one day of 5-minute slots).
+
+    ## Arguments
+
+    ``gym.make(id, config=..., render_mode=None, **overrides)``: ``config`` is a preset name
+    (``critical``, ``oversupply``, ``undersupply``, ``volatile``), a ``FleetConfig`` or a
+    dict; any ``FleetConfig`` field can be overridden, e.g. ``provisioning``, ``storage_kwh``
+    (``math.inf`` allowed), ``harvest_cv``, ``arrival_rate``, ``horizon``, ``action_type``.
+    ``env.unwrapped.config`` is the resolved config. Render modes: ``ansi``, ``rgb_array``.
+
+    ```python
+    import gymnasium as gym
+    import envs  # registers the lrm/* ids
+    env = gym.make("lrm/Critical-v0", storage_kwh=0.5, action_type="discrete")
+    ```
+
+    ## Version History
+
+    * v0: initial release.
+    """
+
+    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
+
+    def __init__(self, config: FleetConfig | str | Mapping[str, Any] | None = "critical",
+                 render_mode: str | None = None, **overrides: Any) -> None:
+        self.config: FleetConfig = resolve_config(config, **overrides)
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} "
+                             f"or None, got {render_mode!r}")
+        self.render_mode = render_mode
+        self.core = FleetCore(self.config, batch_size=1)
+        self.observer = Observer(self.core)
+        self.observation_space = observation_space(self.config)
+        self.action_space = action_space(self.config)
+        self.observation_names = observation_names(self.config)
+        self.reward_weights = reward_weights(self.core)
+        self._w = tuple(self.reward_weights[k] for k in REWARD_TERMS)
+        self._discrete = self.config.action_type == "discrete"
+        self._last: SlotResult | None = None
+        self._history = np.zeros((3, self.config.horizon))  # harvest, demand, storage [kWh]
+        self._needs_reset = True
+
+    # ------------------------------------------------------------------ API
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
+              ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        arrivals_rng, harvest_rng, tasks_rng = self.np_random.spawn(3)
+        self.core.reset_copy(0, arrivals_rng, harvest_rng, tasks_rng)
+        self._last = None
+        self._history.fill(0.0)
+        self._needs_reset = False
+        return self.observer.observe()[0], self._info(None)
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if self._needs_reset:
+            raise RuntimeError("call reset() before step() (and after an episode ends)")
+        a = validate_action(self.config, action, self.action_space)
+        if self._discrete:
+            res = self.core.step(configs=a)
+        else:
+            res = self.core.step(mixtures=action_to_mixture(self.config, a))
+        self._last = res
+        t = int(self.core.t[0])
+        self._history[:, t - 1] = (res.harvest_kwh[0], res.demand_kwh[0], res.storage_kwh[0])
+        w_v, w_a, w_w = self._w
+        reward = (w_v * float(res.value_correct[0]) + w_a * float(res.aux_kwh[0])
+                  + w_w * float(res.waste_kwh[0]))
+        truncated = t >= self.config.horizon
+        self._needs_reset = truncated
+        return self.observer.observe()[0], reward, False, truncated, self._info(res)
+
+    def _info(self, res: SlotResult | None) -> dict[str, Any]:
+        if res is None:
+            s = float(self.core.storage[0])
+            return {"harvest_kwh": 0.0, "demand_kwh": 0.0, "aux_kwh": 0.0, "waste_kwh": 0.0,
+                    "loss_kwh": 0.0, "storage_kwh": s, "arrived": 0, "served": 0,
+                    "correct": 0, "dropped": 0, "t": 0,
+                    "reward_terms": {"value_correct": 0.0, "aux_kwh": 0.0, "waste_kwh": 0.0}}
+        aux, waste = float(res.aux_kwh[0]), float(res.waste_kwh[0])
+        return {
+            "harvest_kwh": float(res.harvest_kwh[0]),
+            "demand_kwh": float(res.demand_kwh[0]),
+            "aux_kwh": aux,
+            "waste_kwh": waste,
+            "loss_kwh": float(res.loss_kwh[0]),
+            "storage_kwh": float(res.storage_kwh[0]),
+            "arrived": int(res.arrived[0]),
+            "served": int(res.served[0]),
+            "correct": int(res.correct[0]),
+            "dropped": int(res.dropped[0]),
+            "t": int(self.core.t[0]),
+            "reward_terms": {"value_correct": float(res.value_correct[0]), "aux_kwh": aux,
+                             "waste_kwh": waste},
+        }
+
+    # ------------------------------------------------------------------ rendering
+    def render(self) -> str | np.ndarray | None:
+        if self.render_mode == "ansi":
+            return self._render_ansi()
+        if self.render_mode == "rgb_array":
+            return self._render_rgb()
+        return None
+
+    def _render_ansi(self) -> str:
+        core, res = self.core, self._last
+        t = int(core.t[0])
+        cap = "inf" if math.isinf(self.config.storage_kwh) else f"{self.config.storage_kwh:.4f}"
+        lines = [f"slot {t}/{self.config.horizon}   store {core.storage[0]:.4f} kWh (cap {cap})"]
+        if res is None:
+            lines.append("(no slot played yet)")
+        else:
+            d_ref = core.ref_demand_kwh
+            def bar(x: float) -> str:
+                return "#" * min(40, int(round(20 * x / d_ref)))
+            lines += [
+                f"harvest {res.harvest_kwh[0]:.5f} kWh |{bar(res.harvest_kwh[0])}",
+                f"demand  {res.demand_kwh[0]:.5f} kWh |{bar(res.demand_kwh[0])}",
+                f"aux     {res.aux_kwh[0]:.5f} kWh   waste {res.waste_kwh[0]:.5f} kWh",
+                f"tasks   arrived {int(res.arrived[0])}  correct {int(res.correct[0])}  "
+                f"dropped {int(res.dropped[0])}",
+            ]
+        return "\n".join(lines) + "\n"
+
+    def _render_rgb(self) -> np.ndarray:
+        """A 160 x 320 image: harvest (green) and demand (red) per slot, store level (blue)."""
+        h, w = 160, 320
+        img = np.full((h, w, 3), 255, dtype=np.uint8)
+        t = int(self.core.t[0])
+        hist = self._history[:, max(0, t - 96):t]
+        if hist.shape[1]:
+            scale = max(float(hist[:2].max()), 1e-12)
+            cols = np.linspace(0, w - 40, hist.shape[1] + 1).astype(int)
+            for n in range(hist.shape[1]):
+                x0, x1 = cols[n], max(cols[n] + 1, cols[n + 1])
+                hh = int((h - 10) * hist[0, n] / scale)
+                dd = int((h - 10) * hist[1, n] / scale)
+                img[h - hh:, x0:x1] = (60, 170, 60)
+                img[h - dd:h - dd + 2 if dd else h, x0:x1] = (200, 40, 40)
+        s = float(self.core.storage[0])
+        cap = self.config.storage_kwh
+        frac = s / cap if math.isfinite(cap) and cap > 0 else s / (s + 12 * self.core.ref_demand_kwh)
+        img[h - int((h - 10) * frac):, w - 30:w - 10] = (40, 80, 200)
+        return img

@@ -1,0 +1,136 @@
+"""Observation and action spaces of the fleet environments, and their (batched) packing.
+
+Observation: a float32 vector of normalised features, built for B copies at once from the
+core's state (:func:`observe`). Action: a float32 Box in [-1, 1] with one weight per
+(class, configuration), or a Discrete over configurations (:func:`action_to_mixture`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from gymnasium import spaces
+
+from envs.config import FleetConfig
+from envs.dynamics import FleetCore
+
+#: Slots of reference demand that make the soft scale of an unbounded store (1 hour at 5 min).
+STORE_SCALE_SLOTS = 12.0
+
+
+def observation_names(config: FleetConfig) -> list[str]:
+    """Names of the observation features, in order."""
+    return (["store", "harvest_last", "demand_last", "aux_last", "waste_last"]
+            + [f"arrivals_{c}" for c in config.class_names]
+            + ["time_sin", "time_cos", "progress", "net_mean", "net_std"])
+
+
+def observation_space(config: FleetConfig) -> spaces.Box:
+    """The float32 Box of :func:`observation_names` with each feature's range."""
+    n_c = config.n_classes
+    low = np.array([0, 0, 0, 0, 0] + [0] * n_c + [-1, -1, 0, -np.inf, 0], dtype=np.float32)
+    high = np.array([1] + [np.inf] * 4 + [np.inf] * n_c + [1, 1, 1, np.inf, np.inf],
+                    dtype=np.float32)
+    return spaces.Box(low=low, high=high, dtype=np.float32)
+
+
+def action_space(config: FleetConfig) -> spaces.Space:
+    """Box(-1, 1, (C*J,)) for ``continuous``, Discrete(J) for ``discrete``."""
+    if config.action_type == "discrete":
+        return spaces.Discrete(config.n_configs)
+    return spaces.Box(-1.0, 1.0, shape=(config.n_classes * config.n_configs,), dtype=np.float32)
+
+
+def mixture_to_action(mixture: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`action_to_mixture` for the continuous action: (C, J) -> (C*J,) in [-1, 1].
+
+    Any mixture, pure or mixed, is represented exactly (up to float32 rounding): each row is
+    scaled so its largest weight maps to +1.
+    """
+    pi = np.asarray(mixture, dtype=np.float64)
+    top = pi.max(axis=-1, keepdims=True)
+    w = np.divide(pi, top, out=np.zeros_like(pi), where=top > 0)
+    return (2.0 * w - 1.0).reshape(*pi.shape[:-2], -1).astype(np.float32)
+
+
+def action_to_mixture(config: FleetConfig, actions: np.ndarray) -> np.ndarray:
+    """Map a batch of continuous actions (B, C*J) in [-1, 1] to mixtures (B, C, J).
+
+    Weight w = (a + 1) / 2 per (class, configuration), normalised per class; a class whose
+    weights are all zero (every entry -1) is split uniformly over configurations.
+    """
+    a = np.asarray(actions, dtype=np.float64)
+    w = (a.reshape(a.shape[0], config.n_classes, config.n_configs) + 1.0) * 0.5
+    s = w.sum(axis=-1, keepdims=True)
+    empty = s <= 0.0
+    if np.any(empty):
+        w = np.where(empty, 1.0, w)
+        s = np.where(empty, float(config.n_configs), s)
+    return w / s
+
+
+def validate_action(config: FleetConfig, action: object, space: spaces.Space) -> np.ndarray:
+    """Check one unbatched action and return it as an array; raise ValueError if invalid."""
+    if config.action_type == "discrete":
+        try:
+            j = int(np.asarray(action).reshape(()))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"action must be an integer in [0, {config.n_configs - 1}], "
+                             f"got {action!r}") from exc
+        if not 0 <= j < config.n_configs or np.asarray(action).reshape(()) != j:
+            raise ValueError(f"action must be an integer in [0, {config.n_configs - 1}], "
+                             f"got {action!r}")
+        return np.array([j])
+    a = np.asarray(action, dtype=np.float64)
+    if a.shape != space.shape:
+        raise ValueError(f"action must have shape {space.shape} (classes x configurations), "
+                         f"got shape {a.shape}")
+    if not (a.min() >= -1.0 and a.max() <= 1.0):  # also rejects NaN
+        raise ValueError(f"action entries must be finite and in [-1, 1], got min {a.min()!r}, "
+                         f"max {a.max()!r}")
+    return a[None, :]
+
+
+class Observer:
+    """Builds the observation of every copy of a :class:`FleetCore` (normalised features)."""
+
+    def __init__(self, core: FleetCore) -> None:
+        cfg = core.config
+        self.core = core
+        self.d_ref = core.ref_demand_kwh
+        self.h_ref = max(core.harvest_process.mean_kwh, 1e-12 * self.d_ref)
+        rates = cfg.arrival_rate * np.asarray(cfg.class_shares, dtype=np.float64)
+        self.inv_rates = np.where(rates > 0, 1.0 / np.maximum(rates, 1e-300), 0.0)
+        self.s_max = cfg.storage_kwh
+        self.s_ref = STORE_SCALE_SLOTS * self.d_ref
+        self.slots_per_day = 24.0 * 60.0 / cfg.slot_minutes
+        self.n_c = cfg.n_classes
+        self.dim = 10 + self.n_c
+        #: Minute of the day at which each copy's episode starts (traces may shift it).
+        self.start_slot = np.zeros(core.B)
+
+    def observe(self) -> np.ndarray:
+        """Observation of every copy, shape (B, dim), float32."""
+        core = self.core
+        out = np.empty((core.B, self.dim), dtype=np.float32)
+        s = core.storage
+        if math.isinf(self.s_max):
+            out[:, 0] = s / (s + self.s_ref)
+        elif self.s_max > 0:
+            out[:, 0] = s / self.s_max
+        else:
+            out[:, 0] = 0.0
+        out[:, 1] = core.last_harvest / self.h_ref
+        out[:, 2] = core.last_demand / self.d_ref
+        out[:, 3] = core.last_aux / self.d_ref
+        out[:, 4] = core.last_waste / self.d_ref
+        n_c = self.n_c
+        out[:, 5:5 + n_c] = core.current_arrivals() * self.inv_rates
+        phase = 2.0 * math.pi * (core.t + self.start_slot) / self.slots_per_day
+        out[:, 5 + n_c] = np.sin(phase)
+        out[:, 6 + n_c] = np.cos(phase)
+        out[:, 7 + n_c] = core.t / core.T
+        out[:, 8 + n_c] = core.net_mean
+        out[:, 9 + n_c] = core.net_std()
+        return out

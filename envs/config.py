@@ -71,6 +71,9 @@ class FleetConfig:
         w_correct: Weight of the value of correct answers.
         w_aux: Weight of the auxiliary energy drawn.
         w_waste: Weight of the baseline energy wasted.
+        w_leftover: Weight of the baseline energy left in the store at the end of the episode
+            (above S_0). MODEL.md: with an unbounded store the unused baseline energy S_T is
+            the waste; this term makes over-supply cost something in the unbounded presets.
 
     Interface:
         action_type: ``"continuous"`` (Box mixture per class) or ``"discrete"`` (one
@@ -107,6 +110,7 @@ class FleetConfig:
     w_correct: float = 1.0
     w_aux: float = 1.0
     w_waste: float = 0.5
+    w_leftover: float = 0.5
 
     action_type: str = "continuous"
 
@@ -190,7 +194,7 @@ class FleetConfig:
         number("charge_efficiency", 0, 1, lo_open=True)
         number("discharge_efficiency", 0, 1, lo_open=True)
         number("idle_power_kw", 0, 1e9)
-        for w in ("w_correct", "w_aux", "w_waste"):
+        for w in ("w_correct", "w_aux", "w_waste", "w_leftover"):
             number(w, 0, 1e9)
         if self.action_type not in ACTION_TYPES:
             raise ValueError(

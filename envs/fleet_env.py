@@ -21,7 +21,7 @@ from envs.spaces import (
 )
 
 #: Keys of ``info["reward_terms"]``, in natural units.
-REWARD_TERMS = ("value_correct", "aux_kwh", "waste_kwh")
+REWARD_TERMS = ("value_correct", "aux_kwh", "waste_kwh", "leftover_kwh")
 
 
 def reward_weights(core: FleetCore) -> dict[str, float]:
@@ -38,6 +38,7 @@ def reward_weights(core: FleetCore) -> dict[str, float]:
         "value_correct": cfg.w_correct / value_ref,
         "aux_kwh": -cfg.w_aux / core.ref_demand_kwh,
         "waste_kwh": -cfg.w_waste / core.ref_demand_kwh,
+        "leftover_kwh": -cfg.w_leftover / core.ref_demand_kwh,
     }
 
 
@@ -94,9 +95,11 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
     ## Rewards
 
     ``reward = sum(w[k] * info["reward_terms"][k])`` with terms in natural units:
-    ``value_correct`` (sum of class values of correct answers), ``aux_kwh``, ``waste_kwh``, and
-    effective weights ``env.unwrapped.reward_weights``: ``w_correct / (arrival_rate * mean
-    class value)``, ``-w_aux / D_ref``, ``-w_waste / D_ref``. A slot where every task is
+    ``value_correct`` (sum of class values of correct answers), ``aux_kwh``, ``waste_kwh``,
+    ``leftover_kwh`` (on the last slot only: energy left in the store above S_0, the unused
+    baseline energy of the episode), and effective weights ``env.unwrapped.reward_weights``:
+    ``w_correct / (arrival_rate * mean class value)``, ``-w_aux / D_ref``, ``-w_waste / D_ref``,
+    ``-w_leftover / D_ref``. A slot where every task is
     correct and no auxiliary energy is drawn or baseline energy wasted earns ``w_correct``.
 
     ## Starting State
@@ -169,20 +172,23 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
         self._last = res
         t = int(self.core.t[0])
         self._history[:, t - 1] = (res.harvest_kwh[0], res.demand_kwh[0], res.storage_kwh[0])
-        w_v, w_a, w_w = self._w
-        reward = (w_v * float(res.value_correct[0]) + w_a * float(res.aux_kwh[0])
-                  + w_w * float(res.waste_kwh[0]))
         truncated = t >= self.config.horizon
+        leftover = (max(0.0, float(res.storage_kwh[0]) - self.config.initial_storage_kwh)
+                    if truncated else 0.0)
+        w_v, w_a, w_w, w_l = self._w
+        reward = (w_v * float(res.value_correct[0]) + w_a * float(res.aux_kwh[0])
+                  + w_w * float(res.waste_kwh[0]) + w_l * leftover)
         self._needs_reset = truncated
-        return self.observer.observe()[0], reward, False, truncated, self._info(res)
+        return self.observer.observe()[0], reward, False, truncated, self._info(res, leftover)
 
-    def _info(self, res: SlotResult | None) -> dict[str, Any]:
+    def _info(self, res: SlotResult | None, leftover: float = 0.0) -> dict[str, Any]:
         if res is None:
             s = float(self.core.storage[0])
             return {"harvest_kwh": 0.0, "demand_kwh": 0.0, "aux_kwh": 0.0, "waste_kwh": 0.0,
                     "loss_kwh": 0.0, "storage_kwh": s, "arrived": 0, "served": 0,
                     "correct": 0, "dropped": 0, "t": 0,
-                    "reward_terms": {"value_correct": 0.0, "aux_kwh": 0.0, "waste_kwh": 0.0}}
+                    "reward_terms": {"value_correct": 0.0, "aux_kwh": 0.0, "waste_kwh": 0.0,
+                                     "leftover_kwh": 0.0}}
         aux, waste = float(res.aux_kwh[0]), float(res.waste_kwh[0])
         return {
             "harvest_kwh": float(res.harvest_kwh[0]),
@@ -197,7 +203,7 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
             "dropped": int(res.dropped[0]),
             "t": int(self.core.t[0]),
             "reward_terms": {"value_correct": float(res.value_correct[0]), "aux_kwh": aux,
-                             "waste_kwh": waste},
+                             "waste_kwh": waste, "leftover_kwh": leftover},
         }
 
     # ------------------------------------------------------------------ rendering

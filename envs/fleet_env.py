@@ -11,6 +11,7 @@ import numpy as np
 
 from envs.config import FleetConfig, resolve_config
 from envs.dynamics import FleetCore, SlotResult
+from envs.reward import REWARD_TERMS, combine, reward_terms, reward_weights
 from envs.spaces import (
     Observer,
     action_space,
@@ -19,28 +20,6 @@ from envs.spaces import (
     observation_space,
     validate_action,
 )
-
-#: Keys of ``info["reward_terms"]``, in natural units.
-REWARD_TERMS = ("value_correct", "aux_kwh", "waste_kwh", "leftover_kwh")
-
-
-def reward_weights(core: FleetCore) -> dict[str, float]:
-    """Effective weight of each reward term: reward = sum(weights[k] * terms[k]).
-
-    The config weights are divided by natural scales so that a slot's reward is of order 1:
-    the value of the correct answers by the expected value of a slot if every task were
-    answered correctly, energies by the reference demand per slot.
-    """
-    cfg = core.config
-    value_ref = cfg.arrival_rate * float(np.dot(cfg.class_shares, cfg.class_values))
-    value_ref = value_ref if value_ref > 0 else 1.0
-    return {
-        "value_correct": cfg.w_correct / value_ref,
-        "aux_kwh": -cfg.w_aux / core.ref_demand_kwh,
-        "waste_kwh": -cfg.w_waste / core.ref_demand_kwh,
-        "leftover_kwh": -cfg.w_leftover / core.ref_demand_kwh,
-    }
-
 
 class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
     r"""Energy-aware dispatch of reasoning tasks to a fleet of large reasoning models (LRMs).
@@ -144,7 +123,6 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
         self.action_space = action_space(self.config)
         self.observation_names = observation_names(self.config)
         self.reward_weights = reward_weights(self.core)
-        self._w = tuple(self.reward_weights[k] for k in REWARD_TERMS)
         self._discrete = self.config.action_type == "discrete"
         self._last: SlotResult | None = None
         self._history = np.zeros((3, self.config.horizon))  # harvest, demand, storage [kWh]
@@ -173,22 +151,20 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
         t = int(self.core.t[0])
         self._history[:, t - 1] = (res.harvest_kwh[0], res.demand_kwh[0], res.storage_kwh[0])
         truncated = t >= self.config.horizon
-        leftover = (max(0.0, float(res.storage_kwh[0]) - self.config.initial_storage_kwh)
-                    if truncated else 0.0)
-        w_v, w_a, w_w, w_l = self._w
-        reward = (w_v * float(res.value_correct[0]) + w_a * float(res.aux_kwh[0])
-                  + w_w * float(res.waste_kwh[0]) + w_l * leftover)
+        terms = reward_terms(self.core, res, np.array([truncated]))
+        reward = float(combine(self.reward_weights, terms)[0])
         self._needs_reset = truncated
-        return self.observer.observe()[0], reward, False, truncated, self._info(res, leftover)
+        return (self.observer.observe()[0], reward, False, truncated,
+                self._info(res, {k: float(v[0]) for k, v in terms.items()}))
 
-    def _info(self, res: SlotResult | None, leftover: float = 0.0) -> dict[str, Any]:
+    def _info(self, res: SlotResult | None, terms: dict[str, float] | None = None
+              ) -> dict[str, Any]:
         if res is None:
             s = float(self.core.storage[0])
             return {"harvest_kwh": 0.0, "demand_kwh": 0.0, "aux_kwh": 0.0, "waste_kwh": 0.0,
                     "loss_kwh": 0.0, "storage_kwh": s, "arrived": 0, "served": 0,
                     "correct": 0, "dropped": 0, "t": 0,
-                    "reward_terms": {"value_correct": 0.0, "aux_kwh": 0.0, "waste_kwh": 0.0,
-                                     "leftover_kwh": 0.0}}
+                    "reward_terms": dict.fromkeys(REWARD_TERMS, 0.0)}
         aux, waste = float(res.aux_kwh[0]), float(res.waste_kwh[0])
         return {
             "harvest_kwh": float(res.harvest_kwh[0]),
@@ -202,8 +178,7 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
             "correct": int(res.correct[0]),
             "dropped": int(res.dropped[0]),
             "t": int(self.core.t[0]),
-            "reward_terms": {"value_correct": float(res.value_correct[0]), "aux_kwh": aux,
-                             "waste_kwh": waste, "leftover_kwh": leftover},
+            "reward_terms": terms,
         }
 
     # ------------------------------------------------------------------ rendering

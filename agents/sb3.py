@@ -1,0 +1,82 @@
+"""Trained stable-baselines3 models as policies: ``"ppo:runs/<run>/model.zip"``."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: Algorithm name -> (SB3 class name, needs a discrete action space).
+ALGOS: dict[str, tuple[str, bool]] = {
+    "ppo": ("PPO", False),
+    "a2c": ("A2C", False),
+    "sac": ("SAC", False),
+    "td3": ("TD3", False),
+    "dqn": ("DQN", True),
+}
+
+#: File name of the saved observation normaliser beside a model.
+VECNORMALIZE_FILE = "vecnormalize.pkl"
+
+
+def algo_class(algo: str) -> type:
+    """The SB3 class of an algorithm name (``ppo``, ``a2c``, ``sac``, ``td3``, ``dqn``)."""
+    import stable_baselines3 as sb3
+
+    if algo not in ALGOS:
+        raise ValueError(f"unknown algorithm {algo!r}; known: {sorted(ALGOS)}")
+    return getattr(sb3, ALGOS[algo][0])
+
+
+class SB3Policy:
+    """A saved SB3 model (and its VecNormalize statistics, if saved beside it) as a policy.
+
+    Observations are normalised with the saved running mean and variance exactly as during
+    training, so the model sees what it was trained on.
+    """
+
+    def __init__(self, model: Any, normalizer: Any | None = None, name: str = "sb3") -> None:
+        self.model = model
+        self.normalizer = normalizer
+        self.name = name
+        self.observation_space = model.observation_space
+        self.action_space = model.action_space
+
+    def predict(self, observation: Any, state: Any = None,
+                episode_start: np.ndarray | None = None,
+                deterministic: bool = False) -> tuple[np.ndarray, Any]:
+        """SB3 ``predict`` after applying the saved observation normalisation."""
+        obs = np.asarray(observation, dtype=np.float32)
+        if self.normalizer is not None:
+            obs = self.normalizer.normalize_obs(obs).astype(np.float32)
+        return self.model.predict(obs, state=state, episode_start=episode_start,
+                                  deterministic=deterministic)
+
+
+def load_sb3_policy(spec: str, device: str = "cpu") -> SB3Policy:
+    """Load ``"algo:path/to/model.zip"`` (``vecnormalize.pkl`` beside it is used if present).
+
+    Raises:
+        ValueError: unknown algorithm or malformed spec.
+        FileNotFoundError: the model file does not exist.
+    """
+    if ":" not in spec:
+        raise ValueError(f"a trained policy is given as ALGO:PATH, e.g. ppo:runs/x/model.zip; "
+                         f"got {spec!r}")
+    algo, path_str = spec.split(":", 1)
+    cls = algo_class(algo.lower())
+    path = Path(path_str)
+    if path.is_dir():
+        path = path / "model.zip"
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    model = cls.load(str(path), device=device)
+    normalizer = None
+    norm_path = path.parent / VECNORMALIZE_FILE
+    if norm_path.is_file():
+        with open(norm_path, "rb") as fh:
+            normalizer = pickle.load(fh)
+        normalizer.training = False
+    return SB3Policy(model, normalizer, name=spec)

@@ -1,0 +1,49 @@
+"""Reward of a slot as a weighted sum of named components, batched over copies."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from envs.dynamics import FleetCore, SlotResult
+
+#: Keys of ``info["reward_terms"]``, in natural units.
+REWARD_TERMS = ("value_correct", "aux_kwh", "waste_kwh", "leftover_kwh")
+
+
+def reward_weights(core: FleetCore) -> dict[str, float]:
+    """Effective weight of each reward term: reward = sum(weights[k] * terms[k]).
+
+    The config weights are divided by natural scales so that a slot's reward is of order 1:
+    the value of the correct answers by the expected value of a slot if every task were
+    answered correctly, energies by the reference demand per slot D_ref.
+    """
+    cfg = core.config
+    value_ref = cfg.arrival_rate * float(np.dot(cfg.class_shares, cfg.class_values))
+    value_ref = value_ref if value_ref > 0 else 1.0
+    return {
+        "value_correct": cfg.w_correct / value_ref,
+        "aux_kwh": -cfg.w_aux / core.ref_demand_kwh,
+        "waste_kwh": -cfg.w_waste / core.ref_demand_kwh,
+        "leftover_kwh": -cfg.w_leftover / core.ref_demand_kwh,
+    }
+
+
+def reward_terms(core: FleetCore, res: SlotResult, truncated: np.ndarray
+                 ) -> dict[str, np.ndarray]:
+    """Reward components of a slot for every copy, shape (B,) each, natural units.
+
+    ``leftover_kwh`` is non-zero only on a copy's last slot: the energy left in the store
+    above the initial level S_0 (unused baseline energy of the episode).
+    """
+    leftover = np.where(truncated, np.maximum(
+        0.0, res.storage_kwh - core.config.initial_storage_kwh), 0.0)
+    return {"value_correct": res.value_correct, "aux_kwh": res.aux_kwh,
+            "waste_kwh": res.waste_kwh, "leftover_kwh": leftover}
+
+
+def combine(weights: dict[str, float], terms: dict[str, np.ndarray]) -> np.ndarray:
+    """Weighted sum of the terms, in the fixed order of :data:`REWARD_TERMS`."""
+    total = np.zeros_like(terms["aux_kwh"], dtype=np.float64)
+    for k in REWARD_TERMS:
+        total = total + weights[k] * terms[k]
+    return total

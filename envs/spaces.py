@@ -26,12 +26,18 @@ def observation_names(config: FleetConfig) -> list[str]:
             + ["time_sin", "time_cos", "progress", "net_mean", "net_std"])
 
 
+#: Bound of the features that are unbounded in principle (ratios, running statistics): the
+#: largest finite float32, so the Box is finite (Gymnasium's checker warns on infinite bounds)
+#: and every finite feature value lies inside it.
+OBS_BOUND = float(np.finfo(np.float32).max)
+
+
 def observation_space(config: FleetConfig) -> spaces.Box:
     """The float32 Box of :func:`observation_names` with each feature's range."""
     n_c = config.n_classes
-    low = np.array([0, 0, 0, 0, 0] + [0] * n_c + [-1, -1, 0, -np.inf, 0], dtype=np.float32)
-    high = np.array([1] + [np.inf] * 4 + [np.inf] * n_c + [1, 1, 1, np.inf, np.inf],
-                    dtype=np.float32)
+    big = OBS_BOUND
+    low = np.array([0, 0, 0, 0, 0] + [0] * n_c + [-1, -1, 0, -big, 0], dtype=np.float32)
+    high = np.array([1] + [big] * 4 + [big] * n_c + [1, 1, 1, big, big], dtype=np.float32)
     return spaces.Box(low=low, high=high, dtype=np.float32)
 
 

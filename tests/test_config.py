@@ -1,0 +1,209 @@
+"""FleetConfig: frozen, validated with errors naming the field and its allowed range, presets,
+JSON forms, and the ways ``gym.make`` accepts a config."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import gymnasium as gym
+import pytest
+
+from envs import ENV_IDS, PRESETS, FleetConfig, resolve_config
+
+NAN, INF = float("nan"), math.inf
+
+#: (field, bad value, text the message must contain besides the field name: the allowed range).
+BAD_VALUES = [
+    ("horizon", 0, "[1, 10000000]"),
+    ("horizon", -5, "[1, 10000000]"),
+    ("horizon", 2.5, "integer"),
+    ("horizon", True, "integer"),
+    ("horizon", "288", "integer"),
+    ("slot_minutes", 0.0, "(0, "),
+    ("slot_minutes", NAN, "(0, "),
+    ("slot_minutes", INF, "finite"),
+    ("arrival_rate", 0.0, "(0, "),
+    ("arrival_rate", -1.0, "(0, "),
+    ("arrival_rate", NAN, "(0, "),
+    ("arrival_rate", INF, "finite"),
+    ("class_names", ("a", ""), "non-empty string"),
+    ("class_names", (), "non-empty tuple"),
+    ("class_shares", (0.5, 0.5), "3 entries"),
+    ("class_shares", (0.6, 0.3, 0.2), "sum to 1"),
+    ("class_shares", (1.2, -0.1, -0.1), "[0, 1]"),
+    ("class_shares", (NAN, 0.5, 0.5), "[0, 1]"),
+    ("class_skills", (0, 40, 160), "[1, 100000]"),
+    ("class_skills", (10.5, 40, 160), "integer"),
+    ("class_skills", (10, 40), "3 entries"),
+    ("class_values", (1.0, -1.0, 1.0), "[0, "),
+    ("class_values", (1.0, 1.0, INF), "[0, "),
+    ("model_names", ("a", "b", 3), "non-empty string"),
+    ("model_params_b", (8.0, -32.0, 70.0), "(0, "),
+    ("model_j_per_token", (0.0, 0.2, 0.5), "(0, "),
+    ("model_j_per_token", (0.1, 0.2), "3 entries"),
+    ("model_j_per_token", (0.1, 0.2, INF), "(0, "),
+    ("model_step_success", (0.0, 0.6, 0.75), "(0, 1]"),
+    ("model_step_success", (0.45, 1.2, 0.75), "(0, 1]"),
+    ("model_skill_coverage", (0.99, 1.1, 0.99), "[0, 1]"),
+    ("model_skill_coverage", (0.99, NAN, 0.99), "[0, 1]"),
+    ("token_budgets", (4096, 1024, 16384), "strictly increasing"),
+    ("token_budgets", (1024, 1024, 4096), "strictly increasing"),
+    ("token_budgets", (10, 1024, 4096), "[25, "),
+    ("token_budgets", (), "non-empty tuple"),
+    ("token_budgets", [1024.5, 4096], "integer"),
+    ("step_tokens", 0, "[1, 1000000]"),
+    ("provisioning", -0.1, "[0, "),
+    ("provisioning", NAN, "[0, "),
+    ("provisioning", INF, "finite"),
+    ("harvest_cv", -0.1, "[0, 100]"),
+    ("harvest_cv", NAN, "[0, 100]"),
+    ("harvest_cv", INF, "finite"),
+    ("storage_kwh", -1.0, "[0, inf]"),
+    ("storage_kwh", NAN, "[0, inf]"),
+    ("initial_storage_kwh", -0.1, "[0, "),
+    ("initial_storage_kwh", INF, "finite"),
+    ("charge_efficiency", 0.0, "(0, 1]"),
+    ("charge_efficiency", 1.1, "(0, 1]"),
+    ("discharge_efficiency", -0.5, "(0, 1]"),
+    ("discharge_efficiency", NAN, "(0, 1]"),
+    ("idle_power_kw", -1.0, "[0, "),
+    ("w_correct", -1.0, "[0, "),
+    ("w_aux", NAN, "[0, "),
+    ("w_waste", INF, "finite"),
+    ("w_leftover", -0.5, "[0, "),
+    ("action_type", "box", "continuous"),
+    ("action_type", None, "discrete"),
+    ("harvest_process", "solar-typo", "iid_gamma"),
+    ("arrival_process", "hawkes", "poisson"),
+]
+
+
+@pytest.mark.parametrize(("field", "value", "allowed"), BAD_VALUES,
+                         ids=[f"{f}={v!r}" for f, v, _ in BAD_VALUES])
+def test_bad_value_names_field_and_range(field, value, allowed):
+    with pytest.raises(ValueError) as exc:
+        FleetConfig(**{field: value})
+    msg = str(exc.value)
+    assert field in msg, msg
+    assert allowed in msg, msg
+    # The same error comes through every front door.
+    with pytest.raises(ValueError, match=field):
+        resolve_config("critical", **{field: value})
+
+
+def test_initial_storage_above_capacity_names_both_fields():
+    with pytest.raises(ValueError, match=r"initial_storage_kwh.*storage_kwh=0\.5"):
+        FleetConfig(storage_kwh=0.5, initial_storage_kwh=1.0)
+
+
+def test_bad_value_through_gym_make_is_a_clear_value_error():
+    with pytest.raises(ValueError, match=r"FleetConfig\.harvest_cv must be in \[0, 100\]"):
+        gym.make("lrm/Critical-v0", harvest_cv=-1.0)
+
+
+def test_allowed_edge_values_are_accepted():
+    cfg = FleetConfig(storage_kwh=INF, harvest_cv=0.0, provisioning=0.0, idle_power_kw=0.0,
+                      charge_efficiency=1.0, model_skill_coverage=(1.0, 1.0, 1.0),
+                      class_shares=(1.0, 0.0, 0.0), horizon=1)
+    assert cfg.storage_kwh == INF and cfg.horizon == 1
+
+
+@pytest.mark.parametrize("front_door", ["FleetConfig", "resolve", "resolve_dict", "make"])
+def test_unknown_override_raises_type_error_naming_it(front_door):
+    with pytest.raises(TypeError, match="horizn"):
+        if front_door == "FleetConfig":
+            FleetConfig(horizn=5)
+        elif front_door == "resolve":
+            resolve_config("critical", horizn=5)
+        elif front_door == "resolve_dict":
+            resolve_config({"horizn": 5})
+        else:
+            gym.make("lrm/Critical-v0", horizn=5)
+
+
+def test_config_of_wrong_type_and_unknown_preset():
+    with pytest.raises(TypeError, match="preset name"):
+        resolve_config(5)
+    with pytest.raises(ValueError, match=r"unknown preset 'critcal'.*critical"):
+        resolve_config("critcal")
+
+
+def test_config_is_frozen_and_hashable():
+    cfg = resolve_config("critical")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.horizon = 5  # type: ignore[misc]
+    assert hash(cfg) == hash(resolve_config("critical"))
+    env = gym.make("lrm/Critical-v0")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        env.unwrapped.config.provisioning = 2.0  # type: ignore[misc]
+
+
+def test_presets_resolve_and_mean_what_they_say():
+    assert set(ENV_IDS.values()) <= set(PRESETS)
+    for name, preset in PRESETS.items():
+        assert resolve_config(name) is preset
+        assert isinstance(preset, FleetConfig)
+    crit = PRESETS["critical"]
+    assert crit.provisioning == 1.0
+    assert PRESETS["oversupply"].provisioning > 1.0
+    assert PRESETS["undersupply"].provisioning < 1.0
+    assert PRESETS["volatile"].provisioning == 1.0
+    assert PRESETS["volatile"].harvest_cv > crit.harvest_cv
+    for preset in PRESETS.values():  # paper-faithful: i.i.d. processes, one day of slots
+        assert preset.harvest_process == "iid_gamma" and preset.arrival_process == "poisson"
+        assert preset.horizon * preset.slot_minutes == 24 * 60
+
+
+def test_registered_ids_resolve_to_their_presets(env_id):
+    env = gym.make(env_id)
+    preset = env.spec.kwargs["config"]
+    assert env.unwrapped.config is PRESETS[preset]
+
+
+def test_json_dict_and_list_forms_accepted():
+    cfg = resolve_config("volatile", storage_kwh=INF, class_shares=(0.5, 0.3, 0.2))
+    data = json.loads(json.dumps(cfg.to_dict()))  # tuples -> lists, inf -> Infinity -> inf
+    assert isinstance(data["token_budgets"], list)
+    again = resolve_config(data)
+    assert again == cfg
+    assert isinstance(again.token_budgets, tuple)
+    listed = FleetConfig(token_budgets=[512, 2048], class_shares=[0.2, 0.3, 0.5])
+    assert listed.token_budgets == (512, 2048) and listed.n_configs == 6
+    hash(listed)
+
+
+def test_overrides_do_not_mutate_presets():
+    before = dataclasses.asdict(PRESETS["critical"])
+    cfg = resolve_config("critical", arrival_rate=30.0)
+    assert cfg.arrival_rate == 30.0
+    assert dataclasses.asdict(PRESETS["critical"]) == before
+
+
+@pytest.mark.parametrize("form", ["preset", "instance", "dict", "overrides", "dict+overrides"])
+def test_gym_make_config_forms(env_id, form):
+    target = dataclasses.replace(PRESETS["volatile"], horizon=12)
+    if form == "preset":
+        env = gym.make(env_id, config="volatile", horizon=12)
+    elif form == "instance":
+        env = gym.make(env_id, config=target)
+    elif form == "dict":
+        env = gym.make(env_id, config=target.to_dict())
+    elif form == "overrides":
+        base = PRESETS[ENV_IDS[env_id]]
+        target = dataclasses.replace(base, arrival_rate=30.0, storage_kwh=0.25)
+        env = gym.make(env_id, arrival_rate=30.0, storage_kwh=0.25)
+    else:
+        env = gym.make(env_id, config={"harvest_cv": 1.0}, horizon=12)
+        target = dataclasses.replace(FleetConfig(), harvest_cv=1.0, horizon=12)
+    assert env.unwrapped.config == target
+    obs, _ = env.reset(seed=0)
+    assert obs in env.observation_space
+    # The resolved config drives the episode length.
+    n = 0
+    while True:
+        n += 1
+        if env.step(env.action_space.sample())[3]:
+            break
+    assert n == target.horizon

@@ -93,8 +93,8 @@ def validate_action(config: FleetConfig, action: object, space: spaces.Space) ->
         raise ValueError(f"action must have shape {space.shape} (classes x configurations), "
                          f"got shape {a.shape}")
     if not (a.min() >= -1.0 and a.max() <= 1.0):  # also rejects NaN
-        raise ValueError(f"action entries must be finite and in [-1, 1], got min {a.min()!r}, "
-                         f"max {a.max()!r}")
+        raise ValueError(f"action entries must be finite and in [-1, 1], got min "
+                         f"{float(a.min())!r}, max {float(a.max())!r}")
     return a[None, :]
 
 

@@ -216,3 +216,36 @@ def test_mixture_assignment_frequencies_match_the_mixture():
     se = np.sqrt(n * pi * (1 - pi))
     assert np.all(np.abs(counts - n * pi) <= 4 * se + 1e-9), counts / n - pi
     assert np.all(counts[2, pi[2] == 0] == 0)
+
+
+def test_task_buffer_growth_keeps_trajectories():
+    """A core whose per-slot task buffer is too small grows it at reset; the episode is the
+    same as with a buffer sized up front."""
+    cfg = resolve_config("critical", horizon=30)
+    gens_a, gens_b = copy_generators(8, 2), copy_generators(8, 2)
+    sized = FleetCore(cfg, 2)
+    small = FleetCore(cfg, 2)
+    small._alloc(1)
+    small.A = 1
+    for b in range(2):
+        sized.reset_copy(b, *gens_a[b])
+        small.reset_copy(b, *gens_b[b])
+    assert 1 < small.A <= sized.A
+    mix = np.broadcast_to(np.full((3, 9), 1 / 9), (2, 3, 9))
+    for _ in range(cfg.horizon):
+        r1, r2 = sized.step(mixtures=mix), small.step(mixtures=mix)
+        for field in r1.__dataclass_fields__:
+            assert np.array_equal(getattr(r1, field), getattr(r2, field)), field
+
+
+def test_core_rejects_bad_batch_size_and_stepping_past_the_end():
+    cfg = resolve_config("critical", horizon=2)
+    for bad in (0, -1, 2.0):
+        with pytest.raises(ValueError, match="batch_size"):
+            FleetCore(cfg, bad)
+    core = FleetCore(cfg, 1)
+    core.reset_copy(0, *copy_generators(0, 1)[0])
+    core.step(configs=np.array([0]))
+    core.step(configs=np.array([0]))
+    with pytest.raises(RuntimeError, match="reset"):
+        core.step(configs=np.array([0]))

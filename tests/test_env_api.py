@@ -99,6 +99,32 @@ def test_observations_in_space_store_sizes(storage_kwh):
         assert store.max() > 0.0  # the store feature moves
 
 
+def test_observation_features_match_the_ledger(env_id):
+    """Each feature is the documented normalisation of the ledger (envs.spaces docstring)."""
+    env = gym.make(env_id, horizon=30, storage_kwh=0.01)
+    u = env.unwrapped
+    cfg, core = u.config, u.core
+    names = u.observation_names
+    col = {n: i for i, n in enumerate(names)}
+    out = rollout(env, _random_actions(env, 30, seed=9), seed=9)
+    rates = cfg.arrival_rate * np.asarray(cfg.class_shares)
+    d_ref, h_ref = core.ref_demand_kwh, core.harvest_process.mean_kwh
+    for t in range(1, 31):
+        obs, info = out["obs"][t], out["infos"][t]
+        assert obs[col["store"]] == pytest.approx(info["storage_kwh"] / 0.01, rel=1e-6)
+        assert obs[col["harvest_last"]] == pytest.approx(info["harvest_kwh"] / h_ref, rel=1e-6)
+        assert obs[col["demand_last"]] == pytest.approx(info["demand_kwh"] / d_ref, rel=1e-6)
+        assert obs[col["aux_last"]] == pytest.approx(info["aux_kwh"] / d_ref, rel=1e-6,
+                                                     abs=1e-7)
+        assert obs[col["waste_last"]] == pytest.approx(info["waste_kwh"] / d_ref, rel=1e-6,
+                                                       abs=1e-7)
+        assert obs[col["progress"]] == pytest.approx(t / 30)
+    # The arrivals shown are the tasks the next action dispatches.
+    for t in range(30):
+        shown = out["obs"][t][[col[f"arrivals_{c}"] for c in cfg.class_names]] * rates
+        assert round(float(shown.sum())) == out["infos"][t + 1]["arrived"]
+
+
 # ---------------------------------------------------------------------------- make forms
 def test_module_prefix_make_without_import():
     code = ("import sys, gymnasium as gym\n"

@@ -72,6 +72,51 @@ def test_sb3_check_env_no_warnings(env_id, action_type):
     _no_warnings(record)
 
 
+#: Edge configurations: every path of the ledger, degenerate workloads and fleets.
+EDGE_CONFIGS = {
+    "zero-store": {"storage_kwh": 0.0},
+    "no-harvest": {"provisioning": 0.0},
+    "constant-harvest": {"harvest_cv": 0.0},
+    "wild-harvest": {"harvest_cv": 100.0},
+    "one-class-active": {"class_shares": (1.0, 0.0, 0.0)},
+    "single-class": {"class_names": ("only",), "class_shares": (1.0,), "class_skills": (20,),
+                     "class_values": (2.0,)},
+    "single-config": {"model_names": ("m",), "model_params_b": (8.0,),
+                      "model_j_per_token": (0.1,), "model_step_success": (0.5,),
+                      "model_skill_coverage": (1.0,), "token_budgets": (2048,)},
+    "lossy-store": {"charge_efficiency": 0.5, "discharge_efficiency": 0.5,
+                    "storage_kwh": 0.01, "initial_storage_kwh": 0.005},
+    "idle-power": {"idle_power_kw": 5.0},
+    "rare-arrivals": {"arrival_rate": 0.01},
+    "heavy-arrivals": {"arrival_rate": 600.0, "horizon": 5},
+    "hourly-slots": {"slot_minutes": 60.0, "horizon": 24},
+    "zero-weights": {"w_correct": 0.0, "w_aux": 0.0, "w_waste": 0.0, "w_leftover": 0.0},
+}
+
+
+@pytest.mark.parametrize("case", list(EDGE_CONFIGS))
+def test_edge_configs_pass_checkers_and_full_episodes(case, action_type):
+    kw = {"horizon": 48, **EDGE_CONFIGS[case], "action_type": action_type}
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        gym_check_env(gym.make("lrm/Critical-v0", **kw).unwrapped)
+        sb3_check_env(gym.make("lrm/Critical-v0", **kw))
+    _no_warnings(record)
+    env = gym.make("lrm/Critical-v0", **kw)
+    out = rollout(env, _random_actions(env, kw["horizon"], seed=0), seed=0)
+    assert len(out["rewards"]) == kw["horizon"] and out["truncated"][-1]
+    assert all(o in env.observation_space for o in out["obs"])
+    assert np.all(np.isfinite(out["rewards"]))
+
+
+def test_one_slot_episode():
+    """horizon = 1 is valid (Gymnasium's checker refuses one-step episodes, so no checker)."""
+    env = gym.make("lrm/Critical-v0", horizon=1)
+    env.reset(seed=0)
+    _, _, terminated, truncated, info = env.step(env.action_space.sample())
+    assert truncated and not terminated and info["t"] == 1
+
+
 # ---------------------------------------------------------------------------- spaces
 def test_observations_in_space_full_episodes(env_id, action_type):
     env = gym.make(env_id, action_type=action_type)

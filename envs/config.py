@@ -66,6 +66,33 @@ class FleetConfig:
         charge_efficiency: Fraction of surplus energy that reaches the store (extension).
         discharge_efficiency: Fraction of stored energy that reaches the fleet (extension).
         idle_power_kw: Power the powered-on fleet draws when idle [kW] (extension; 0 = paper).
+        harvest_months: Months (1-12) from which a trace-driven harvest draws the start day of
+            an episode; empty = the whole year (extension; ``solar`` and ``wind`` only).
+        harvest_reference_months: Months over which the mean harvest of a trace-driven supply
+            equals ``provisioning`` x the reference demand: this fixes the installed capacity.
+            Empty = ``harvest_months``. A held-out season keeps the training months here, so
+            the same plant sees a different season (extension).
+        trace_start_day: Day of the year (0-364) at which trace-driven supply starts; -1 =
+            drawn from the seed among the days of ``harvest_months`` (extension).
+        trace_start_hour: Local hour of day at which episodes of trace-driven supply and of the
+            ``servegen_r1`` arrivals start [h]; also sets the time-of-day features.
+        forecast_hours: Hours of noisy harvest forecast appended to the observation, one
+            feature per hour ahead; 0 = off (extension).
+        forecast_noise: Standard deviation of the forecast error of the next hour, relative to
+            the mean harvest; it grows with the square root of the lead time [-].
+
+    Arrival traces (extension):
+        arrival_cv: Coefficient of variation of the gamma inter-arrival times of the
+            ``servegen_r1`` arrivals [-]. Calibrated: 2.28 is the request-weighted mean CV of
+            the ServeGen DeepSeek-R1 clients (``servegen_r1_client_windows.csv``).
+
+    Deadlines, queue and capacity (extension; all off in the paper presets):
+        class_deadlines: Deadline of each class [slots]: a task arriving in slot s may be served
+            in slots s..s+d_c, and is dropped if still waiting after slot s+d_c. 0 = serve in
+            the arrival slot. Empty = no queue (the paper). Enables the "defer" action.
+        model_tokens_per_slot: Throughput cap of each model [output tokens/slot]; ``math.inf``
+            = unlimited. Empty = unlimited parallelism (the paper). Tasks that do not fit wait
+            in the queue, or are dropped at their deadline (see ``envs.realistic``).
 
     Reward (weights of named components; the env scales them to order 1 per slot):
         w_correct: Weight of the value of correct answers.
@@ -74,6 +101,7 @@ class FleetConfig:
         w_leftover: Weight of the baseline energy left in the store at the end of the episode
             (above S_0). MODEL.md: with an unbounded store the unused baseline energy S_T is
             the waste; this term makes over-supply cost something in the unbounded presets.
+        w_dropped: Weight of the tasks dropped past their deadline (queue enabled only).
 
     Interface:
         action_type: ``"continuous"`` (Box mixture per class) or ``"discrete"`` (one
@@ -106,11 +134,22 @@ class FleetConfig:
     charge_efficiency: float = 1.0
     discharge_efficiency: float = 1.0
     idle_power_kw: float = 0.0
+    harvest_months: tuple[int, ...] = ()
+    harvest_reference_months: tuple[int, ...] = ()
+    trace_start_day: int = -1
+    trace_start_hour: float = 0.0
+    forecast_hours: int = 0
+    forecast_noise: float = 0.2
+
+    arrival_cv: float = 2.28
+    class_deadlines: tuple[int, ...] = ()
+    model_tokens_per_slot: tuple[float, ...] = ()
 
     w_correct: float = 1.0
     w_aux: float = 1.0
     w_waste: float = 0.5
     w_leftover: float = 0.5
+    w_dropped: float = 1.0
 
     action_type: str = "continuous"
 
@@ -194,8 +233,9 @@ class FleetConfig:
         number("charge_efficiency", 0, 1, lo_open=True)
         number("discharge_efficiency", 0, 1, lo_open=True)
         number("idle_power_kw", 0, 1e9)
-        for w in ("w_correct", "w_aux", "w_waste", "w_leftover"):
+        for w in ("w_correct", "w_aux", "w_waste", "w_leftover", "w_dropped"):
             number(w, 0, 1e9)
+        self._validate_realistic(number, seq)
         if self.action_type not in ACTION_TYPES:
             raise ValueError(
                 f"FleetConfig.action_type must be one of {ACTION_TYPES}, got {self.action_type!r}")
@@ -207,6 +247,42 @@ class FleetConfig:
         if self.arrival_process not in ARRIVAL_PROCESSES:
             raise ValueError(f"FleetConfig.arrival_process must be one of "
                              f"{sorted(ARRIVAL_PROCESSES)}, got {self.arrival_process!r}")
+
+    def _validate_realistic(self, number: Any, seq: Any) -> None:
+        """Checks of the trace, forecast, deadline and capacity fields (empty = off)."""
+        for name in ("harvest_months", "harvest_reference_months"):
+            v = getattr(self, name)
+            if not isinstance(v, tuple):
+                raise ValueError(f"FleetConfig.{name} must be a tuple of months in [1, 12], "
+                                 f"got {v!r}")
+            if v:
+                seq(name, None, 1, 12, integer=True)
+        number("trace_start_day", -1, 364, integer=True)
+        number("trace_start_hour", 0, 24, hi_open=True)
+        number("forecast_hours", 0, 48, integer=True)
+        number("forecast_noise", 0, 100)
+        number("arrival_cv", 0, 100, lo_open=True)
+        if not isinstance(self.class_deadlines, tuple):
+            raise ValueError(f"FleetConfig.class_deadlines must be a tuple (one deadline per "
+                             f"class, in slots) or empty, got {self.class_deadlines!r}")
+        if self.class_deadlines:
+            seq("class_deadlines", self.n_classes, 0, 10_000, integer=True)
+        if not isinstance(self.model_tokens_per_slot, tuple):
+            raise ValueError(f"FleetConfig.model_tokens_per_slot must be a tuple (one cap per "
+                             f"model, tokens/slot; inf = unlimited) or empty, "
+                             f"got {self.model_tokens_per_slot!r}")
+        for j, x in enumerate(self.model_tokens_per_slot):
+            if not _is_number(x) or math.isnan(x) or x <= 0:
+                raise ValueError(f"FleetConfig.model_tokens_per_slot[{j}] must be a number in "
+                                 f"(0, inf], got {x!r}")
+        if self.model_tokens_per_slot and len(self.model_tokens_per_slot) != self.n_models:
+            raise ValueError(f"FleetConfig.model_tokens_per_slot must have {self.n_models} "
+                             f"entries (one per model), got {len(self.model_tokens_per_slot)}")
+
+    @property
+    def queue_enabled(self) -> bool:
+        """True when deadlines or throughput caps are set (tasks can wait in a queue)."""
+        return bool(self.class_deadlines) or bool(self.model_tokens_per_slot)
 
     # ------------------------------------------------------------------ derived sizes
     @property

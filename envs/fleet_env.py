@@ -10,7 +10,8 @@ import gymnasium as gym
 import numpy as np
 
 from envs.config import FleetConfig, resolve_config
-from envs.dynamics import FleetCore, SlotResult
+from envs.dynamics import SlotResult
+from envs.realistic import RealisticCore, make_core
 from envs.reward import REWARD_TERMS, combine, reward_terms, reward_weights
 from envs.spaces import (
     Observer,
@@ -117,7 +118,7 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} "
                              f"or None, got {render_mode!r}")
         self.render_mode = render_mode
-        self.core = FleetCore(self.config, batch_size=1)
+        self.core = make_core(self.config, batch_size=1)
         self.observer = Observer(self.core)
         self.observation_space = observation_space(self.config)
         self.action_space = action_space(self.config)
@@ -143,7 +144,9 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
         if self._needs_reset:
             raise RuntimeError("call reset() before step() (and after an episode ends)")
         a = validate_action(self.config, action, self.action_space)
-        if self._discrete:
+        if isinstance(self.core, RealisticCore):  # queue / forecast (envs.realistic)
+            res = self.core.step_action(a)
+        elif self._discrete:
             res = self.core.step(configs=a)
         else:
             res = self.core.step(mixtures=action_to_mixture(self.config, a))
@@ -163,7 +166,7 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
             s = float(self.core.storage[0])
             return {"harvest_kwh": 0.0, "demand_kwh": 0.0, "aux_kwh": 0.0, "waste_kwh": 0.0,
                     "loss_kwh": 0.0, "storage_kwh": s, "arrived": 0, "served": 0,
-                    "correct": 0, "dropped": 0, "t": 0,
+                    "correct": 0, "dropped": 0, "queued": 0, "t": 0,
                     "reward_terms": dict.fromkeys(REWARD_TERMS, 0.0)}
         aux, waste = float(res.aux_kwh[0]), float(res.waste_kwh[0])
         return {
@@ -177,9 +180,14 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
             "served": int(res.served[0]),
             "correct": int(res.correct[0]),
             "dropped": int(res.dropped[0]),
+            "queued": int(self._queued()),
             "t": int(self.core.t[0]),
             "reward_terms": terms,
         }
+
+    def _queued(self) -> int:
+        queue = getattr(self.core, "queue_len", None)
+        return 0 if queue is None else int(queue[0].sum())
 
     # ------------------------------------------------------------------ rendering
     def render(self) -> str | np.ndarray | None:

@@ -317,6 +317,47 @@ PRESETS: dict[str, FleetConfig] = {
     "volatile": FleetConfig(harvest_cv=1.0),
 }
 
+# ---------------------------------------------------------------------------------- realistic
+# Trace-driven scenarios (extension). Numbers are derived in envs/calibration.py and checked
+# by tests/test_realistic.py against the shipped data:
+#  * supply: the plant is sized so that mean harvest = reference demand over April-September
+#    (provisioning 1.0); held-out seasons keep this plant and replay October-March;
+#  * store: 6 hours of reference demand (72 slots x D_ref), round-trip efficiency 0.95 x 0.95
+#    (Li-ion class, modelled); idle power 3.3 W, about 10 % of the reference task demand
+#    (CALIBRATION.md section 2: idle reserve 10 % of serving energy);
+#  * R1 workload: ServeGen DeepSeek-R1 day, four classes fitted to its output-length PMF
+#    (envs.calibration.fit_classes; whole day: fleet mean 1,523 vs 1,530 tokens, p50 800 vs
+#    793, p90 3,275 vs 3,437, p99 12,325 vs 12,655), deadlines 0 / 10 / 30 / 60 minutes,
+#    throughput caps twice each model's mean load under the reference mixture.
+_SUMMER = (4, 5, 6, 7, 8, 9)
+_WINTER = (10, 11, 12, 1, 2, 3)
+_REALISTIC = dict(storage_kwh=0.2185, charge_efficiency=0.95, discharge_efficiency=0.95,
+                  idle_power_kw=0.0033, harvest_months=_SUMMER)
+_R1_CLASSES = dict(class_names=("short", "medium", "long", "xlong"),
+                   class_shares=(0.5, 0.3, 0.15, 0.05), class_skills=(10, 28, 69, 225),
+                   class_values=(1.0, 1.0, 1.0, 1.0))
+_R1 = dict(_R1_CLASSES, arrival_process="servegen_r1", harvest_process="solar",
+           class_deadlines=(0, 2, 6, 12), model_tokens_per_slot=(34_000.0, 24_000.0, 17_000.0),
+           **{**_REALISTIC, "storage_kwh": 0.2238})
+
+PRESETS.update({
+    "solar_day": FleetConfig(harvest_process="solar", **_REALISTIC),
+    "solar_winter": FleetConfig(harvest_process="solar", **{
+        **_REALISTIC, "harvest_months": _WINTER, "harvest_reference_months": _SUMMER}),
+    "wind_day": FleetConfig(harvest_process="wind", **_REALISTIC),
+    "wind_winter": FleetConfig(harvest_process="wind", **{
+        **_REALISTIC, "harvest_months": _WINTER, "harvest_reference_months": _SUMMER}),
+    "r1_trace": FleetConfig(**_R1),
+    # Heavier reasoning tail: classes fitted to the 06:00-12:00 window (mean 3,264 tokens);
+    # provisioning = D_ref(r1_trace) / D_ref(heavy), so the plant is the same.
+    "r1_trace_heavy": FleetConfig(**{**_R1, "class_skills": (23, 83, 157, 304),
+                                     "provisioning": 0.5781}),
+    # Burstier arrivals: gamma CV 4.44 = sqrt of the rate-weighted mean squared client CV.
+    "r1_trace_bursty": FleetConfig(**{**_R1, "arrival_cv": 4.44}),
+    "r1_trace_winter": FleetConfig(**{**_R1, "harvest_months": _WINTER,
+                                      "harvest_reference_months": _SUMMER}),
+})
+
 
 def resolve_config(config: FleetConfig | str | Mapping[str, Any] | None = None,
                    **overrides: Any) -> FleetConfig:

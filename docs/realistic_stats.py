@@ -48,7 +48,7 @@ def supply_rows() -> list[str]:
         rows.append(f"| {name} | mean GHI, months {cfg.harvest_months} [W/m2] | {src:.1f} | "
                     f"{sim:.1f} ({N_EP} seeded days) |")
         rows.append(f"| {name} | hour of peak of the mean day | {peak_src:.1f} | "
-                    f"{prof.argmax() * cfg.slot_minutes / 60:.1f} |")
+                    f"{(cfg.trace_start_hour + prof.argmax() * cfg.slot_minutes / 60) % 24:.1f} |")
     w = load_wind_80m()
     cfg = dataclasses.replace(PRESETS["wind_day"], harvest_months=(), trace_start_day=0,
                               horizon=288 * 364, harvest_reference_months=())
@@ -76,7 +76,8 @@ def arrival_rows() -> list[str]:
         proc = ARRIVAL_TRACES["servegen_r1"](cfg)
         rng = np.random.default_rng(0)
         c = np.stack([proc.sample(rng, cfg.horizon).sum(1) for _ in range(N_EP)])
-        hourly = c.reshape(N_EP, 24, 12).sum(2).mean(0)
+        start = int(cfg.trace_start_hour)
+        hourly = np.roll(c.reshape(N_EP, 24, 12).sum(2).mean(0), start)  # by hour of day
         src_h = rate.reshape(24, 6).mean(1)
         corr = np.corrcoef(hourly, src_h)[0, 1]
         rows.append(f"| {name} | mean tasks / slot (target arrival_rate) | "

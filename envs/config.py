@@ -321,7 +321,9 @@ PRESETS: dict[str, FleetConfig] = {
 # Trace-driven scenarios (extension). Numbers are derived in envs/calibration.py and checked
 # by tests/test_realistic.py against the shipped data:
 #  * supply: the plant is sized so that mean harvest = reference demand over April-September
-#    (provisioning 1.0); held-out seasons keep this plant and replay October-March;
+#    (provisioning 1.0); held-out seasons keep this plant and replay October-March; episodes
+#    run from 06:00 to 06:00 local time (the empty store meets the sunrise, the policy must
+#    carry energy through the night);
 #  * store: 6 hours of reference demand (72 slots x D_ref), round-trip efficiency 0.95 x 0.95
 #    (Li-ion class, modelled); idle power 3.3 W, about 10 % of the reference task demand
 #    (CALIBRATION.md section 2: idle reserve 10 % of serving energy);
@@ -332,7 +334,7 @@ PRESETS: dict[str, FleetConfig] = {
 _SUMMER = (4, 5, 6, 7, 8, 9)
 _WINTER = (10, 11, 12, 1, 2, 3)
 _REALISTIC = dict(storage_kwh=0.2185, charge_efficiency=0.95, discharge_efficiency=0.95,
-                  idle_power_kw=0.0033, harvest_months=_SUMMER)
+                  idle_power_kw=0.0033, harvest_months=_SUMMER, trace_start_hour=6.0)
 _R1_CLASSES = dict(class_names=("short", "medium", "long", "xlong"),
                    class_shares=(0.5, 0.3, 0.15, 0.05), class_skills=(10, 28, 69, 225),
                    class_values=(1.0, 1.0, 1.0, 1.0))

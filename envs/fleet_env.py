@@ -11,7 +11,7 @@ import numpy as np
 
 from envs.config import FleetConfig, resolve_config
 from envs.dynamics import SlotResult
-from envs.realistic import RealisticCore, make_core
+from envs.realistic import RealisticCore, make_core, validate_queued_action
 from envs.reward import REWARD_TERMS, combine, reward_terms, reward_weights
 from envs.spaces import (
     Observer,
@@ -173,13 +173,15 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._needs_reset:
             raise RuntimeError("call reset() before step() (and after an episode ends)")
-        a = validate_action(self.config, action, self.action_space)
         if isinstance(self.core, RealisticCore):  # queue / forecast (envs.realistic)
-            res = self.core.step_action(a)
-        elif self._discrete:
-            res = self.core.step(configs=a)
+            res = self.core.step_action(
+                validate_queued_action(self.config, action, self.action_space))
         else:
-            res = self.core.step(mixtures=action_to_mixture(self.config, a))
+            a = validate_action(self.config, action, self.action_space)
+            if self._discrete:
+                res = self.core.step(configs=a)
+            else:
+                res = self.core.step(mixtures=action_to_mixture(self.config, a))
         self._last = res
         t = int(self.core.t[0])
         self._history[:, t - 1] = (res.harvest_kwh[0], res.demand_kwh[0], res.storage_kwh[0])

@@ -126,6 +126,25 @@ def decode_discrete(config: FleetConfig, actions: np.ndarray) -> tuple[np.ndarra
     return a % n_j, defer
 
 
+def validate_queued_action(config: FleetConfig, action: object, space: Any) -> np.ndarray:
+    """Check one unbatched action of a queue env; return it batched, shape (1, ...).
+
+    Besides actions of ``space``, a continuous action of the paper's shape (C*J,) is accepted
+    and means "nothing deferred", so policies written for the paper ids run unchanged.
+    """
+    from gymnasium import spaces as gym_spaces  # local: keep this module numpy-only at import
+
+    from envs.spaces import validate_action
+
+    n_c, n_j = config.n_classes, config.n_configs
+    if (config.queue_enabled and config.action_type != "discrete"
+            and np.shape(action) == (n_c * n_j,)):
+        paper = gym_spaces.Box(-1.0, 1.0, shape=(n_c * n_j,), dtype=np.float32)
+        a = validate_action(config, action, paper).reshape(1, n_c, n_j)
+        return np.concatenate([a, -np.ones((1, n_c, 1))], axis=-1).reshape(1, -1)
+    return validate_action(config, action, space)
+
+
 # ---------------------------------------------------------------------------------- core
 class _LookaheadHarvest:
     """Wraps a harvest process to also draw the supply beyond the horizon and forecast errors."""
@@ -140,6 +159,8 @@ class _LookaheadHarvest:
         self.last_noise: np.ndarray | None = None
 
     def __getattr__(self, name: str) -> Any:  # capacity_kw etc. of the wrapped process
+        if name == "inner" or name.startswith("__"):  # not yet set (unpickling)
+            raise AttributeError(name)
         return getattr(self.inner, name)
 
     def sample(self, rng: np.random.Generator, horizon: int) -> np.ndarray:

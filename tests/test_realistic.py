@@ -223,6 +223,36 @@ def test_discrete_queue_action_defers():
     assert info["queued"] > 0 and info["served"] * 1024 >= 0
 
 
+def test_paper_shaped_action_means_nothing_deferred():
+    env_q = gym.make("lrm/R1Trace-v0", model_tokens_per_slot=())
+    env_p = gym.make("lrm/R1Trace-v0", class_deadlines=(), model_tokens_per_slot=())
+    cfg = env_q.unwrapped.config
+    env_q.reset(seed=6)
+    env_p.reset(seed=6)
+    rng = np.random.default_rng(6)
+    for _ in range(30):
+        a = rng.uniform(-1, 1, cfg.n_classes * cfg.n_configs).astype(np.float32)
+        _, rq, _, _, iq = env_q.step(a)
+        _, rp, _, _, ip = env_p.step(a)
+        assert rq == rp and iq["demand_kwh"] == ip["demand_kwh"] and iq["queued"] == 0
+    with pytest.raises(ValueError, match="shape"):
+        env_q.step(np.zeros(7, dtype=np.float32))
+
+
+def test_realistic_env_pickles():
+    import pickle
+
+    env = gym.make("lrm/R1Trace-v0", forecast_hours=2)
+    env.reset(seed=0)
+    env.step(env.action_space.sample())
+    clone = pickle.loads(pickle.dumps(env))
+    a = np.zeros(env.action_space.shape, dtype=np.float32)
+    o1, r1, *_ = env.step(a)
+    o2, r2, *_ = clone.step(a)
+    np.testing.assert_array_equal(o1, o2)
+    assert r1 == r2
+
+
 def test_queued_action_roundtrip():
     cfg = PRESETS["r1_trace"]
     rng = np.random.default_rng(0)
@@ -281,7 +311,8 @@ def test_solar_replay_reproduces_source_mean_and_daily_profile():
     # exactly provisioning x D_ref (up to the linear-interpolation edges, < 0.5 %).
     h = []
     for d in days:
-        core = FleetCore(dataclasses.replace(cfg, trace_start_day=int(d)), 1)
+        core = FleetCore(dataclasses.replace(cfg, trace_start_day=int(d),
+                                             trace_start_hour=0.0), 1)
         h.append(core.harvest_process.sample(np.random.default_rng(0), cfg.horizon))
     h = np.array(h)  # (days, 288) kWh per 5-min slot
     d_ref = reference_demand_kwh(cfg)
@@ -296,6 +327,11 @@ def test_solar_replay_reproduces_source_mean_and_daily_profile():
     np.testing.assert_allclose(replay_30, source_30, rtol=1e-9, atol=1e-12 * source_30.max())
     assert abs(int(np.argmax(replay_30)) - int(np.argmax(source_30))) <= 1
     assert np.all(h >= 0) and h[:, :8].max() == 0.0  # no sun before 00:40 local time
+    # The presets start at 06:00: the first slot of a seeded episode is the 06:00 slot.
+    seeded = FleetCore(cfg, 1).harvest_process
+    first = seeded.sample(np.random.default_rng(0), 12)
+    day = int(seeded._start_days(12)[np.random.default_rng(0).integers(len(days))])
+    np.testing.assert_array_equal(first, h[list(days).index(day), 72:84])
     # Stated capacity: mean harvest = capacity x mean GHI / 1000 x slot hours.
     cap = core.harvest_process.capacity_kw
     assert math.isclose(cap * load_nsrdb_ghi().values.reshape(365, 48)[days].mean() / 1000
@@ -346,7 +382,9 @@ def test_servegen_arrivals_reproduce_mean_and_daily_profile():
     counts = np.stack([proc.sample(rng, 288).sum(axis=1) for _ in range(n_ep)])  # (n, 288)
     hourly = counts.reshape(n_ep, 24, 12).sum(axis=2).mean(axis=0)
     rate = load_servegen_rate()  # 10-minute windows
-    expect_hourly = cfg.arrival_rate * 12 * rate.reshape(24, 6).mean(axis=1) / rate.mean()
+    start = int(cfg.trace_start_hour)  # the episode starts at this hour of the trace's day
+    expect_hourly = cfg.arrival_rate * 12 * np.roll(rate.reshape(24, 6).mean(axis=1),
+                                                     -start) / rate.mean()
     # A gamma renewal process with CV k has count variance ~ k^2 x mean over windows much
     # longer than a gap; the mean over n episodes has sd sqrt(k^2 mean / n). 5 sd per hour.
     sd = np.sqrt(cfg.arrival_cv**2 * expect_hourly / n_ep)
@@ -355,7 +393,7 @@ def test_servegen_arrivals_reproduce_mean_and_daily_profile():
     sd_day = math.sqrt(cfg.arrival_cv**2 * 288 * cfg.arrival_rate / n_ep)
     assert abs(day_mean - 288 * cfg.arrival_rate) < 5 * sd_day
     # Peak-to-trough of the 10-minute source profile is 9.9; hourly replay keeps the shape.
-    assert int(np.argmax(hourly)) == int(np.argmax(expect_hourly)) == 22
+    assert int(np.argmax(hourly)) == int(np.argmax(expect_hourly)) == (22 - start) % 24
 
 
 def test_servegen_burstier_variant_has_larger_slot_variance():

@@ -92,7 +92,8 @@ class FleetConfig:
             the arrival slot. Empty = no queue (the paper). Enables the "defer" action.
         model_tokens_per_slot: Throughput cap of each model [output tokens/slot]; ``math.inf``
             = unlimited. Empty = unlimited parallelism (the paper). Tasks that do not fit wait
-            in the queue, or are dropped at their deadline (see ``envs.realistic``).
+            in the queue, or are dropped at their deadline (see ``envs.realistic``); caps
+            without ``class_deadlines`` mean every deadline is 0 (no waiting).
 
     Reward (weights of named components; the env scales them to order 1 per slot):
         w_correct: Weight of the value of correct answers.

@@ -515,3 +515,17 @@ def test_mixture_action_helper_unchanged_for_paper_envs():
     cfg = PRESETS["critical"]
     mix = np.full((cfg.n_classes, cfg.n_configs), 1.0 / cfg.n_configs)
     assert mixture_to_action(mix).shape == (cfg.n_classes * cfg.n_configs,)
+
+
+@pytest.mark.parametrize("env_id", ["lrm/Critical-v0", "lrm/SolarDay-v0"])
+def test_forecast_does_not_change_supply_or_tasks(env_id):
+    """The forecast errors come after the supply in the harvest stream: same seed, same day."""
+    def run(**kw):
+        env = gym.make(env_id, horizon=48, **kw)
+        env.reset(seed=12)
+        a = np.zeros(env.unwrapped.config.n_classes * env.unwrapped.config.n_configs,
+                     dtype=np.float32)
+        infos = [env.step(a)[4] for _ in range(48)]
+        return [(i["harvest_kwh"], i["arrived"], i["demand_kwh"]) for i in infos]
+
+    assert run() == run(forecast_hours=4)

@@ -15,6 +15,24 @@ ENV_IDS: dict[str, str] = {
     "lrm/OverSupply-v0": "oversupply",
     "lrm/UnderSupply-v0": "undersupply",
     "lrm/Volatile-v0": "volatile",
+    # Realistic scenarios (real solar, wind and request traces; deadlines, queue, caps).
+    # Train / held-out test pairs: SolarDay -> SolarWinter, WindDay -> WindWinter,
+    # R1Trace -> R1TraceHeavy, R1TraceBursty, R1TraceWinter.
+    "lrm/SolarDay-v0": "solar_day",
+    "lrm/SolarWinter-v0": "solar_winter",
+    "lrm/WindDay-v0": "wind_day",
+    "lrm/WindWinter-v0": "wind_winter",
+    "lrm/R1Trace-v0": "r1_trace",
+    "lrm/R1TraceHeavy-v0": "r1_trace_heavy",
+    "lrm/R1TraceBursty-v0": "r1_trace_bursty",
+    "lrm/R1TraceWinter-v0": "r1_trace_winter",
+}
+
+#: Held-out test ids of each realistic training id (generalisation under distribution shift).
+HELD_OUT: dict[str, tuple[str, ...]] = {
+    "lrm/SolarDay-v0": ("lrm/SolarWinter-v0",),
+    "lrm/WindDay-v0": ("lrm/WindWinter-v0",),
+    "lrm/R1Trace-v0": ("lrm/R1TraceHeavy-v0", "lrm/R1TraceBursty-v0", "lrm/R1TraceWinter-v0"),
 }
 
 
@@ -29,4 +47,4 @@ def register_envs() -> None:
 
 register_envs()
 
-__all__ = ["ENV_IDS", "PRESETS", "FleetConfig", "register_envs", "resolve_config"]
+__all__ = ["ENV_IDS", "HELD_OUT", "PRESETS", "FleetConfig", "register_envs", "resolve_config"]

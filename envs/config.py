@@ -66,6 +66,34 @@ class FleetConfig:
         charge_efficiency: Fraction of surplus energy that reaches the store (extension).
         discharge_efficiency: Fraction of stored energy that reaches the fleet (extension).
         idle_power_kw: Power the powered-on fleet draws when idle [kW] (extension; 0 = paper).
+        harvest_months: Months (1-12) from which a trace-driven harvest draws the start day of
+            an episode; empty = the whole year (extension; ``solar`` and ``wind`` only).
+        harvest_reference_months: Months over which the mean harvest of a trace-driven supply
+            equals ``provisioning`` x the reference demand: this fixes the installed capacity.
+            Empty = ``harvest_months``. A held-out season keeps the training months here, so
+            the same plant sees a different season (extension).
+        trace_start_day: Day of the year (0-364) at which trace-driven supply starts; -1 =
+            drawn from the seed among the days of ``harvest_months`` (extension).
+        trace_start_hour: Local hour of day at which episodes of trace-driven supply and of the
+            ``servegen_r1`` arrivals start [h]; also sets the time-of-day features.
+        forecast_hours: Hours of noisy harvest forecast appended to the observation, one
+            feature per hour ahead; 0 = off (extension).
+        forecast_noise: Standard deviation of the forecast error of the next hour, relative to
+            the mean harvest; it grows with the square root of the lead time [-].
+
+    Arrival traces (extension):
+        arrival_cv: Coefficient of variation of the gamma inter-arrival times of the
+            ``servegen_r1`` arrivals [-]. Calibrated: 2.28 is the request-weighted mean CV of
+            the ServeGen DeepSeek-R1 clients (``servegen_r1_client_windows.csv``).
+
+    Deadlines, queue and capacity (extension; all off in the paper presets):
+        class_deadlines: Deadline of each class [slots]: a task arriving in slot s may be served
+            in slots s..s+d_c, and is dropped if still waiting after slot s+d_c. 0 = serve in
+            the arrival slot. Empty = no queue (the paper). Enables the "defer" action.
+        model_tokens_per_slot: Throughput cap of each model [output tokens/slot]; ``math.inf``
+            = unlimited. Empty = unlimited parallelism (the paper). Tasks that do not fit wait
+            in the queue, or are dropped at their deadline (see ``envs.realistic``); caps
+            without ``class_deadlines`` mean every deadline is 0 (no waiting).
 
     Reward (weights of named components; the env scales them to order 1 per slot):
         w_correct: Weight of the value of correct answers.
@@ -74,6 +102,7 @@ class FleetConfig:
         w_leftover: Weight of the baseline energy left in the store at the end of the episode
             (above S_0). MODEL.md: with an unbounded store the unused baseline energy S_T is
             the waste; this term makes over-supply cost something in the unbounded presets.
+        w_dropped: Weight of the tasks dropped past their deadline (queue enabled only).
 
     Interface:
         action_type: ``"continuous"`` (Box mixture per class) or ``"discrete"`` (one
@@ -106,11 +135,22 @@ class FleetConfig:
     charge_efficiency: float = 1.0
     discharge_efficiency: float = 1.0
     idle_power_kw: float = 0.0
+    harvest_months: tuple[int, ...] = ()
+    harvest_reference_months: tuple[int, ...] = ()
+    trace_start_day: int = -1
+    trace_start_hour: float = 0.0
+    forecast_hours: int = 0
+    forecast_noise: float = 0.2
+
+    arrival_cv: float = 2.28
+    class_deadlines: tuple[int, ...] = ()
+    model_tokens_per_slot: tuple[float, ...] = ()
 
     w_correct: float = 1.0
     w_aux: float = 1.0
     w_waste: float = 0.5
     w_leftover: float = 0.5
+    w_dropped: float = 1.0
 
     action_type: str = "continuous"
 
@@ -194,8 +234,9 @@ class FleetConfig:
         number("charge_efficiency", 0, 1, lo_open=True)
         number("discharge_efficiency", 0, 1, lo_open=True)
         number("idle_power_kw", 0, 1e9)
-        for w in ("w_correct", "w_aux", "w_waste", "w_leftover"):
+        for w in ("w_correct", "w_aux", "w_waste", "w_leftover", "w_dropped"):
             number(w, 0, 1e9)
+        self._validate_realistic(number, seq)
         if self.action_type not in ACTION_TYPES:
             raise ValueError(
                 f"FleetConfig.action_type must be one of {ACTION_TYPES}, got {self.action_type!r}")
@@ -207,6 +248,42 @@ class FleetConfig:
         if self.arrival_process not in ARRIVAL_PROCESSES:
             raise ValueError(f"FleetConfig.arrival_process must be one of "
                              f"{sorted(ARRIVAL_PROCESSES)}, got {self.arrival_process!r}")
+
+    def _validate_realistic(self, number: Any, seq: Any) -> None:
+        """Checks of the trace, forecast, deadline and capacity fields (empty = off)."""
+        for name in ("harvest_months", "harvest_reference_months"):
+            v = getattr(self, name)
+            if not isinstance(v, tuple):
+                raise ValueError(f"FleetConfig.{name} must be a tuple of months in [1, 12], "
+                                 f"got {v!r}")
+            if v:
+                seq(name, None, 1, 12, integer=True)
+        number("trace_start_day", -1, 364, integer=True)
+        number("trace_start_hour", 0, 24, hi_open=True)
+        number("forecast_hours", 0, 48, integer=True)
+        number("forecast_noise", 0, 100)
+        number("arrival_cv", 0, 100, lo_open=True)
+        if not isinstance(self.class_deadlines, tuple):
+            raise ValueError(f"FleetConfig.class_deadlines must be a tuple (one deadline per "
+                             f"class, in slots) or empty, got {self.class_deadlines!r}")
+        if self.class_deadlines:
+            seq("class_deadlines", self.n_classes, 0, 10_000, integer=True)
+        if not isinstance(self.model_tokens_per_slot, tuple):
+            raise ValueError(f"FleetConfig.model_tokens_per_slot must be a tuple (one cap per "
+                             f"model, tokens/slot; inf = unlimited) or empty, "
+                             f"got {self.model_tokens_per_slot!r}")
+        for j, x in enumerate(self.model_tokens_per_slot):
+            if not _is_number(x) or math.isnan(x) or x <= 0:
+                raise ValueError(f"FleetConfig.model_tokens_per_slot[{j}] must be a number in "
+                                 f"(0, inf], got {x!r}")
+        if self.model_tokens_per_slot and len(self.model_tokens_per_slot) != self.n_models:
+            raise ValueError(f"FleetConfig.model_tokens_per_slot must have {self.n_models} "
+                             f"entries (one per model), got {len(self.model_tokens_per_slot)}")
+
+    @property
+    def queue_enabled(self) -> bool:
+        """True when deadlines or throughput caps are set (tasks can wait in a queue)."""
+        return bool(self.class_deadlines) or bool(self.model_tokens_per_slot)
 
     # ------------------------------------------------------------------ derived sizes
     @property
@@ -240,6 +317,49 @@ PRESETS: dict[str, FleetConfig] = {
     "undersupply": FleetConfig(provisioning=0.8),
     "volatile": FleetConfig(harvest_cv=1.0),
 }
+
+# ---------------------------------------------------------------------------------- realistic
+# Trace-driven scenarios (extension). Numbers are derived in envs/calibration.py and checked
+# by tests/test_realistic.py against the shipped data:
+#  * supply: the plant is sized so that mean harvest = reference demand over April-September
+#    (provisioning 1.0); held-out seasons keep this plant and replay October-March; episodes
+#    run from 06:00 to 06:00 local time (the empty store meets the sunrise, the policy must
+#    carry energy through the night);
+#  * store: 6 hours of reference demand (72 slots x D_ref), round-trip efficiency 0.95 x 0.95
+#    (Li-ion class, modelled); idle power 3.3 W, about 10 % of the reference task demand
+#    (CALIBRATION.md section 2: idle reserve 10 % of serving energy);
+#  * R1 workload: ServeGen DeepSeek-R1 day, four classes fitted to its output-length PMF
+#    (envs.calibration.fit_classes; whole day: fleet mean 1,523 vs 1,530 tokens, p50 800 vs
+#    793, p90 3,275 vs 3,437, p99 12,325 vs 12,655), deadlines 0 / 10 / 30 / 60 minutes,
+#    throughput caps twice each model's mean load under the reference mixture.
+_SUMMER = (4, 5, 6, 7, 8, 9)
+_WINTER = (10, 11, 12, 1, 2, 3)
+_REALISTIC = dict(storage_kwh=0.2185, charge_efficiency=0.95, discharge_efficiency=0.95,
+                  idle_power_kw=0.0033, harvest_months=_SUMMER, trace_start_hour=6.0)
+_R1_CLASSES = dict(class_names=("short", "medium", "long", "xlong"),
+                   class_shares=(0.5, 0.3, 0.15, 0.05), class_skills=(10, 28, 69, 225),
+                   class_values=(1.0, 1.0, 1.0, 1.0))
+_R1 = dict(_R1_CLASSES, arrival_process="servegen_r1", harvest_process="solar",
+           class_deadlines=(0, 2, 6, 12), model_tokens_per_slot=(34_000.0, 24_000.0, 17_000.0),
+           **{**_REALISTIC, "storage_kwh": 0.2238})
+
+PRESETS.update({
+    "solar_day": FleetConfig(harvest_process="solar", **_REALISTIC),
+    "solar_winter": FleetConfig(harvest_process="solar", **{
+        **_REALISTIC, "harvest_months": _WINTER, "harvest_reference_months": _SUMMER}),
+    "wind_day": FleetConfig(harvest_process="wind", **_REALISTIC),
+    "wind_winter": FleetConfig(harvest_process="wind", **{
+        **_REALISTIC, "harvest_months": _WINTER, "harvest_reference_months": _SUMMER}),
+    "r1_trace": FleetConfig(**_R1),
+    # Heavier reasoning tail: classes fitted to the 06:00-12:00 window (mean 3,264 tokens);
+    # provisioning = D_ref(r1_trace) / D_ref(heavy), so the plant is the same.
+    "r1_trace_heavy": FleetConfig(**{**_R1, "class_skills": (23, 83, 157, 304),
+                                     "provisioning": 0.5781}),
+    # Burstier arrivals: gamma CV 4.44 = sqrt of the rate-weighted mean squared client CV.
+    "r1_trace_bursty": FleetConfig(**{**_R1, "arrival_cv": 4.44}),
+    "r1_trace_winter": FleetConfig(**{**_R1, "harvest_months": _WINTER,
+                                      "harvest_reference_months": _SUMMER}),
+})
 
 
 def resolve_config(config: FleetConfig | str | Mapping[str, Any] | None = None,

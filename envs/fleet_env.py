@@ -10,7 +10,8 @@ import gymnasium as gym
 import numpy as np
 
 from envs.config import FleetConfig, resolve_config
-from envs.dynamics import FleetCore, SlotResult
+from envs.dynamics import SlotResult
+from envs.realistic import RealisticCore, make_core, validate_queued_action
 from envs.reward import REWARD_TERMS, combine, reward_terms, reward_weights
 from envs.spaces import (
     Observer,
@@ -51,6 +52,12 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ``action_type="discrete"``: ``Discrete(J)``: every task of the slot goes to configuration j.
 
+    With deadlines or throughput caps (``class_deadlines``, ``model_tokens_per_slot``; the
+    ``R1Trace`` ids): ``Box(-1, 1, (C*(J+1),))`` with a "defer" weight after each class's J
+    configuration weights (defer fraction = w_defer / sum of the class's weights; build it with
+    ``envs.realistic.queued_action``), or ``Discrete(2J)`` (``a >= J``: defer every task that is
+    not due, serve the due ones on configuration ``a - J``). Queue rules: ``envs.realistic``.
+
     ## Observation Space
 
     ``Box(float32, (10 + C,))``, see ``envs.spaces.observation_names``:
@@ -68,6 +75,10 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
     | 8+C | net_mean | running mean of (H - D) / D_ref this episode | (-inf, inf) |
     | 9+C | net_std | running std of (H - D) / D_ref this episode | [0, inf) |
 
+    Appended when enabled (``envs.realistic.extra_feature_names``): ``queue_<class>``, tasks
+    waiting from earlier slots / the class's mean rate (queue enabled); ``forecast_<h>h``, noisy
+    forecast of the mean harvest of hour h ahead / mean harvest (``forecast_hours`` > 0).
+
     D_ref is the mean demand per slot of the reference mixture (every class uniform over all
     configurations) [kWh].
 
@@ -78,7 +89,8 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
     ``leftover_kwh`` (on the last slot only: energy left in the store above S_0, the unused
     baseline energy of the episode), and effective weights ``env.unwrapped.reward_weights``:
     ``w_correct / (arrival_rate * mean class value)``, ``-w_aux / D_ref``, ``-w_waste / D_ref``,
-    ``-w_leftover / D_ref``. A slot where every task is
+    ``-w_leftover / D_ref``, and ``dropped`` (tasks past their deadline, queue only) with
+    ``-w_dropped / arrival_rate``. A slot where every task is
     correct and no auxiliary energy is drawn or baseline energy wasted earns ``w_correct``.
 
     ## Starting State
@@ -92,15 +104,34 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
     ## Arguments
 
     ``gym.make(id, config=..., render_mode=None, **overrides)``: ``config`` is a preset name
-    (``critical``, ``oversupply``, ``undersupply``, ``volatile``), a ``FleetConfig`` or a
-    dict; any ``FleetConfig`` field can be overridden, e.g. ``provisioning``, ``storage_kwh``
+    (``critical``, ``oversupply``, ``undersupply``, ``volatile``; realistic: ``solar_day``,
+    ``solar_winter``, ``wind_day``, ``wind_winter``, ``r1_trace``, ``r1_trace_heavy``,
+    ``r1_trace_bursty``, ``r1_trace_winter``), a ``FleetConfig`` or a dict; any
+    ``FleetConfig`` field can be overridden, e.g. ``provisioning``, ``storage_kwh``
     (``math.inf`` allowed), ``harvest_cv``, ``arrival_rate``, ``horizon``, ``action_type``.
+
+    Realistic fields (all off in the paper presets; units and sources in ``FleetConfig``):
+
+    | argument | meaning |
+    |---|---|
+    | ``harvest_process`` | ``iid_gamma`` (paper), ``solar`` (NSRDB 2023 GHI), ``wind`` (80 m) |
+    | ``harvest_months`` | months from which the start day is drawn (empty = year) |
+    | ``harvest_reference_months`` | months over which mean harvest = provisioning x D_ref |
+    | ``trace_start_day``, ``trace_start_hour`` | fixed start day (-1 = seeded), start hour |
+    | ``forecast_hours``, ``forecast_noise`` | noisy hourly harvest forecast in the observation |
+    | ``arrival_process`` | ``poisson``, ``azure_conv``, ``azure_code``, ``servegen_r1`` |
+    | ``arrival_cv`` | gamma inter-arrival CV of ``servegen_r1`` (2.28) |
+    | ``class_deadlines`` | deadline per class [slots]; enables the queue and defer action |
+    | ``model_tokens_per_slot`` | throughput cap per model [tokens/slot] |
+    | ``w_dropped`` | weight of dropped tasks |
+    | ``charge_efficiency``, ``discharge_efficiency``, ``idle_power_kw`` | store and idle |
     ``env.unwrapped.config`` is the resolved config. Render modes: ``ansi``, ``rgb_array``.
 
     ```python
     import gymnasium as gym
     import envs  # registers the lrm/* ids
     env = gym.make("lrm/Critical-v0", storage_kwh=0.5, action_type="discrete")
+    env = gym.make("lrm/R1Trace-v0", forecast_hours=3)   # solar, R1 day, deadlines, caps
     ```
 
     ## Version History
@@ -117,7 +148,7 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} "
                              f"or None, got {render_mode!r}")
         self.render_mode = render_mode
-        self.core = FleetCore(self.config, batch_size=1)
+        self.core = make_core(self.config, batch_size=1)
         self.observer = Observer(self.core)
         self.observation_space = observation_space(self.config)
         self.action_space = action_space(self.config)
@@ -142,11 +173,15 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._needs_reset:
             raise RuntimeError("call reset() before step() (and after an episode ends)")
-        a = validate_action(self.config, action, self.action_space)
-        if self._discrete:
-            res = self.core.step(configs=a)
+        if isinstance(self.core, RealisticCore):  # queue / forecast (envs.realistic)
+            res = self.core.step_action(
+                validate_queued_action(self.config, action, self.action_space))
         else:
-            res = self.core.step(mixtures=action_to_mixture(self.config, a))
+            a = validate_action(self.config, action, self.action_space)
+            if self._discrete:
+                res = self.core.step(configs=a)
+            else:
+                res = self.core.step(mixtures=action_to_mixture(self.config, a))
         self._last = res
         t = int(self.core.t[0])
         self._history[:, t - 1] = (res.harvest_kwh[0], res.demand_kwh[0], res.storage_kwh[0])
@@ -163,7 +198,7 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
             s = float(self.core.storage[0])
             return {"harvest_kwh": 0.0, "demand_kwh": 0.0, "aux_kwh": 0.0, "waste_kwh": 0.0,
                     "loss_kwh": 0.0, "storage_kwh": s, "arrived": 0, "served": 0,
-                    "correct": 0, "dropped": 0, "t": 0,
+                    "correct": 0, "dropped": 0, "queued": 0, "t": 0,
                     "reward_terms": dict.fromkeys(REWARD_TERMS, 0.0)}
         aux, waste = float(res.aux_kwh[0]), float(res.waste_kwh[0])
         return {
@@ -177,9 +212,14 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
             "served": int(res.served[0]),
             "correct": int(res.correct[0]),
             "dropped": int(res.dropped[0]),
+            "queued": int(self._queued()),
             "t": int(self.core.t[0]),
             "reward_terms": terms,
         }
+
+    def _queued(self) -> int:
+        queue = getattr(self.core, "queue_len", None)
+        return 0 if queue is None else int(queue[0].sum())
 
     # ------------------------------------------------------------------ rendering
     def render(self) -> str | np.ndarray | None:

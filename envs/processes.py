@@ -75,6 +75,12 @@ class GammaHarvest:
 ARRIVAL_PROCESSES: dict[str, type] = {"poisson": PoissonArrivals}
 HARVEST_PROCESSES: dict[str, type] = {"iid_gamma": GammaHarvest}
 
+# Trace-driven processes (real solar, wind and request traces) live in their own module.
+from envs import trace_processes as _trace_processes  # noqa: E402
+
+ARRIVAL_PROCESSES.update(_trace_processes.ARRIVAL_TRACES)
+HARVEST_PROCESSES.update(_trace_processes.HARVEST_TRACES)
+
 
 def make_arrival_process(config: FleetConfig) -> ArrivalProcess:
     """Instantiate the arrival process named by ``config.arrival_process``."""

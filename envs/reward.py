@@ -7,7 +7,7 @@ import numpy as np
 from envs.dynamics import FleetCore, SlotResult
 
 #: Keys of ``info["reward_terms"]``, in natural units.
-REWARD_TERMS = ("value_correct", "aux_kwh", "waste_kwh", "leftover_kwh")
+REWARD_TERMS = ("value_correct", "aux_kwh", "waste_kwh", "leftover_kwh", "dropped")
 
 
 def reward_weights(core: FleetCore) -> dict[str, float]:
@@ -15,7 +15,8 @@ def reward_weights(core: FleetCore) -> dict[str, float]:
 
     The config weights are divided by natural scales so that a slot's reward is of order 1:
     the value of the correct answers by the expected value of a slot if every task were
-    answered correctly, energies by the reference demand per slot D_ref.
+    answered correctly, energies by the reference demand per slot D_ref, dropped tasks (past
+    their deadline; queue only) by the mean arrivals per slot.
     """
     cfg = core.config
     value_ref = cfg.arrival_rate * float(np.dot(cfg.class_shares, cfg.class_values))
@@ -25,6 +26,7 @@ def reward_weights(core: FleetCore) -> dict[str, float]:
         "aux_kwh": -cfg.w_aux / core.ref_demand_kwh,
         "waste_kwh": -cfg.w_waste / core.ref_demand_kwh,
         "leftover_kwh": -cfg.w_leftover / core.ref_demand_kwh,
+        "dropped": -cfg.w_dropped / cfg.arrival_rate,
     }
 
 
@@ -38,7 +40,8 @@ def reward_terms(core: FleetCore, res: SlotResult, truncated: np.ndarray
     leftover = np.where(truncated, np.maximum(
         0.0, res.storage_kwh - core.config.initial_storage_kwh), 0.0)
     return {"value_correct": res.value_correct, "aux_kwh": res.aux_kwh,
-            "waste_kwh": res.waste_kwh, "leftover_kwh": leftover}
+            "waste_kwh": res.waste_kwh, "leftover_kwh": leftover,
+            "dropped": res.dropped.astype(np.float64)}
 
 
 def combine(weights: dict[str, float], terms: dict[str, np.ndarray]) -> np.ndarray:

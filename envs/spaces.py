@@ -14,6 +14,7 @@ from gymnasium import spaces
 
 from envs.config import FleetConfig
 from envs.dynamics import FleetCore
+from envs.realistic import extra_feature_names, extra_features, queued_action_dim
 
 #: Slots of reference demand that make the soft scale of an unbounded store (1 hour at 5 min).
 STORE_SCALE_SLOTS = 12.0
@@ -23,7 +24,8 @@ def observation_names(config: FleetConfig) -> list[str]:
     """Names of the observation features, in order."""
     return (["store", "harvest_last", "demand_last", "aux_last", "waste_last"]
             + [f"arrivals_{c}" for c in config.class_names]
-            + ["time_sin", "time_cos", "progress", "net_mean", "net_std"])
+            + ["time_sin", "time_cos", "progress", "net_mean", "net_std"]
+            + extra_feature_names(config))
 
 
 #: Bound of the features that are unbounded in principle (ratios, running statistics): the
@@ -38,11 +40,23 @@ def observation_space(config: FleetConfig) -> spaces.Box:
     big = OBS_BOUND
     low = np.array([0, 0, 0, 0, 0] + [0] * n_c + [-1, -1, 0, -big, 0], dtype=np.float32)
     high = np.array([1] + [big] * 4 + [big] * n_c + [1, 1, 1, big, big], dtype=np.float32)
+    n_extra = len(extra_feature_names(config))  # queue lengths, forecast: [0, inf)
+    if n_extra:
+        low = np.concatenate([low, np.zeros(n_extra, dtype=np.float32)])
+        high = np.concatenate([high, np.full(n_extra, big, dtype=np.float32)])
     return spaces.Box(low=low, high=high, dtype=np.float32)
 
 
 def action_space(config: FleetConfig) -> spaces.Space:
-    """Box(-1, 1, (C*J,)) for ``continuous``, Discrete(J) for ``discrete``."""
+    """Box(-1, 1, (C*J,)) for ``continuous``, Discrete(J) for ``discrete``.
+
+    With a queue (``config.queue_enabled``): Box(-1, 1, (C*(J+1),)) with a "defer" weight per
+    class, and Discrete(2J) (``a >= J``: defer what is not due); see ``envs.realistic``.
+    """
+    if config.queue_enabled:
+        if config.action_type == "discrete":
+            return spaces.Discrete(2 * config.n_configs)
+        return spaces.Box(-1.0, 1.0, shape=(queued_action_dim(config),), dtype=np.float32)
     if config.action_type == "discrete":
         return spaces.Discrete(config.n_configs)
     return spaces.Box(-1.0, 1.0, shape=(config.n_classes * config.n_configs,), dtype=np.float32)
@@ -79,13 +93,14 @@ def action_to_mixture(config: FleetConfig, actions: np.ndarray) -> np.ndarray:
 def validate_action(config: FleetConfig, action: object, space: spaces.Space) -> np.ndarray:
     """Check one unbatched action and return it as an array; raise ValueError if invalid."""
     if config.action_type == "discrete":
+        n = int(space.n)
         try:
             j = int(np.asarray(action).reshape(()))
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"action must be an integer in [0, {config.n_configs - 1}], "
+            raise ValueError(f"action must be an integer in [0, {n - 1}], "
                              f"got {action!r}") from exc
-        if not 0 <= j < config.n_configs or np.asarray(action).reshape(()) != j:
-            raise ValueError(f"action must be an integer in [0, {config.n_configs - 1}], "
+        if not 0 <= j < n or np.asarray(action).reshape(()) != j:
+            raise ValueError(f"action must be an integer in [0, {n - 1}], "
                              f"got {action!r}")
         return np.array([j])
     a = np.asarray(action, dtype=np.float64)
@@ -112,9 +127,10 @@ class Observer:
         self.s_ref = STORE_SCALE_SLOTS * self.d_ref
         self.slots_per_day = 24.0 * 60.0 / cfg.slot_minutes
         self.n_c = cfg.n_classes
-        self.dim = 10 + self.n_c
-        #: Minute of the day at which each copy's episode starts (traces may shift it).
-        self.start_slot = np.zeros(core.B)
+        self.n_extra = len(extra_feature_names(cfg))
+        self.dim = 10 + self.n_c + self.n_extra
+        #: Slot of the day at which each copy's episode starts (traces may shift it).
+        self.start_slot = np.full(core.B, cfg.trace_start_hour * 60.0 / cfg.slot_minutes)
 
     def observe(self) -> np.ndarray:
         """Observation of every copy, shape (B, dim), float32."""
@@ -139,4 +155,6 @@ class Observer:
         out[:, 7 + n_c] = core.t / core.T
         out[:, 8 + n_c] = core.net_mean
         out[:, 9 + n_c] = core.net_std()
+        if self.n_extra:
+            out[:, 10 + n_c:] = extra_features(core)
         return out

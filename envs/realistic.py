@@ -1,0 +1,393 @@
+"""Realistic extensions of the core: deadlines and a queue, throughput caps, supply forecast.
+
+Kept apart from :class:`envs.dynamics.FleetCore` so the paper path of ``FleetCore.step`` is
+untouched: :func:`make_core` returns a plain ``FleetCore`` unless the config enables a queue
+(``class_deadlines`` or ``model_tokens_per_slot``) or a forecast (``forecast_hours``), and then
+a :class:`RealisticCore`, a subclass that only adds code. Imports numpy only.
+
+Queue rules (one slot t, per copy):
+
+1. *Pending* tasks are those that arrived in slots s <= t, are neither served nor dropped, and
+   whose deadline slot ``min(s + d_c, T - 1)`` is >= t (the end of the episode is everyone's
+   last deadline, so no task is left over at the end). A task whose deadline slot is t is
+   *due*.
+2. *Defer*: the action gives each class a defer fraction f_c. ``round(f_c * n_pending_c)``
+   tasks of the class are kept for later, the newest first, but due tasks are never deferred.
+3. The other tasks are *candidates*: each goes to a configuration drawn from its latent
+   assignment quantile and the class's mixture (as in the paper path).
+4. *Throughput caps*: candidates are admitted in earliest-deadline-first order (ties: oldest
+   arrival, then class), per model, while the tokens the model runs in the slot stay within
+   its cap ``model_tokens_per_slot[i]``; the first candidate that would exceed the cap and every
+   later one on that model are not run (prefix rule, so a model never exceeds its cap). A
+   task's tokens are its latent outcome (oracle stopping), known to the simulator.
+5. Candidates not admitted stay in the queue, or are *dropped* if due. Dropped tasks cost
+   ``w_dropped`` each (reward term ``dropped``) and use no energy.
+
+Every task keeps its latent draws while it waits (common random numbers): its outcome under
+each configuration does not depend on when it is served. Conservation, every slot and copy:
+``sum arrived = sum served + sum dropped + queued``.
+
+Forecast: ``forecast_hours`` features, the mean harvest of each of the next hours divided by
+the mean harvest, plus a Gaussian error of standard deviation ``forecast_noise * sqrt(h)`` for
+lead h hours, floored at 0. The errors are drawn at reset from the harvest generator, after the
+supply itself, so they never shift any other stream.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from envs.config import FleetConfig
+from envs.dynamics import FleetCore, SlotResult
+from envs.outcomes import J_PER_KWH
+from envs.trace_processes import lookahead_slots, slots_per_hour
+
+
+def needs_realistic_core(config: FleetConfig) -> bool:
+    """True if the config uses a queue (deadlines or caps) or forecast features."""
+    return config.queue_enabled or config.forecast_hours > 0
+
+
+def make_core(config: FleetConfig, batch_size: int = 1) -> FleetCore:
+    """The simulator core for a config: ``FleetCore`` for the paper path, else ``RealisticCore``."""
+    if needs_realistic_core(config):
+        return RealisticCore(config, batch_size)
+    return FleetCore(config, batch_size)
+
+
+# ---------------------------------------------------------------------------------- features
+def extra_feature_names(config: FleetConfig) -> list[str]:
+    """Names of the observation features appended after the paper features."""
+    names: list[str] = []
+    if config.queue_enabled:
+        names += [f"queue_{c}" for c in config.class_names]
+    names += [f"forecast_{h + 1}h" for h in range(config.forecast_hours)]
+    return names
+
+
+def extra_features(core: FleetCore) -> np.ndarray:
+    """Values of :func:`extra_feature_names` for every copy, shape (B, n_extra)."""
+    if not isinstance(core, RealisticCore):
+        return np.zeros((core.B, 0))
+    return core.extra_features()
+
+
+# ---------------------------------------------------------------------------------- actions
+def queued_action_dim(config: FleetConfig) -> int:
+    """Length of the continuous action with a queue: C x (J + 1) (J configs, then defer)."""
+    return config.n_classes * (config.n_configs + 1)
+
+
+def queued_action(mixture: np.ndarray, defer: np.ndarray) -> np.ndarray:
+    """Continuous action of a mixture (C, J) and defer fractions (C,) in [0, 1], in [-1, 1].
+
+    Inverse of :func:`decode_continuous` (up to float32 rounding): per class the weights
+    ``(1 - f) * mixture`` and ``f`` are scaled so the largest maps to +1.
+    """
+    pi = np.asarray(mixture, dtype=np.float64)
+    f = np.asarray(defer, dtype=np.float64)[..., None]
+    w = np.concatenate([(1.0 - f) * pi, f], axis=-1)
+    top = w.max(axis=-1, keepdims=True)
+    w = np.divide(w, top, out=np.zeros_like(w), where=top > 0)
+    return (2.0 * w - 1.0).reshape(*w.shape[:-2], -1).astype(np.float32)
+
+
+def decode_continuous(config: FleetConfig, actions: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Continuous queue actions (B, C*(J+1)) in [-1, 1] -> mixtures (B, C, J), defer (B, C).
+
+    Per class, weights w = (a + 1) / 2 over J configurations and one "defer" entry; the defer
+    fraction is w_defer / sum(w); the mixture is the configuration weights normalised (uniform
+    if they are all zero). All -1 in a class: uniform mixture, nothing deferred.
+    """
+    n_c, n_j = config.n_classes, config.n_configs
+    a = np.asarray(actions, dtype=np.float64).reshape(-1, n_c, n_j + 1)
+    w = (a + 1.0) * 0.5
+    total = w.sum(axis=-1)
+    defer = np.divide(w[..., n_j], total, out=np.zeros_like(total), where=total > 0)
+    wj = w[..., :n_j]
+    s = wj.sum(axis=-1, keepdims=True)
+    mix = np.where(s > 0, wj / np.where(s > 0, s, 1.0), 1.0 / n_j)
+    return mix, defer
+
+
+def decode_discrete(config: FleetConfig, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Discrete queue actions in [0, 2J) -> configuration (B,), defer (B, C).
+
+    ``a < J``: serve every pending task on configuration a. ``a >= J``: defer every task that
+    is not due, serve the due ones on configuration ``a - J``.
+    """
+    a = np.asarray(actions, dtype=np.int64).reshape(-1)
+    n_j = config.n_configs
+    defer = np.repeat((a >= n_j).astype(np.float64)[:, None], config.n_classes, axis=1)
+    return a % n_j, defer
+
+
+def validate_queued_action(config: FleetConfig, action: object, space: Any) -> np.ndarray:
+    """Check one unbatched action of a queue env; return it batched, shape (1, ...).
+
+    Besides actions of ``space``, a continuous action of the paper's shape (C*J,) is accepted
+    and means "nothing deferred", so policies written for the paper ids run unchanged.
+    """
+    from gymnasium import spaces as gym_spaces  # local: keep this module numpy-only at import
+
+    from envs.spaces import validate_action
+
+    n_c, n_j = config.n_classes, config.n_configs
+    if (config.queue_enabled and config.action_type != "discrete"
+            and np.shape(action) == (n_c * n_j,)):
+        paper = gym_spaces.Box(-1.0, 1.0, shape=(n_c * n_j,), dtype=np.float32)
+        a = validate_action(config, action, paper).reshape(1, n_c, n_j)
+        return np.concatenate([a, -np.ones((1, n_c, 1))], axis=-1).reshape(1, -1)
+    return validate_action(config, action, space)
+
+
+# ---------------------------------------------------------------------------------- core
+class _LookaheadHarvest:
+    """Wraps a harvest process to also draw the supply beyond the horizon and forecast errors."""
+
+    def __init__(self, inner: Any, lookahead: int, n_hours: int) -> None:
+        self.inner = inner
+        self.lookahead = lookahead
+        self.n_hours = n_hours
+        self.mean_kwh = inner.mean_kwh
+        self.var_kwh2 = inner.var_kwh2
+        self.last_full: np.ndarray | None = None
+        self.last_noise: np.ndarray | None = None
+
+    def __getattr__(self, name: str) -> Any:  # capacity_kw etc. of the wrapped process
+        if name == "inner" or name.startswith("__"):  # not yet set (unpickling)
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def sample(self, rng: np.random.Generator, horizon: int) -> np.ndarray:
+        full = np.asarray(self.inner.sample(rng, horizon + self.lookahead), dtype=np.float64)
+        self.last_full = full
+        self.last_noise = rng.standard_normal((horizon, self.n_hours))
+        return full[:horizon]
+
+
+class RealisticCore(FleetCore):
+    """``FleetCore`` plus deadlines, a queue, throughput caps and forecast features.
+
+    See the module docstring for the rules. Extra state per copy: ``queue_len`` (B, C) tasks
+    waiting after the last slot; ``forecast`` (B, T, F) forecast features.
+    """
+
+    def __init__(self, config: FleetConfig, batch_size: int = 1) -> None:
+        super().__init__(config, batch_size)
+        B, T, C = self.B, self.T, self.C
+        self.queued = config.queue_enabled
+        deadlines = config.class_deadlines or (0,) * C
+        self.deadlines = np.asarray(deadlines, dtype=np.int64)
+        self.W = int(self.deadlines.max()) + 1  # slots a task can be pending
+        caps = config.model_tokens_per_slot or (math.inf,) * self.M
+        self.caps = np.asarray(caps, dtype=np.float64)
+        self.capped = bool(np.isfinite(self.caps).any())
+        self.F = config.forecast_hours
+        self.slots_per_hour = slots_per_hour(config)
+        if self.F:
+            self.harvest_process = _LookaheadHarvest(
+                self.harvest_process, lookahead_slots(config), self.F)
+        self.forecast = np.zeros((B, T, self.F))
+        self.queue_len = np.zeros((B, C), dtype=np.int64)
+        self._done_A = self.A
+        self.done = np.zeros((B, T + self.W - 1, self.A), dtype=bool)
+        self.rates = config.arrival_rate * np.asarray(config.class_shares, dtype=np.float64)
+
+    # ------------------------------------------------------------------ reset
+    def reset_copy(self, b: int, arrivals_rng: np.random.Generator,
+                   harvest_rng: np.random.Generator, tasks_rng: np.random.Generator) -> None:
+        """Start a new episode in copy ``b`` (as ``FleetCore``), and clear its queue."""
+        super().reset_copy(b, arrivals_rng, harvest_rng, tasks_rng)
+        if self.A != self._done_A:  # the task buffers grew: grow the served/dropped flags
+            old = self.done
+            self.done = np.zeros((self.B, self.T + self.W - 1, self.A), dtype=bool)
+            self.done[:, :, :self._done_A] = old
+            self._done_A = self.A
+        self.done[b] = False
+        self.queue_len[b] = 0
+        if self.F:
+            self._build_forecast(b)
+
+    def _build_forecast(self, b: int) -> None:
+        hp = self.harvest_process
+        full, noise = hp.last_full, hp.last_noise
+        per_h = self.slots_per_hour
+        # Mean harvest of hour h ahead of slot t: slots t + h*per_h .. t + (h+1)*per_h - 1.
+        cum = np.concatenate([[0.0], np.cumsum(full)])
+        t = np.arange(self.T)[:, None]
+        h = np.arange(self.F)[None, :]
+        lo = t + h * per_h
+        mean = (cum[lo + per_h] - cum[lo]) / per_h
+        h_ref = max(hp.mean_kwh, 1e-300)
+        sd = self.config.forecast_noise * np.sqrt(h + 1.0)
+        self.forecast[b] = np.maximum(0.0, mean / h_ref + sd * noise)
+
+    # ------------------------------------------------------------------ features
+    def extra_features(self) -> np.ndarray:
+        """Queue lengths per class / class rate, then the forecast, shape (B, n_extra)."""
+        parts = []
+        if self.queued:
+            inv = np.where(self.rates > 0, 1.0 / np.maximum(self.rates, 1e-300), 0.0)
+            parts.append(self.queue_len * inv)
+        if self.F:
+            t = np.minimum(self.t, self.T - 1)
+            parts.append(self.forecast[self._rows, t])
+        return np.concatenate(parts, axis=1) if parts else np.zeros((self.B, 0))
+
+    # ------------------------------------------------------------------ step
+    def step_action(self, actions: np.ndarray) -> SlotResult:
+        """Advance every copy by one slot from raw actions of the env's action space.
+
+        Args:
+            actions: Continuous actions (B, C*(J+1)) with a queue, (B, C*J) without; or discrete
+                actions (B,) in [0, 2J) with a queue, [0, J) without.
+        """
+        cfg = self.config
+        discrete = cfg.action_type == "discrete"
+        if not self.queued:
+            if discrete:
+                return self.step(configs=np.asarray(actions).reshape(-1))
+            from envs.spaces import action_to_mixture  # local: spaces imports gymnasium
+
+            return self.step(mixtures=action_to_mixture(cfg, actions))
+        if discrete:
+            configs, defer = decode_discrete(cfg, actions)
+            return self.step(configs=configs, defer=defer)
+        mixtures, defer = decode_continuous(cfg, actions)
+        return self.step(mixtures=mixtures, defer=defer)
+
+    def step(self, mixtures: np.ndarray | None = None, configs: np.ndarray | None = None,
+             defer: np.ndarray | None = None) -> SlotResult:
+        """Advance every copy by one slot (see ``FleetCore.step``).
+
+        Args:
+            mixtures: Mixture weights per class, shape (B, C, J); or
+            configs: One configuration per copy, shape (B,).
+            defer: Fraction of each class's pending tasks to keep waiting, shape (B, C) in
+                [0, 1]; None = 0. Used only when the queue is enabled.
+        """
+        if not self.queued:
+            return super().step(mixtures=mixtures, configs=configs)
+        return self._step_queued(mixtures, configs, defer)
+
+    def _step_queued(self, mixtures: np.ndarray | None, configs: np.ndarray | None,
+                     defer: np.ndarray | None) -> SlotResult:
+        if np.any(self.t >= self.T):
+            raise RuntimeError("an episode has ended (t == horizon); reset the copy first")
+        B, C, M, W, T = self.B, self.C, self.M, self.W, self.T
+        rows, t = self._rows, self.t
+        # Window of the W slots a pending task can come from, oldest first: (B, W).
+        slots = t[:, None] - (W - 1) + np.arange(W)[None, :]
+        in_ep = slots >= 0
+        sl = np.maximum(slots, 0)
+        R = rows[:, None]
+        cls_raw = self.cls[R, sl]  # (B, W, A)
+        A = cls_raw.shape[2]
+        pad = slots + (W - 1)  # index into the padded done flags, distinct per window slot
+        done = self.done[R, pad][:, :, :A]
+        valid = (cls_raw < C) & in_ep[..., None]
+        cls = np.minimum(cls_raw, C - 1).astype(np.intp)
+        dl = np.minimum(sl[..., None] + self.deadlines[cls], T - 1)
+        pend = valid & ~done & (dl >= t[:, None, None])
+        due = pend & (dl <= t[:, None, None])
+        N = W * A
+        cls_f = cls.reshape(B, N)
+        pend_f, due_f = pend.reshape(B, N), due.reshape(B, N)
+
+        # 2. defer the newest non-due tasks of each class
+        f = np.zeros((B, C)) if defer is None else np.clip(
+            np.asarray(defer, dtype=np.float64).reshape(B, C), 0.0, 1.0)
+        deferred = np.zeros((B, N), dtype=bool)
+        if np.any(f > 0):
+            for c in range(C):
+                in_c = pend_f & (cls_f == c)
+                n_def = np.floor(f[:, c] * in_c.sum(axis=1) + 0.5)
+                can = in_c & ~due_f
+                rank_new = np.cumsum(can[:, ::-1], axis=1)[:, ::-1]  # 1 = newest deferrable
+                deferred |= can & (rank_new <= n_def[:, None])
+        cand = pend_f & ~deferred
+
+        # 3. configuration of every task, from its latent assignment quantile
+        if configs is not None:
+            j = np.broadcast_to(np.asarray(configs, dtype=np.intp).reshape(B, 1), (B, N))
+        else:
+            cum = np.cumsum(np.asarray(mixtures, dtype=np.float64), axis=-1)[:, :, :-1]
+            u = self.u_assign[R, sl][:, :, :A].reshape(B, N)
+            j = (u[..., None] >= cum[rows[:, None], cls_f]).sum(axis=-1)
+        i = self.model_of[j]
+        budget = self.budget_of[j]
+        steps = self.steps[R, sl][:, :, :A].reshape(B, N, M)
+        k = np.take_along_axis(steps, i[..., None], axis=-1)[..., 0]
+        solv = self.u_solve[R, sl][:, :, :A].reshape(B, N) < self.solvable[i, cls_f]
+        step_tok = self.omega * k.astype(np.int64)
+        finished = solv & (step_tok <= budget)
+        tokens = np.where(finished, step_tok, budget)
+
+        # 4. throughput caps, earliest deadline first
+        served = cand.copy()
+        if self.capped:
+            key = dl.reshape(B, N).astype(np.int64) * (N + 1) + np.arange(N)[None, :]
+            order = np.argsort(key, axis=1, kind="stable")
+            i_s = np.take_along_axis(i, order, axis=1)
+            tok_s = np.take_along_axis(np.where(cand, tokens, 0), order, axis=1)
+            cand_s = np.take_along_axis(cand, order, axis=1)
+            admit_s = np.ones((B, N), dtype=bool)
+            for m in range(M):
+                if not math.isfinite(self.caps[m]):
+                    continue
+                on_m = cand_s & (i_s == m)
+                used = np.cumsum(np.where(on_m, tok_s, 0), axis=1)
+                admit_s &= ~on_m | (used <= self.caps[m])
+            admit = np.empty_like(admit_s)
+            np.put_along_axis(admit, order, admit_s, axis=1)
+            served &= admit
+        dropped = due_f & ~served
+        # 5. book-keeping: mark served and dropped tasks, count the queue
+        newly = (served | dropped).reshape(B, W, A)
+        self.done[R, pad, :A] = done | newly
+        waiting = pend_f & ~served & ~dropped
+        tokens = np.where(served, tokens, 0)
+        correct = served & finished
+
+        tokens_by_model = np.zeros((B, M), dtype=np.int64)
+        energy_j = np.zeros(B)
+        for m in range(M):
+            tok_m = np.where(i == m, tokens, 0).sum(axis=1)
+            tokens_by_model[:, m] = tok_m
+            energy_j += self.j_per_token[m] * tok_m
+        demand = self.idle_kwh + energy_j / J_PER_KWH
+        correct_by_class = np.zeros((B, C), dtype=np.int64)
+        queue_len = np.zeros((B, C), dtype=np.int64)
+        value = np.zeros(B)
+        for c in range(C):
+            in_c = cls_f == c
+            n_c = (correct & in_c).sum(axis=1)
+            correct_by_class[:, c] = n_c
+            value += self.values[c] * n_c
+            queue_len[:, c] = (waiting & in_c).sum(axis=1)
+        arrived = (cls_raw[:, W - 1] < C).sum(axis=1)
+
+        harvest = self.harvest[rows, t]
+        aux, waste, loss, storage = self._ledger(self.storage, harvest, demand)
+        self.queue_len = queue_len
+        self.storage = storage
+        self.last_harvest = harvest
+        self.last_demand = demand
+        self.last_aux = aux
+        self.last_waste = waste
+        net = (harvest - demand) / self.ref_demand_kwh
+        n = (self.t + 1).astype(np.float64)
+        delta = net - self.net_mean
+        self.net_mean = self.net_mean + delta / n
+        self.net_m2 = self.net_m2 + delta * (net - self.net_mean)
+        self.t = self.t + 1
+        return SlotResult(
+            harvest_kwh=harvest, demand_kwh=demand, aux_kwh=aux, waste_kwh=waste,
+            loss_kwh=loss, storage_kwh=storage, arrived=arrived, served=served.sum(axis=1),
+            correct=correct.sum(axis=1), dropped=dropped.sum(axis=1), value_correct=value,
+            correct_by_class=correct_by_class, tokens_by_model=tokens_by_model)

@@ -27,6 +27,7 @@ from envs.config import PRESETS, FleetConfig
 from envs.dynamics import FleetCore
 from envs.outcomes import reference_mixture
 from envs.theory import (
+    OVERSHOOT,
     crossover_slots,
     expected_aux_critical,
     net_energy,
@@ -80,9 +81,40 @@ def simulate_static(config: FleetConfig, mixture: np.ndarray, episodes: int, see
     return StaticRun(cum_aux=cum_aux, unused=unused)
 
 
+def expected_aux_drift(sigma: float, drift: float, horizon: np.ndarray) -> np.ndarray:
+    """E[sum U] for a per-slot deficit drift ``drift`` >= 0 and volatility sigma (O5, smooth).
+
+    The cumulative auxiliary draw of an unbounded store that starts empty is the running
+    maximum of the cumulative deficit. For a Brownian motion with drift a and volatility sigma,
+    E[max_{s<=T}] = a T Phi(x) + sigma sqrt(T) phi(x) + sigma^2/(2a) (2 Phi(x) - 1),
+    x = a sqrt(T) / sigma; it is sigma sqrt(2T/pi) at a = 0 and a T + sigma^2/(2a) for T >> T*.
+    The random walk's overshoot correction -0.58 sigma (O4) is applied as well.
+    """
+    from scipy.stats import norm
+
+    t = np.asarray(horizon, dtype=np.float64)
+    if drift <= 0:
+        return expected_aux_critical(sigma, t)
+    x = drift * np.sqrt(t) / sigma
+    m = (drift * t * norm.cdf(x) + sigma * np.sqrt(t) * norm.pdf(x)
+         + sigma**2 / (2 * drift) * (2 * norm.cdf(x) - 1))
+    return m - OVERSHOOT * sigma
+
+
 def loglog_slope(t: np.ndarray, y: np.ndarray) -> float:
     """Least-squares slope of log y against log t."""
     return float(np.polyfit(np.log(t), np.log(y), 1)[0])
+
+
+def jackknife_slope_se(t: np.ndarray, y_ep: np.ndarray, groups: int = 10) -> float:
+    """Jackknife standard error of the log-log slope of the episode mean (episodes in groups)."""
+    n = y_ep.shape[0]
+    g = min(groups, n)
+    if g < 2:
+        return math.nan
+    parts = np.array_split(np.arange(n), g)
+    est = np.array([loglog_slope(t, np.delete(y_ep, p, axis=0).mean(axis=0)) for p in parts])
+    return float(math.sqrt((g - 1) / g * np.sum((est - est.mean()) ** 2)))
 
 
 def _grid(horizon: int, t_min: int) -> np.ndarray:
@@ -121,8 +153,8 @@ def regimes(out_dir: str | Path | None = None, horizon: int = 4096, episodes: in
         cfg = dataclasses.replace(PRESETS[preset], horizon=horizon)
         ne = net_energy(cfg)
         run = simulate_static(cfg, reference_mixture(cfg), episodes, seed, progress=bar.update)
-        aux = run.cum_aux.mean(axis=0)[t_grid - 1]
-        unused = run.unused.mean(axis=0)[t_grid - 1]
+        aux_ep, unused_ep = run.cum_aux[:, t_grid - 1], run.unused[:, t_grid - 1]
+        aux, unused = aux_ep.mean(axis=0), unused_ep.mean(axis=0)
         mu, sigma = ne.mu, ne.sigma
         if abs(mu) < 1e-12 * sigma:
             aux_pred = unused_pred = expected_aux_critical(sigma, t_grid)
@@ -136,9 +168,10 @@ def regimes(out_dir: str | Path | None = None, horizon: int = 4096, episodes: in
             unused_pred = mu * t_grid + saturation(mu, sigma)
             expect = {"unused": 1.0}
         curves[label] = (aux, unused, aux_pred, unused_pred)
-        for key, y in (("aux", aux), ("unused", unused)):
+        for key, y, y_ep in (("aux", aux, aux_ep), ("unused", unused, unused_ep)):
             if key in expect:
                 slopes[f"{label} {key}"] = {"measured": loglog_slope(t_grid, y),
+                                            "se": jackknife_slope_se(t_grid, y_ep),
                                             "predicted": expect[key]}
         for k, t in enumerate(t_grid):
             rows.append({"regime": label, "T": int(t), "mu_kwh": mu, "sigma_kwh": sigma,
@@ -148,8 +181,8 @@ def regimes(out_dir: str | Path | None = None, horizon: int = 4096, episodes: in
     lines = ["regimes (reference mixture; unused = S_T + sum W; log-log slopes on "
              f"T in [{t_min}, {horizon}], {episodes} episodes each):"]
     for name, s in slopes.items():
-        lines.append(f"  {name:<22} slope measured {s['measured']:.3f}   predicted "
-                     f"{s['predicted']:.3f}")
+        lines.append(f"  {name:<22} slope measured {s['measured']:.3f} ± {s['se']:.3f} (SE)   "
+                     f"predicted {s['predicted']:.3f}")
     for label, (aux, unused, ap, up) in curves.items():
         lines.append(f"  {label:<13} at T={t_grid[-1]}: aux {aux[-1] * 1e3:8.2f} Wh (pred "
                      f"{ap[-1] * 1e3:8.2f}), unused {unused[-1] * 1e3:8.2f} Wh (pred "
@@ -174,7 +207,7 @@ def regimes(out_dir: str | Path | None = None, horizon: int = 4096, episodes: in
             ax.set_title(title, fontsize=9)
             ax.set_xlabel("T [slots]", fontsize=8)
             ax.tick_params(labelsize=7)
-        axes[0].set_ylabel("kWh x 1e-3 (Wh)", fontsize=8)
+        axes[0].set_ylabel("energy [Wh]", fontsize=8)
         axes[0].legend(fontsize=6)
         fig.suptitle("Regimes: linear growth off the critical point, sqrt(T) at it", fontsize=9)
         fig.tight_layout()
@@ -211,18 +244,23 @@ def routing_error(out_dir: str | Path | None = None, horizon: int = 4096, episod
         aux = run.cum_aux.mean(axis=0)[t_grid - 1]
         sigma, drift = ne.sigma, -ne.mu
         t_star = crossover_slots(sigma, lam, delta)
+        drift = drift if drift > 0 else 0.0
         diffusive = expected_aux_critical(sigma, t_grid)
         linear = (drift * t_grid + sigma**2 / (2 * drift)) if delta > 0 else None
-        curves.append((delta, t_star, aux, diffusive, linear))
+        smooth = expected_aux_drift(sigma, drift, t_grid)
+        curves.append((delta, t_star, aux, smooth))
         for k, t in enumerate(t_grid):
             rows.append({"delta_kwh": delta, "T": int(t), "T_star": t_star, "sigma_kwh": sigma,
-                         "drift_kwh": drift, "aux_kwh": aux[k], "pred_diffusive_kwh": diffusive[k],
+                         "drift_kwh": drift, "aux_kwh": aux[k], "pred_kwh": smooth[k],
+                         "pred_diffusive_kwh": diffusive[k],
                          "pred_linear_kwh": linear[k] if linear is not None else math.nan})
-        pred_end = max(diffusive[-1], linear[-1]) if linear is not None else diffusive[-1]
-        lines.append(f"  delta {delta * 1e3:7.4f} Wh/task  (lambda delta = {drift * 1e3:6.4f} "
-                     f"Wh/slot, T* = {t_star:8.0f}): aux at T={t_grid[-1]} {aux[-1] * 1e3:8.2f} "
-                     f"Wh, O5 {pred_end * 1e3:8.2f} Wh; late slope "
-                     f"{loglog_slope(t_grid[-6:], aux[-6:]):.2f}")
+        k_star = int(np.argmin(np.abs(np.log(t_grid / min(t_star, t_grid[-1])))))
+        lines.append(
+            f"  delta {delta * 1e3:6.4f} Wh/task (lambda delta {drift * 1e3:6.4f} Wh/slot, "
+            f"T* {t_star:6.0f}): aux at T={t_grid[k_star]} {aux[k_star] * 1e3:7.2f} Wh "
+            f"(O5 {smooth[k_star] * 1e3:7.2f}), at T={t_grid[-1]} {aux[-1] * 1e3:7.2f} Wh (O5 "
+            f"{smooth[-1] * 1e3:7.2f}); slope over the last octave "
+            f"{loglog_slope(t_grid[-6:], aux[-6:]):.2f}")
     bar.close()
     report = "\n".join(lines)
     if out_dir is not None:
@@ -233,17 +271,16 @@ def routing_error(out_dir: str | Path | None = None, horizon: int = 4096, episod
         plt = _plt()
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
         cmap = plt.get_cmap("viridis")
-        for k, (delta, t_star, aux, diffusive, linear) in enumerate(curves):
+        for k, (delta, t_star, aux, smooth) in enumerate(curves):
             col = cmap(k / max(1, len(curves) - 1) * 0.85)
             lab = "delta = 0" if delta == 0 else f"delta = {delta * 1e3:.4f} Wh (T* = {t_star:.0f})"
             ax.loglog(t_grid, aux * 1e3, "o", ms=3, color=col, label=lab)
-            pred = diffusive if linear is None else np.maximum(diffusive, linear)
-            ax.loglog(t_grid, pred * 1e3, "-", lw=1, color=col)
+            ax.loglog(t_grid, smooth * 1e3, "-", lw=1, color=col)
             if math.isfinite(t_star) and t_grid[0] <= t_star <= t_grid[-1]:
                 ax.axvline(t_star, color=col, ls=":", lw=1)
         ax.set_xlabel("T [slots]", fontsize=8)
         ax.set_ylabel("cumulative auxiliary energy [Wh]", fontsize=8)
-        ax.set_title("Routing error: sqrt(T) bends to linear after T* (dotted); lines = O5",
+        ax.set_title("Routing error: sqrt(T) bends to linear after T* (dotted); lines: O5",
                      fontsize=9)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=7)

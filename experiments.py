@@ -254,11 +254,14 @@ def routing_error(out_dir: str | Path | None = None, horizon: int = 4096, episod
                          "drift_kwh": drift, "aux_kwh": aux[k], "pred_kwh": smooth[k],
                          "pred_diffusive_kwh": diffusive[k],
                          "pred_linear_kwh": linear[k] if linear is not None else math.nan})
-        k_star = int(np.argmin(np.abs(np.log(t_grid / min(t_star, t_grid[-1])))))
+        at_star = ""
+        if math.isfinite(t_star):
+            k_star = int(np.argmin(np.abs(np.log(t_grid / min(t_star, t_grid[-1])))))
+            at_star = (f"aux at T={t_grid[k_star]} {aux[k_star] * 1e3:7.2f} Wh "
+                       f"(O5 {smooth[k_star] * 1e3:7.2f}), ")
         lines.append(
             f"  delta {delta * 1e3:6.4f} Wh/task (lambda delta {drift * 1e3:6.4f} Wh/slot, "
-            f"T* {t_star:6.0f}): aux at T={t_grid[k_star]} {aux[k_star] * 1e3:7.2f} Wh "
-            f"(O5 {smooth[k_star] * 1e3:7.2f}), at T={t_grid[-1]} {aux[-1] * 1e3:7.2f} Wh (O5 "
+            f"T* {t_star:6.0f}): {at_star}at T={t_grid[-1]} {aux[-1] * 1e3:7.2f} Wh (O5 "
             f"{smooth[-1] * 1e3:7.2f}); slope over the last octave "
             f"{loglog_slope(t_grid[-6:], aux[-6:]):.2f}")
     bar.close()

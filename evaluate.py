@@ -342,7 +342,9 @@ def _fmt(ci: dict | None, digits: int) -> str:
 def format_table(summary: dict) -> str:
     """Markdown table of a summary: mean ± 95% CI half-width per metric and policy."""
     best = summary.get("best_heuristic")
-    head = ["policy"] + [title for _, title, _ in METRICS] + ["score", f"Δ reward vs {best}"]
+    head = ["policy"] + [title for _, title, _ in METRICS] + ["score"]
+    if best is not None:
+        head.append(f"Δ reward vs {best}")
     lines = [f"**{summary['env_id']}**, {summary['episodes']} paired episodes, seed "
              f"{summary['seed']} (mean ± 95% CI; score 0 = random, 1 = oracle bound)", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -350,8 +352,8 @@ def format_table(summary: dict) -> str:
         label = f"{name} (bound)" if e.get("kind") == "bound" else name
         cells = [label] + [_fmt(e[key], d) for key, _, d in METRICS]
         cells.append(_fmt(e["score"], 3))
-        cells.append("—" if name == best or e["diff_vs_best"] is None
-                     else _fmt(e["diff_vs_best"], 2))
+        if best is not None:
+            cells.append("—" if name == best else _fmt(e["diff_vs_best"], 2))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

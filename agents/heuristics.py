@@ -28,7 +28,7 @@ from agents.lp import (
     routing_model,
 )
 from envs.outcomes import config_moments, reference_demand_kwh
-from envs.spaces import STORE_SCALE_SLOTS, mixture_to_action
+from envs.spaces import STORE_SCALE_SLOTS, mixture_to_action, observation_names
 
 #: Default accuracy a variance-aware router may give up against the best accuracy reachable at
 #: the critical mean demand (absolute fraction of tasks).
@@ -234,18 +234,20 @@ class VarianceFeedbackPolicy(MixtureHeuristic):
         self.sigma = self.model.stats(centre)["sigma_kwh"]
         cfg = self.config
         self._s_ref = STORE_SCALE_SLOTS * reference_demand_kwh(cfg, config_moments(cfg))
-        self._n_c = cfg.n_classes
+        names = list(getattr(env.unwrapped, "observation_names", None)
+                     or observation_names(cfg))
+        self._i_store, self._i_progress = names.index("store"), names.index("progress")
 
     def store_kwh(self, observation: np.ndarray) -> float:
         """Store level [kWh] recovered from the observation's normalised ``store`` feature."""
-        x = float(observation[0])
+        x = float(observation[self._i_store])
         if math.isinf(self.config.storage_kwh):
             return x * self._s_ref / max(1.0 - x, 1e-9)
         return x * self.config.storage_kwh
 
     def target_demand(self, observation: np.ndarray) -> float:
         """Mean demand the slot should aim for [kWh]."""
-        t = float(observation[7 + self._n_c]) * self.config.horizon
+        t = float(observation[self._i_progress]) * self.config.horizon
         left = max(self.config.horizon - t, 1.0)
         horizon = min(self.tau, left)
         margin = self.z * self.sigma * math.sqrt(horizon / 2.0)

@@ -118,7 +118,7 @@ def routing_model(config: FleetConfig, class_blind: bool | None = None,
 
 def _solve(model: RoutingModel, objective: np.ndarray, target_kwh: float,
            floor: float | None = None) -> np.ndarray:
-    """Minimise ``objective . x`` over mixtures with mean demand = target (and accuracy >= floor)."""
+    """Minimise ``objective . x`` over mixtures with mean demand = target, accuracy >= floor."""
     r, j = model.shape
     n = r * j
     a_eq = np.zeros((r + 1, n))

@@ -122,8 +122,21 @@ def _json_clean(x: Any) -> Any:
 
 
 # --------------------------------------------------------------------------- statistics
+def resolve_seed(seed: int) -> int:
+    """A negative seed means: draw one from OS entropy (it is recorded in the summary)."""
+    if not isinstance(seed, (int, np.integer)):
+        raise UsageError(f"--seed must be an integer, got {seed!r}")
+    if seed < 0:
+        return int(np.random.SeedSequence().entropy % (2**31))
+    return int(seed)
+
+
 def evaluation_seeds(seed: int, episodes: int) -> list[int]:
-    """Episode seeds derived from ``seed`` (the same for every policy: paired comparisons)."""
+    """Episode seeds derived from ``seed`` (the same for every policy: paired comparisons).
+
+    They are 32-bit draws of ``SeedSequence(seed)``, so they practically never coincide with
+    the small integers used as training seeds.
+    """
     return [int(s) for s in np.random.SeedSequence(seed).generate_state(episodes, np.uint32)]
 
 
@@ -243,7 +256,7 @@ def run_evaluation(env_id: str, policies: list[str], episodes: int, seed: int,
         env_id: Registered id (e.g. ``lrm/Critical-v0``).
         policies: Names: keys of ``agents.POLICIES`` or ``ALGO:PATH`` of saved SB3 models.
         episodes: Number of episodes (>= 1); their seeds derive from ``seed``.
-        seed: Root seed of the evaluation.
+        seed: Root seed of the evaluation (negative: drawn at random and recorded).
         out_dir: If given, write ``episodes.csv``, ``summary.json`` and PNG plots there.
         env_kwargs: ``gym.make`` overrides (any ``FleetConfig`` field).
         progress: Show a tqdm progress bar.
@@ -261,6 +274,7 @@ def run_evaluation(env_id: str, policies: list[str], episodes: int, seed: int,
         check_policy_name(name)
     if not isinstance(episodes, int) or episodes < 1:
         raise UsageError(f"--episodes must be an integer >= 1, got {episodes!r}")
+    seed = resolve_seed(seed)
     env_kwargs = dict(env_kwargs or {})
     try:
         env = gym.make(env_id, **env_kwargs)
@@ -499,7 +513,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from experiments import run_experiment
 
             out = args.out or f"results/{args.experiment}"
-            print(run_experiment(args.experiment, out, seed=args.seed,
+            print(run_experiment(args.experiment, out, seed=resolve_seed(args.seed),
                                  progress=not args.quiet))
             return 0
         env_ids = [e.strip() for e in args.env.split(",") if e.strip()]
@@ -515,11 +529,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in policies:
             check_policy_name(name)
         env_kwargs = parse_env_kwargs(args.env_kwarg)
+        seed = resolve_seed(args.seed)
         for e in env_ids:
             out = None
             if args.out is not None:
                 out = Path(args.out) if len(env_ids) == 1 else Path(args.out) / e.replace("/", "_")
-            summary = run_evaluation(e, policies, args.episodes, args.seed, out_dir=out,
+            summary = run_evaluation(e, policies, args.episodes, seed, out_dir=out,
                                      env_kwargs=env_kwargs, progress=not args.quiet,
                                      plots=not args.no_plots)
             print(format_table(summary))

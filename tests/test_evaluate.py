@@ -181,3 +181,10 @@ def test_saved_sb3_model_runs_through_run_evaluation(tmp_path: Path) -> None:
     assert entry["kind"] == "model"
     assert np.isfinite(entry["reward"]["mean"])
     assert entry["reward"]["mean"] <= summary["score_reference"]["oracle_reward"] + 1e-6
+
+
+def test_negative_seed_is_drawn_and_recorded() -> None:
+    summary = evaluate.run_evaluation("lrm/Critical-v0", ["cheapest"], 1, -1,
+                                      env_kwargs={"horizon": 12}, progress=False)
+    assert summary["seed"] >= 0
+    assert summary["seeds"] == evaluate.evaluation_seeds(summary["seed"], 1)

@@ -1,0 +1,550 @@
+"""Benchmark dispatch policies on paired seeds, or reproduce the paper's experiments.
+
+Usage::
+
+    python evaluate.py --env lrm/Critical-v0 --policies random,mean_matching,oracle \\
+        --episodes 20 --seed 0 --out results/critical
+    python evaluate.py --experiment regimes --out results/regimes
+
+Every policy runs on the same evaluation seeds (derived from ``--seed``), so differences are
+paired. ``oracle`` is the hindsight LP bound (``agents.oracle``), reported as its optimum.
+Writes ``DIR/episodes.csv`` (one row per policy and episode), ``DIR/summary.json`` and PNG plots,
+and prints a Markdown table. Library use (e.g. from a training script)::
+
+    from evaluate import run_evaluation, format_table
+    summary = run_evaluation("lrm/Critical-v0", ["mean_matching", "ppo:runs/x/model.zip"], 10, 0)
+    print(format_table(summary))
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+import envs  # noqa: F401  (registers the lrm/* ids)
+from agents import POLICIES, is_model_spec, make_policy
+from agents.heuristics import HEURISTICS
+from agents.oracle import solve_episode
+
+#: Per-episode metrics, in table order: (key, column title, digits).
+METRICS: tuple[tuple[str, str, int], ...] = (
+    ("reward", "reward", 2),
+    ("aux_kwh", "aux kWh", 4),
+    ("waste_kwh", "wasted kWh", 4),
+    ("leftover_kwh", "leftover kWh", 4),
+    ("accuracy", "accuracy", 3),
+)
+
+#: Further per-episode metrics kept in the summary (not in the printed table).
+EXTRA_METRICS = ("unused_kwh", "value_correct", "demand_kwh", "harvest_kwh")
+
+#: Policies used to normalise the score: 0 = random, 1 = oracle.
+SCORE_FLOOR, SCORE_CEILING = "random", "oracle"
+
+
+class UsageError(ValueError):
+    """A bad command-line argument (reported as one line, exit code 2)."""
+
+
+# --------------------------------------------------------------------------- file helpers
+def _publish(tmp: str, path: Path) -> None:
+    """Give ``tmp`` the usual permissions (mkstemp makes it private) and move it to ``path``."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and ``os.replace`` (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            fh.write(text)
+        _publish(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_savefig(fig: Any, path: str | os.PathLike, **kwargs: Any) -> None:
+    """Save a matplotlib figure atomically (PNG)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png", **kwargs)
+        _publish(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_csv(path: str | os.PathLike, rows: Sequence[dict[str, Any]]) -> None:
+    """Write dict rows as CSV atomically (columns from the first row)."""
+    buf = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def _json_clean(x: Any) -> Any:
+    """NaN/inf -> None and numpy scalars -> Python, recursively (strict JSON)."""
+    if isinstance(x, dict):
+        return {str(k): _json_clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_clean(v) for v in x]
+    if isinstance(x, (np.floating, float)):
+        return float(x) if math.isfinite(x) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
+# --------------------------------------------------------------------------- statistics
+def resolve_seed(seed: int) -> int:
+    """A negative seed means: draw one from OS entropy (it is recorded in the summary)."""
+    if not isinstance(seed, (int, np.integer)):
+        raise UsageError(f"--seed must be an integer, got {seed!r}")
+    if seed < 0:
+        return int(np.random.SeedSequence().entropy % (2**31))
+    return int(seed)
+
+
+def evaluation_seeds(seed: int, episodes: int) -> list[int]:
+    """Episode seeds derived from ``seed`` (the same for every policy: paired comparisons).
+
+    They are 32-bit draws of ``SeedSequence(seed)``, so they practically never coincide with
+    the small integers used as training seeds.
+    """
+    return [int(s) for s in np.random.SeedSequence(seed).generate_state(episodes, np.uint32)]
+
+
+def mean_ci(x: Sequence[float], level: float = 0.95) -> dict[str, float]:
+    """Mean and Student-t confidence interval of the mean (half-width NaN for n < 2)."""
+    from scipy import stats
+
+    a = np.asarray(x, dtype=np.float64)
+    n = a.size
+    mean = float(a.mean()) if n else math.nan
+    if n < 2:
+        half = math.nan
+    else:
+        half = float(stats.t.ppf(0.5 + level / 2, n - 1) * a.std(ddof=1) / math.sqrt(n))
+    return {"mean": mean, "half_width": half, "low": mean - half, "high": mean + half, "n": n}
+
+
+# --------------------------------------------------------------------------- rollouts
+def rollout(env_id: str, policy: Any, seed: int, env_kwargs: dict | None = None,
+            env: gym.Env | None = None, record: bool = False) -> dict[str, Any]:
+    """Run one episode of ``policy`` (SB3 ``predict`` protocol, deterministic=True).
+
+    Args:
+        env_id: Registered id.
+        policy: A policy object with ``predict``.
+        seed: Episode seed (``env.reset(seed=seed)``; a heuristic's generator is reseeded too).
+        env_kwargs: Overrides passed to ``gym.make``.
+        env: An env to reuse (made from ``env_id`` and ``env_kwargs`` if None).
+        record: Also return per-slot ``harvest``, ``demand``, ``storage`` arrays [kWh].
+
+    Returns:
+        Totals: reward, aux_kwh, waste_kwh, leftover_kwh, value_correct, correct, arrived,
+        accuracy, harvest_kwh, demand_kwh (and the trajectories if ``record``).
+    """
+    env = env if env is not None else gym.make(env_id, **(env_kwargs or {}))
+    if hasattr(policy, "seed"):
+        policy.seed(seed)
+    obs, info = env.reset(seed=seed)
+    tot = dict.fromkeys(("reward", "aux_kwh", "waste_kwh", "leftover_kwh", "value_correct",
+                         "harvest_kwh", "demand_kwh"), 0.0)
+    correct = arrived = 0
+    traj: dict[str, list[float]] = {"harvest": [], "demand": [], "storage": []}
+    state, start, done = None, np.array([True]), False
+    while not done:
+        action, state = policy.predict(obs, state=state, episode_start=start, deterministic=True)
+        obs, reward, terminated, truncated, info = env.step(action)
+        tot["reward"] += float(reward)
+        terms = info["reward_terms"]
+        tot["aux_kwh"] += terms["aux_kwh"]
+        tot["waste_kwh"] += terms["waste_kwh"]
+        tot["leftover_kwh"] += terms["leftover_kwh"]
+        tot["value_correct"] += terms["value_correct"]
+        tot["harvest_kwh"] += info["harvest_kwh"]
+        tot["demand_kwh"] += info["demand_kwh"]
+        correct += int(info["correct"])
+        arrived += int(info["arrived"])
+        if record:
+            traj["harvest"].append(info["harvest_kwh"])
+            traj["demand"].append(info["demand_kwh"])
+            traj["storage"].append(info["storage_kwh"])
+        start, done = np.array([False]), bool(terminated or truncated)
+    out: dict[str, Any] = {**tot, "correct": correct, "arrived": arrived,
+                           "accuracy": correct / arrived if arrived else math.nan}
+    if record:
+        out.update({k: np.asarray(v) for k, v in traj.items()})
+    return out
+
+
+def oracle_episode(env: gym.Env, seed: int, record: bool = False) -> dict[str, Any]:
+    """The hindsight LP bound of the episode ``seed`` (same totals as :func:`rollout`)."""
+    env.reset(seed=seed)
+    sol = solve_episode(env.unwrapped.core, 0)
+    out: dict[str, Any] = {
+        "reward": sol.reward, "aux_kwh": sol.aux_kwh, "waste_kwh": sol.waste_kwh,
+        "leftover_kwh": sol.leftover_kwh, "value_correct": sol.value_correct,
+        "harvest_kwh": float(sol.harvest_kwh.sum()), "demand_kwh": float(sol.demand_kwh.sum()),
+        "correct": sol.correct, "arrived": sol.arrived,
+        "accuracy": sol.correct / sol.arrived if sol.arrived else math.nan}
+    if record:
+        out.update(harvest=sol.harvest_kwh, demand=sol.demand_kwh, storage=sol.storage_kwh)
+    return out
+
+
+# --------------------------------------------------------------------------- validation
+def check_env_id(env_id: str) -> None:
+    """Raise UsageError unless ``env_id`` is registered."""
+    if env_id not in gym.registry:
+        known = sorted(i for i in gym.registry if i.startswith("lrm/"))
+        raise UsageError(f"--env: unknown env id {env_id!r}; known: {', '.join(known)}")
+
+
+def check_policy_name(name: str) -> None:
+    """Raise UsageError unless ``name`` is a registered policy or an existing ALGO:PATH."""
+    if is_model_spec(name):
+        from agents.sb3 import ALGOS
+
+        algo, path = name.split(":", 1)
+        if algo.lower() not in ALGOS:
+            raise UsageError(f"--policies: unknown algorithm {algo!r} in {name!r}; "
+                             f"known: {', '.join(sorted(ALGOS))}")
+        p = Path(path)
+        if not (p.is_file() or (p.is_dir() and (p / "model.zip").is_file())):
+            raise UsageError(f"--policies: model file not found: {path}")
+        return
+    if name not in POLICIES:
+        raise UsageError(f"--policies: unknown policy {name!r}; known: "
+                         f"{', '.join(sorted(POLICIES))}, or ALGO:PATH")
+
+
+# --------------------------------------------------------------------------- evaluation
+def run_evaluation(env_id: str, policies: list[str], episodes: int, seed: int,
+                   out_dir: str | os.PathLike | None = None, env_kwargs: dict | None = None,
+                   progress: bool = True, plots: bool = True) -> dict:
+    """Evaluate ``policies`` on ``episodes`` paired episodes of ``env_id``.
+
+    Args:
+        env_id: Registered id (e.g. ``lrm/Critical-v0``).
+        policies: Names: keys of ``agents.POLICIES`` or ``ALGO:PATH`` of saved SB3 models.
+        episodes: Number of episodes (>= 1); their seeds derive from ``seed``.
+        seed: Root seed of the evaluation (negative: drawn at random and recorded).
+        out_dir: If given, write ``episodes.csv``, ``summary.json`` and PNG plots there.
+        env_kwargs: ``gym.make`` overrides (any ``FleetConfig`` field).
+        progress: Show a tqdm progress bar.
+        plots: Write the PNG plots (with ``out_dir``).
+
+    Returns:
+        The summary (JSON-serialisable): per policy, mean and 95% CI of each metric, the
+        normalised score (0 = random, 1 = oracle bound) and the paired reward difference to
+        the best heuristic.
+    """
+    check_env_id(env_id)
+    if not policies:
+        raise UsageError("--policies: give at least one policy")
+    for name in policies:
+        check_policy_name(name)
+    if not isinstance(episodes, int) or episodes < 1:
+        raise UsageError(f"--episodes must be an integer >= 1, got {episodes!r}")
+    seed = resolve_seed(seed)
+    env_kwargs = dict(env_kwargs or {})
+    try:
+        env = gym.make(env_id, **env_kwargs)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"--env-kwarg: {exc}") from exc
+    seeds = evaluation_seeds(seed, episodes)
+    names = list(dict.fromkeys(policies))
+    refs = [r for r in (SCORE_FLOOR, SCORE_CEILING) if r not in names]
+    t0 = time.perf_counter()
+    results: dict[str, list[dict[str, Any]]] = {}
+    traces: dict[str, dict[str, np.ndarray]] = {}
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(names + refs) * episodes, desc=env_id, disable=not progress,
+               unit="ep", leave=False)
+    for name in names + refs:
+        rows = []
+        policy = None if name == "oracle" else make_policy(name, env, seed=seed)
+        for k, s in enumerate(seeds):
+            record = k == 0 and name in names
+            if name == "oracle":
+                r = oracle_episode(env, s, record=record)
+            else:
+                r = rollout(env_id, policy, s, env=env, record=record)
+            if record:
+                traces[name] = {key: r.pop(key) for key in ("harvest", "demand", "storage")}
+            r["unused_kwh"] = r["waste_kwh"] + r["leftover_kwh"]
+            rows.append({"policy": name, "episode": k, "seed": s, **r})
+            bar.update(1)
+        results[name] = rows
+    bar.close()
+    elapsed = time.perf_counter() - t0
+    summary = summarise(env_id, env_kwargs, names, seeds, results, seed)
+    summary["elapsed_s"] = elapsed
+    if out_dir is not None:
+        out = Path(out_dir)
+        ep_rows = [{"env_id": env_id, **{k: v for k, v in row.items()}}
+                   for name in names for row in results[name]]
+        write_csv(out / "episodes.csv", ep_rows)
+        atomic_write_text(out / "summary.json", json.dumps(_json_clean(summary), indent=2) + "\n")
+        if plots:
+            plot_episode(out / "episode.png", env_id, traces)
+            plot_costs(out / "costs.png", summary)
+    return _json_clean(summary)
+
+
+def summarise(env_id: str, env_kwargs: dict, names: list[str], seeds: list[int],
+              results: dict[str, list[dict[str, Any]]], seed: int) -> dict:
+    """Summary statistics of per-episode results (see :func:`run_evaluation`)."""
+    rewards = {n: np.array([r["reward"] for r in rows]) for n, rows in results.items()}
+    lo, hi = rewards[SCORE_FLOOR].mean(), rewards[SCORE_CEILING].mean()
+    heur = [n for n in names if n in HEURISTICS]
+    best = max(heur, key=lambda n: rewards[n].mean()) if heur else None
+    per_policy: dict[str, Any] = {}
+    for n in names:
+        keys = [key for key, _, _ in METRICS] + list(EXTRA_METRICS)
+        entry = {key: mean_ci([r[key] for r in results[n]]) for key in keys}
+        score = (rewards[n] - lo) / (hi - lo) if hi != lo else np.full(len(seeds), math.nan)
+        entry["score"] = mean_ci(score)
+        entry["diff_vs_best"] = mean_ci(rewards[n] - rewards[best]) if best else None
+        entry["kind"] = ("bound" if n == "oracle" else "model" if is_model_spec(n)
+                         else "heuristic")
+        per_policy[n] = entry
+    return {"env_id": env_id, "env_kwargs": env_kwargs, "seed": seed, "episodes": len(seeds),
+            "seeds": seeds, "best_heuristic": best,
+            "score_reference": {"random_reward": float(lo), "oracle_reward": float(hi)},
+            "policies": per_policy}
+
+
+def _fmt(ci: dict | None, digits: int) -> str:
+    if ci is None or ci.get("mean") is None:
+        return "n/a"
+    m, h = ci["mean"], ci.get("half_width")
+    if h is None or (isinstance(h, float) and math.isnan(h)):
+        return f"{m:.{digits}f}"
+    return f"{m:.{digits}f} ± {h:.{digits}f}"
+
+
+def format_table(summary: dict) -> str:
+    """Markdown table of a summary: mean ± 95% CI half-width per metric and policy."""
+    best = summary.get("best_heuristic")
+    head = ["policy"] + [title for _, title, _ in METRICS] + ["score"]
+    if best is not None:
+        head.append(f"Δ reward vs {best}")
+    lines = [f"**{summary['env_id']}**, {summary['episodes']} paired episodes, seed "
+             f"{summary['seed']} (mean ± 95% CI; score 0 = random, 1 = oracle bound)", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, e in summary["policies"].items():
+        label = f"{name} (bound)" if e.get("kind") == "bound" else name
+        cells = [label] + [_fmt(e[key], d) for key, _, d in METRICS]
+        cells.append(_fmt(e["score"], 3))
+        if best is not None:
+            cells.append("—" if name == best else _fmt(e["diff_vs_best"], 2))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- plots
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_episode(path: str | os.PathLike, env_id: str,
+                 traces: dict[str, dict[str, np.ndarray]]) -> None:
+    """Harvest vs demand (top) and store level (bottom) over the first episode, per policy.
+
+    Per-slot values are drawn thin; the thick lines are hourly (12-slot) moving averages.
+    """
+    plt = _plt()
+    names = list(traces)
+    cols = min(3, len(names))
+    rows = math.ceil(len(names) / cols)
+    ratios: list[float] = []
+    for r in range(rows):
+        ratios += [2.0, 1.0] + ([0.55] if r < rows - 1 else [])
+    fig, axes = plt.subplots(len(ratios), cols, figsize=(4.2 * cols, 3.3 * rows),
+                             squeeze=False, gridspec_kw={"height_ratios": ratios,
+                                                         "hspace": 0.08, "wspace": 0.28})
+    kernel = np.ones(12) / 12.0
+    for k in range(rows * cols):
+        r, c = 3 * (k // cols), k % cols
+        ax, ax2 = axes[r, c], axes[r + 1, c]
+        if r + 2 < len(ratios) and ratios[r + 2] < 1:
+            axes[r + 2, c].axis("off")
+        if k >= len(names):
+            ax.axis("off")
+            ax2.axis("off")
+            continue
+        name = names[k]
+        tr = traces[name]
+        t = np.arange(1, tr["harvest"].size + 1)
+        for key, color in (("harvest", "tab:green"), ("demand", "tab:red")):
+            y = tr[key] * 1e3
+            ax.plot(t, y, color=color, lw=0.4, alpha=0.35)
+            if y.size >= 12:
+                ax.plot(t[11:], np.convolve(y, kernel, mode="valid"), color=color, lw=1.4,
+                        label=f"{key} (hourly mean)")
+        ax.set_title(name, fontsize=9, pad=3)
+        ax.set_ylabel("Wh / slot", fontsize=8)
+        ax.tick_params(labelsize=7, labelbottom=False)
+        if k == 0:
+            ax.legend(fontsize=6, loc="upper right")
+        ax2.fill_between(t, tr["storage"] * 1e3, color="tab:blue", alpha=0.5, lw=0)
+        ax2.set_xlim(ax.get_xlim())
+        ax2.set_ylabel("store Wh", fontsize=8)
+        ax2.tick_params(labelsize=7)
+        ax2.set_xlabel("slot", fontsize=8, labelpad=1)
+    fig.suptitle(f"{env_id}: first evaluation episode (oracle: its LP plan)", fontsize=10)
+    fig.subplots_adjust(left=0.06, right=0.99, top=0.9, bottom=0.07)
+    atomic_savefig(fig, path, dpi=72)
+    plt.close(fig)
+
+
+def plot_costs(path: str | os.PathLike, summary: dict) -> None:
+    """Bar charts with 95% CI error bars: reward, auxiliary, wasted + leftover, accuracy."""
+
+    plt = _plt()
+    pol = summary["policies"]
+    names = list(pol)
+    x = np.arange(len(names))
+    panels = [("reward", "reward"), ("aux_kwh", "auxiliary kWh"),
+              ("unused_kwh", "wasted + leftover kWh"), ("accuracy", "accuracy")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.0 * len(panels), 3.4))
+    for ax, (key, title) in zip(axes, panels):
+        means = np.array([pol[n][key]["mean"] for n in names], dtype=float)
+        errs = np.array([pol[n][key]["half_width"] or 0.0 for n in names], dtype=float)
+        errs = np.nan_to_num(errs)
+        colors = ["tab:gray" if pol[n].get("kind") == "bound" else "tab:blue" for n in names]
+        ax.bar(x, means, yerr=errs, color=colors, capsize=3)
+        ax.set_xticks(x)
+        ax.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(axis="y", labelsize=7)
+    fig.suptitle(f"{summary['env_id']}: mean ± 95% CI over {summary['episodes']} paired "
+                 f"episodes (gray: oracle bound)", fontsize=9)
+    fig.tight_layout()
+    atomic_savefig(fig, path, dpi=80)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- CLI
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit code 2
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(2)
+
+
+def parse_env_kwargs(items: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs; VALUE is parsed as JSON (numbers, lists, Infinity) or kept a string."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise UsageError(f"--env-kwarg expects KEY=VALUE, got {item!r}")
+        key, raw = item.split("=", 1)
+        try:
+            val = json.loads(raw)
+        except json.JSONDecodeError:
+            val = {"inf": math.inf, "infinity": math.inf}.get(raw.lower(), raw)
+        out[key.strip()] = tuple(val) if isinstance(val, list) else val
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser."""
+    from experiments import EXPERIMENTS
+
+    p = _Parser(prog="evaluate.py", description=__doc__.splitlines()[0])
+    p.add_argument("--env", default="lrm/Critical-v0",
+                   help="env id, or several separated by commas (default lrm/Critical-v0)")
+    p.add_argument("--policies", default="random,cheapest,mean_matching,variance_aware,"
+                   "variance_feedback,oracle",
+                   help="comma-separated policy names or ALGO:PATH of saved SB3 models")
+    p.add_argument("--episodes", type=int, default=20, help="episodes per policy (>= 1)")
+    p.add_argument("--seed", type=int, default=0, help="root seed of the evaluation seeds")
+    p.add_argument("--out", default=None, help="output directory (files are written if given)")
+    p.add_argument("--experiment", choices=sorted(EXPERIMENTS), default=None,
+                   help="run one of the paper's experiments instead of a benchmark")
+    p.add_argument("--env-kwarg", action="append", default=[], metavar="KEY=VALUE",
+                   help="FleetConfig override, repeatable (e.g. storage_kwh=0.05)")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit code (2 for bad arguments)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.experiment is not None:
+            from experiments import run_experiment
+
+            out = args.out or f"results/{args.experiment}"
+            print(run_experiment(args.experiment, out, seed=resolve_seed(args.seed),
+                                 progress=not args.quiet))
+            return 0
+        env_ids = [e.strip() for e in args.env.split(",") if e.strip()]
+        policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+        if args.episodes < 1:
+            raise UsageError(f"--episodes must be >= 1, got {args.episodes}")
+        if not env_ids:
+            raise UsageError("--env: give at least one env id")
+        for e in env_ids:
+            check_env_id(e)
+        if not policies:
+            raise UsageError("--policies: give at least one policy")
+        for name in policies:
+            check_policy_name(name)
+        env_kwargs = parse_env_kwargs(args.env_kwarg)
+        seed = resolve_seed(args.seed)
+        for e in env_ids:
+            out = None
+            if args.out is not None:
+                out = Path(args.out) if len(env_ids) == 1 else Path(args.out) / e.replace("/", "_")
+            summary = run_evaluation(e, policies, args.episodes, seed, out_dir=out,
+                                     env_kwargs=env_kwargs, progress=not args.quiet,
+                                     plots=not args.no_plots)
+            print(format_table(summary))
+            print(f"\n({summary['elapsed_s']:.1f} s" + (f"; files in {out})" if out else ")"))
+            print()
+    except UsageError as exc:
+        sys.stderr.write(f"evaluate.py: error: {exc}\n")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

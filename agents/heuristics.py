@@ -28,7 +28,7 @@ from agents.lp import (
     routing_model,
 )
 from envs.outcomes import config_moments, reference_demand_kwh
-from envs.spaces import STORE_SCALE_SLOTS, mixture_to_action, observation_names
+from envs.spaces import STORE_SCALE_SLOTS, observation_names, serve_action
 
 #: Default accuracy a variance-aware router may give up against the best accuracy reachable at
 #: the critical mean demand (absolute fraction of tasks).
@@ -60,7 +60,7 @@ class MixtureHeuristic(Heuristic):
             if q[top] >= 1.0 - 1e-12:
                 return np.int64(top)
             return np.int64(self.rng.choice(self.n_configs, p=q / q.sum()))
-        return mixture_to_action(x)
+        return serve_action(self.config, x)
 
 
 class RandomPolicy(Heuristic):

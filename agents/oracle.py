@@ -49,7 +49,7 @@ from scipy.optimize import linprog
 from envs.dynamics import FleetCore
 from envs.outcomes import J_PER_KWH
 from envs.reward import reward_weights
-from envs.spaces import mixture_to_action
+from envs.spaces import serve_action
 
 
 @dataclass
@@ -286,4 +286,4 @@ class HindsightOracle:
         if self.config.action_type == "discrete":
             w = self.config.class_shares @ mix
             return np.int64(self.rng.choice(self.config.n_configs, p=w / w.sum())), state
-        return mixture_to_action(mix), state
+        return serve_action(self.config, mix), state

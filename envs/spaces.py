@@ -158,3 +158,17 @@ class Observer:
         if self.n_extra:
             out[:, 10 + n_c:] = extra_features(core)
         return out
+
+
+def serve_action(config: FleetConfig, mixture: np.ndarray) -> np.ndarray:
+    """Continuous action that serves every task now with a mixture (C, J), for any env.
+
+    On envs with a queue the action has a defer entry per class (set to 0 here); elsewhere it
+    is :func:`mixture_to_action`.
+    """
+    if config.queue_enabled:
+        from envs.realistic import queued_action
+
+        mixture = np.asarray(mixture, dtype=np.float64)
+        return queued_action(mixture, np.zeros(mixture.shape[:-1]))
+    return mixture_to_action(mixture)

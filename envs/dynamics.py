@@ -130,7 +130,22 @@ class FleetCore:
         self.net_m2 = np.zeros(B)
         self.harvest = np.zeros((B, self.T))
         self.arrivals = np.zeros((B, self.T, self.C), dtype=np.int64)
+        #: (B, T) tasks arriving in each slot (all classes) [tasks].
+        self.n_slot = np.zeros((B, self.T), dtype=np.int64)
         self._rows = np.arange(B)
+        self._rows2 = self._rows[:, None]
+        self._mrange = np.arange(self.M)
+        self._crange = np.arange(self.C)
+        self._jcols = np.arange(self.J)
+        # Per-copy outcome table of the B = 1 fast path (see _build_single_table).
+        self._table: np.ndarray | None = None
+        self._slot_start: list[int] = []
+        self._task_cls = np.zeros(0, dtype=np.intp)
+        self._task_u = np.zeros(0, dtype=np.float32)
+        self._tasks = np.zeros(0, dtype=np.intp)
+        self._harvest_list: list[float] = []
+        self._vals = [float(v) for v in self.values]
+        self._jpt = [float(e) for e in self.j_per_token]
 
     # ------------------------------------------------------------------ buffers
     def _alloc(self, a: int) -> None:
@@ -139,6 +154,7 @@ class FleetCore:
         self.u_solve = np.zeros((B, T, a), dtype=np.float32)
         self.u_assign = np.zeros((B, T, a), dtype=np.float32)
         self.steps = np.zeros((B, T, a, self.M), dtype=self._k_dtype)
+        self._acols = np.arange(a)
 
     def _grow(self, a: int) -> None:
         old = (self.cls, self.u_solve, self.u_assign, self.steps)
@@ -185,7 +201,10 @@ class FleetCore:
         self.steps[b].fill(0)
         self.steps[b, slot, pos] = steps
         self.arrivals[b] = counts
+        self.n_slot[b] = per_slot
         self.harvest[b] = harvest
+        if self.B == 1:
+            self._build_single_table(per_slot, cls, lat, steps, harvest)
         self.t[b] = 0
         self.storage[b] = cfg.initial_storage_kwh
         self.last_harvest[b] = 0.0
@@ -215,6 +234,21 @@ class FleetCore:
         u = self.u_assign[rows, t]
         return (u[..., None] >= cum_task).sum(axis=-1)
 
+    def _outcome(self, k: np.ndarray, u_solve: np.ndarray, cls: np.ndarray, i: np.ndarray,
+                 budget: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Tokens run (int64) and correctness (bool) of tasks (broadcast arrays).
+
+        Args:
+            k: Step count of each task under its model [steps].
+            u_solve: Solvability quantile of each task.
+            cls: Class index of each task (clipped to a valid class).
+            i: Model index of each task.
+            budget: Token budget of each task's configuration [tokens].
+        """
+        step_tok = np.multiply(k, self.omega, dtype=np.int64)
+        finished = (u_solve < self.solvable[i, cls]) & (step_tok <= budget)
+        return np.where(finished, step_tok, budget), finished
+
     def step(self, mixtures: np.ndarray | None = None, configs: np.ndarray | None = None
              ) -> SlotResult:
         """Advance every copy by one slot.
@@ -224,43 +258,59 @@ class FleetCore:
         assignment quantile) or ``configs`` (shape (B,), integer: every task of the slot goes
         to that configuration) must be given.
         """
-        if np.any(self.t >= self.T):
-            raise RuntimeError("an episode has ended (t == horizon); reset the copy first")
-        rows, t = self._rows, self.t
-        cls_raw = self.cls[rows, t]
-        valid = cls_raw < self.C
-        if configs is not None:
-            j = np.broadcast_to(np.asarray(configs, dtype=np.intp)[:, None], cls_raw.shape)
+        t, B, C = self.t, self.B, self.C
+        t0 = int(t[0])
+        if B == 1 or bool((t == t0).all()):
+            # All copies in the same slot: basic slicing (views), no gathers.
+            if t0 >= self.T:
+                raise RuntimeError("an episode has ended (t == horizon); reset the copy first")
+            n_now = self.n_slot[:, t0]
+            a = int(n_now.max())
+            cls_raw = self.cls[:, t0, :a]
+            u_solve = self.u_solve[:, t0, :a]
+            steps = self.steps[:, t0, :a]
+            harvest = self.harvest[:, t0].copy()
+            u_assign = self.u_assign[:, t0, :a] if configs is None else None
         else:
-            j = self.assign(mixtures)
-        cls = np.minimum(cls_raw, self.C - 1).astype(np.intp)
-        i = self.model_of[j]
-        budget = self.budget_of[j]
-        k = np.take_along_axis(self.steps[rows, t], i[..., None], axis=-1)[..., 0]
-        solv = self.u_solve[rows, t] < self.solvable[i, cls]
-        step_tok = self.omega * k.astype(np.int64)
-        finished = solv & (step_tok <= budget)
-        tokens = np.where(finished, step_tok, budget)
+            if np.any(t >= self.T):
+                raise RuntimeError("an episode has ended (t == horizon); reset the copy first")
+            rows = self._rows
+            n_now = self.n_slot[rows, t]
+            a = int(n_now.max())
+            cls_raw = self.cls[rows, t, :a]
+            u_solve = self.u_solve[rows, t, :a]
+            steps = self.steps[rows, t, :a]
+            harvest = self.harvest[rows, t]
+            u_assign = self.u_assign[rows, t, :a] if configs is None else None
+        # Task slots beyond the slot's arrivals hold class C (padding): no tokens, not correct.
+        cls = np.minimum(cls_raw, C - 1)
+        if configs is not None:
+            j_b = np.asarray(configs, dtype=np.intp)
+            i = self.model_of[j_b][:, None]
+            budget = self.budget_of[j_b][:, None]
+        else:
+            cum = np.cumsum(mixtures, axis=-1)[:, :, :-1]  # (B, C, J-1)
+            j = (u_assign[..., None] >= cum[self._rows2, cls]).sum(axis=-1)
+            i = self.model_of[j]
+            budget = self.budget_of[j]
+        k = steps[self._rows2, self._acols[:a], i]
+        tokens, finished = self._outcome(k, u_solve, cls, i, budget)
+        valid = cls_raw < C
         tokens *= valid
         correct = finished & valid
 
-        tokens_by_model = np.zeros((self.B, self.M), dtype=np.int64)
-        demand = np.full(self.B, self.idle_kwh)
-        energy_j = np.zeros(self.B)
-        for m in range(self.M):
-            tok_m = np.where(i == m, tokens, 0).sum(axis=1)
-            tokens_by_model[:, m] = tok_m
-            energy_j += self.j_per_token[m] * tok_m
-        demand += energy_j / J_PER_KWH
-        correct_by_class = np.zeros((self.B, self.C), dtype=np.int64)
-        value = np.zeros(self.B)
-        for c in range(self.C):
-            n_c = (correct & (cls_raw == c)).sum(axis=1)
-            correct_by_class[:, c] = n_c
-            value += self.values[c] * n_c
-        arrived = valid.sum(axis=1)
+        if configs is not None:
+            tokens_by_model = np.zeros((B, self.M), dtype=np.int64)
+            tokens_by_model[self._rows, i[:, 0]] = tokens.sum(axis=1)
+        else:
+            tokens_by_model = ((i[..., None] == self._mrange) * tokens[..., None]).sum(axis=1)
+        # Sequential sums over models and classes (cumsum), in the same order as a loop.
+        energy_j = np.cumsum(tokens_by_model * self.j_per_token, axis=1)[:, -1]
+        demand = self.idle_kwh + energy_j / J_PER_KWH
+        correct_by_class = ((cls_raw[..., None] == self._crange) & correct[..., None]).sum(axis=1)
+        value = np.cumsum(correct_by_class * self.values, axis=1)[:, -1]
+        arrived = n_now.copy()
 
-        harvest = self.harvest[rows, t]
         aux, waste, loss, storage = self._ledger(self.storage, harvest, demand)
 
         self.storage = storage
@@ -277,9 +327,133 @@ class FleetCore:
         return SlotResult(
             harvest_kwh=harvest, demand_kwh=demand, aux_kwh=aux, waste_kwh=waste,
             loss_kwh=loss, storage_kwh=storage, arrived=arrived, served=arrived.copy(),
-            correct=correct.sum(axis=1), dropped=np.zeros(self.B, dtype=np.int64),
+            correct=correct_by_class.sum(axis=1), dropped=np.zeros(B, dtype=np.int64),
             value_correct=value, correct_by_class=correct_by_class,
             tokens_by_model=tokens_by_model)
+
+    # ------------------------------------------------------------------ B = 1 fast path
+    #: Largest outcome table (tasks x configurations x (models + classes)) the fast path builds.
+    SINGLE_TABLE_MAX = 4_000_000
+
+    def _build_single_table(self, per_slot: np.ndarray, cls: np.ndarray, lat: np.ndarray,
+                            steps: np.ndarray, harvest: np.ndarray) -> None:
+        """Tabulate every task's outcome under every configuration (B = 1 fast path).
+
+        ``_table[n, j]`` holds task n's tokens under configuration j in column ``model(j)``
+        and 1 in column ``M + class(n)`` if it is correct there; summing the rows of a slot's
+        tasks gives tokens per model and correct answers per class. Built by :meth:`_outcome`,
+        the function the batched step uses, so both paths share one outcome rule.
+        """
+        n, J, M = cls.size, self.J, self.M
+        self._slot_start = [0, *np.cumsum(per_slot).tolist()]
+        self._harvest_list = harvest.tolist()
+        if n * J * (M + self.C) > self.SINGLE_TABLE_MAX:
+            self._table = None
+            return
+        cls_i = cls.astype(np.intp)
+        i = self.model_of[None, :]
+        k = steps[:, self.model_of]  # (n, J)
+        tokens, finished = self._outcome(k, lat[:, 1:2], cls_i[:, None], i, self.budget_of)
+        table = np.zeros((n, J, M + self.C), dtype=np.int32)
+        table[:, self._jcols, self.model_of] = tokens
+        table[np.arange(n)[:, None], self._jcols, M + cls_i[:, None]] = finished
+        self._table = table
+        self._task_cls = cls_i
+        self._task_u = lat[:, 2:3]
+        self._tasks = np.arange(n)
+
+    def step_single(self, mixture: np.ndarray | None = None, config: int | None = None
+                    ) -> tuple[float, ...]:
+        """Advance a single copy (B = 1) by one slot; the fast path of :meth:`step`.
+
+        Gives exactly (bit for bit) what ``step`` gives for the copy, as Python scalars, and
+        updates the same state.
+
+        Args:
+            mixture: Mixture weights per class, shape (C, J), rows summing to 1; or
+            config: Configuration every task of the slot goes to.
+
+        Returns:
+            ``(harvest, demand, aux, waste, loss, storage, arrived, served, correct, dropped,
+            value)``: the fields of :class:`SlotResult` of the copy (energies [kWh], counts
+            [tasks], value of the correct answers).
+
+        Valid while every task is served in its arrival slot (the outcome table is per
+        arrival slot); a feature that changes that must route copies through :meth:`step`
+        (``self._table = None`` does so).
+        """
+        t0 = int(self.t[0])
+        if self._table is None or self.B != 1:
+            res = self.step(mixtures=None if mixture is None else mixture[None],
+                            configs=None if config is None else np.array([config]))
+            return (float(res.harvest_kwh[0]), float(res.demand_kwh[0]), float(res.aux_kwh[0]),
+                    float(res.waste_kwh[0]), float(res.loss_kwh[0]), float(res.storage_kwh[0]),
+                    int(res.arrived[0]), int(res.served[0]), int(res.correct[0]),
+                    int(res.dropped[0]), float(res.value_correct[0]))
+        if t0 >= self.T:
+            raise RuntimeError("an episode has ended (t == horizon); reset the copy first")
+        s, e = self._slot_start[t0], self._slot_start[t0 + 1]
+        if config is not None:
+            agg = np.add.reduce(self._table[s:e, config], axis=0).tolist()
+        else:
+            cum = np.add.accumulate(mixture, axis=-1)
+            j = np.add.reduce(self._task_u[s:e] >= cum[self._task_cls[s:e], :-1], axis=-1)
+            agg = np.add.reduce(self._table[self._tasks[s:e], j], axis=0).tolist()
+        M = self.M
+        energy_j = 0.0
+        for m in range(M):
+            energy_j += self._jpt[m] * agg[m]
+        demand = self.idle_kwh + energy_j / J_PER_KWH
+        value = 0.0
+        n_correct = 0
+        for c in range(self.C):
+            value += self._vals[c] * agg[M + c]
+            n_correct += agg[M + c]
+        harvest = self._harvest_list[t0]
+        aux, waste, loss, storage = self._ledger_scalar(float(self.storage[0]), harvest, demand)
+        self.storage[0] = storage
+        self.last_harvest[0] = harvest
+        self.last_demand[0] = demand
+        self.last_aux[0] = aux
+        self.last_waste[0] = waste
+        net = (harvest - demand) / self.ref_demand_kwh
+        mean = float(self.net_mean[0])
+        delta = net - mean
+        mean = mean + delta / float(t0 + 1)
+        self.net_mean[0] = mean
+        self.net_m2[0] = float(self.net_m2[0]) + delta * (net - mean)
+        self.t[0] = t0 + 1
+        return (harvest, demand, aux, waste, loss, storage, e - s, e - s, n_correct, 0, value)
+
+    def _ledger_scalar(self, s: float, h: float, d: float) -> tuple[float, float, float, float]:
+        """:meth:`_ledger` on Python floats, operation for operation (np.maximum(a, b) is
+        ``a if a > b else b`` and np.minimum(a, b) is ``a if a < b else b``, signed zeros
+        included)."""
+        s_max = self.s_max
+        if self.eta_c == 1.0 and self.eta_d == 1.0:
+            y = s + h - d
+            aux = 0.0 if 0.0 > -y else -y
+            waste = 0.0 if 0.0 > y - s_max else y - s_max
+            pos = 0.0 if 0.0 > y else y
+            return aux, waste, 0.0, (s_max if s_max < pos else pos)
+        eta_c, eta_d = self.eta_c, self.eta_d
+        net = h - d
+        surplus = net if net > 0.0 else 0.0
+        deficit = -net if -net > 0.0 else 0.0
+        room = s_max - s
+        lim = room / eta_c
+        charged_in = surplus if surplus < lim else lim
+        stored = charged_in * eta_c
+        waste = surplus - charged_in
+        avail = s * eta_d
+        delivered = deficit if deficit < avail else avail
+        drawn = delivered / eta_d
+        aux = deficit - delivered
+        y = s + stored - drawn
+        pos = 0.0 if 0.0 > y else y
+        storage = s_max if s_max < pos else pos
+        loss = (charged_in - stored) + (drawn - delivered)
+        return aux, waste, loss, storage
 
     def _ledger(self, s: np.ndarray, h: np.ndarray, d: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

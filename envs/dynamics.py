@@ -118,6 +118,7 @@ class FleetCore:
         k_cap = self.tables.n_max + 1
         self._k_dtype = np.int16 if k_cap < np.iinfo(np.int16).max else np.int32
         self.A = max(1, poisson_upper(self.arrival_process.max_rate))
+        self._build_guides()
         self._alloc(self.A)
         B = self.B
         self.t = np.zeros(B, dtype=np.int64)
@@ -167,6 +168,69 @@ class FleetCore:
         self.A = a
 
     # ------------------------------------------------------------------ reset
+    #: Bins per (model, class) of the guide tables of the step-count inversion.
+    GUIDE_BINS = 4096
+
+    def _build_guides(self) -> None:
+        """Guide tables that make the inverse-CDF step draw O(1) per task (exact).
+
+        For model i the CDFs of all classes are concatenated (each followed by a sentinel 2.0)
+        into ``cdf_cat[i]``; ``guide[i][c, g]`` is the global index of the first entry of
+        class c's CDF that is >= g / G. A quantile u in bin g = floor(u G) then has its
+        answer in ``[guide[c, g], guide[c, g + 1]]``.
+        """
+        G = self.GUIDE_BINS
+        grid = np.arange(G + 1) / G
+        self._cdf_cat, self._guide, self._cdf_start = [], [], []
+        for i in range(self.M):
+            parts, guide, start, off = [], [], [], 0
+            for c in range(self.C):
+                cdf = self.tables.cdf[i][c]
+                parts += [cdf, [2.0]]
+                guide.append(off + np.searchsorted(cdf, grid, side="left"))
+                start.append(off)
+                off += cdf.size + 1
+            self._cdf_cat.append(np.concatenate(parts).astype(np.float64))
+            self._guide.append(np.concatenate(guide).astype(np.intp))
+            self._cdf_start.append(np.asarray(start, dtype=np.intp))
+        self._skills = np.asarray(self.config.class_skills, dtype=np.intp)
+
+    def _sample_steps(self, cls: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """Step count of each task under every model, shape (n, M), by inverse CDF.
+
+        ``k = m_c + searchsorted(cdf[i][c], u, side="left")``, capped at n_max + 1, computed
+        with the guide tables of :meth:`_build_guides` (same result as the searchsorted).
+
+        Args:
+            cls: Class of each task, shape (n,).
+            u: Step-count quantile of each task in [0, 1), shape (n,).
+        """
+        G = self.GUIDE_BINS
+        u = u.astype(np.float64)
+        cls = cls.astype(np.intp)
+        g = cls * (G + 1) + (u * G).astype(np.intp)
+        base = self._skills[cls]
+        k_cap = self.tables.n_max + 1
+        steps = np.empty((u.size, self.M), dtype=self._k_dtype)
+        for i in range(self.M):
+            cdf, guide = self._cdf_cat[i], self._guide[i]
+            lo, hi = guide[g], guide[g + 1]
+            k = lo + (cdf[lo] < u)  # exact when the bin holds at most one CDF entry
+            wide = np.flatnonzero(hi - lo > 1)
+            if wide.size:  # bisection on the few bins that hold several entries
+                lo_w, hi_w, u_w = lo[wide], hi[wide], u[wide]
+                while True:
+                    open_ = lo_w < hi_w
+                    if not open_.any():
+                        break
+                    mid = (lo_w + hi_w) // 2
+                    go = (cdf[mid] < u_w) & open_
+                    lo_w = np.where(go, mid + 1, lo_w)
+                    hi_w = np.where(go | ~open_, hi_w, mid)
+                k[wide] = lo_w
+            steps[:, i] = np.minimum(base + (k - self._cdf_start[i][cls]), k_cap)
+        return steps
+
     def reset_copy(self, b: int, arrivals_rng: np.random.Generator,
                    harvest_rng: np.random.Generator, tasks_rng: np.random.Generator) -> None:
         """Start a new episode in copy ``b``, drawing it from the three generators."""
@@ -182,16 +246,7 @@ class FleetCore:
         start = np.concatenate([[0], np.cumsum(per_slot)[:-1]])
         pos = np.arange(n_tasks) - np.repeat(start, per_slot)
         cls = np.repeat(np.tile(np.arange(C), T), counts.ravel())
-        steps = np.empty((n_tasks, self.M), dtype=self._k_dtype)
-        u_steps = lat[:, 0].astype(np.float64)
-        k_cap = self.tables.n_max + 1
-        for c, m in enumerate(cfg.class_skills):
-            sel = cls == c
-            u_c = u_steps[sel]
-            for i in range(self.M):
-                cdf = self.tables.cdf[i][c]
-                k = m + np.searchsorted(cdf, u_c, side="left")
-                steps[sel, i] = np.minimum(k, k_cap)
+        steps = self._sample_steps(cls, lat[:, 0])
         self.cls[b].fill(C)
         self.cls[b, slot, pos] = cls
         self.u_solve[b].fill(0.0)
@@ -284,31 +339,47 @@ class FleetCore:
             u_assign = self.u_assign[rows, t, :a] if configs is None else None
         # Task slots beyond the slot's arrivals hold class C (padding): no tokens, not correct.
         cls = np.minimum(cls_raw, C - 1)
+        J, M = self.J, self.M
         if configs is not None:
             j_b = np.asarray(configs, dtype=np.intp)
             i = self.model_of[j_b][:, None]
             budget = self.budget_of[j_b][:, None]
         else:
-            cum = np.cumsum(mixtures, axis=-1)[:, :, :-1]  # (B, C, J-1)
-            j = (u_assign[..., None] >= cum[self._rows2, cls]).sum(axis=-1)
+            # Thresholds of the cumulative mixture, (J-1, B*C): a running sum over j (the
+            # same sequential sums as a cumsum along j), laid out so that gathering them for
+            # every task is one take and the count over j one reduction.
+            cum_t = np.add.accumulate(
+                np.asarray(mixtures, dtype=np.float64).reshape(B * C, J).T[:-1], axis=0)
+            thr = np.take(cum_t, self._rows2 * C + cls, axis=1)  # (J-1, B, a)
+            j = np.add.reduce(u_assign >= thr, axis=0)
             i = self.model_of[j]
             budget = self.budget_of[j]
-        k = steps[self._rows2, self._acols[:a], i]
+        if configs is not None:
+            k = steps[self._rows2, self._acols[:a], i]
+        else:  # select each task's model column (M cheap passes, no 3-index gather)
+            k = steps[..., 0]
+            for m in range(1, M):
+                k = np.where(i == m, steps[..., m], k)
         tokens, finished = self._outcome(k, u_solve, cls, i, budget)
         valid = cls_raw < C
         tokens *= valid
         correct = finished & valid
 
         if configs is not None:
-            tokens_by_model = np.zeros((B, self.M), dtype=np.int64)
+            tokens_by_model = np.zeros((B, M), dtype=np.int64)
             tokens_by_model[self._rows, i[:, 0]] = tokens.sum(axis=1)
-        else:
-            tokens_by_model = ((i[..., None] == self._mrange) * tokens[..., None]).sum(axis=1)
-        # Sequential sums over models and classes (cumsum), in the same order as a loop.
-        energy_j = np.cumsum(tokens_by_model * self.j_per_token, axis=1)[:, -1]
+        else:  # float64 bincount of integer tokens is exact (sums < 2**53)
+            tokens_by_model = np.bincount(
+                (self._rows2 * M + i).ravel(), weights=tokens.ravel(), minlength=B * M
+            ).astype(np.int64).reshape(B, M)
+        # Sequential sums over models and classes, in the order of a loop from 0.
+        energy_j = _sum_columns(tokens_by_model * self.j_per_token)
         demand = self.idle_kwh + energy_j / J_PER_KWH
-        correct_by_class = ((cls_raw[..., None] == self._crange) & correct[..., None]).sum(axis=1)
-        value = np.cumsum(correct_by_class * self.values, axis=1)[:, -1]
+        # Padding slots hold class C (index of the next copy's class 0) but weigh 0.
+        correct_by_class = np.bincount(
+            (self._rows2 * C + cls_raw).ravel(), weights=correct.ravel(), minlength=B * C + 1
+        )[:B * C].astype(np.int64).reshape(B, C)
+        value = _sum_columns(correct_by_class * self.values)
         arrived = n_now.copy()
 
         aux, waste, loss, storage = self._ledger(self.storage, harvest, demand)
@@ -485,3 +556,15 @@ class FleetCore:
         """Running standard deviation of (H - D) / D_ref over the episode so far."""
         n = np.maximum(self.t, 1).astype(np.float64)
         return np.sqrt(np.maximum(self.net_m2 / n, 0.0))
+
+
+def _sum_columns(x: np.ndarray) -> np.ndarray:
+    """Row sums of a (B, K) float array added column by column (x[:, 0] + x[:, 1] + ...).
+
+    The same sequential order as accumulating ``total += x[:, k]`` from zero for
+    non-negative entries (0.0 + x == x), without a per-row reduction loop.
+    """
+    total = x[:, 0].copy()
+    for k in range(1, x.shape[1]):
+        total = total + x[:, k]
+    return total

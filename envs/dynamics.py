@@ -169,7 +169,7 @@ class FleetCore:
 
     # ------------------------------------------------------------------ reset
     #: Bins per (model, class) of the guide tables of the step-count inversion.
-    GUIDE_BINS = 4096
+    GUIDE_BINS = 16384
 
     def _build_guides(self) -> None:
         """Guide tables that make the inverse-CDF step draw O(1) per task (exact).
@@ -217,17 +217,12 @@ class FleetCore:
             lo, hi = guide[g], guide[g + 1]
             k = lo + (cdf[lo] < u)  # exact when the bin holds at most one CDF entry
             wide = np.flatnonzero(hi - lo > 1)
-            if wide.size:  # bisection on the few bins that hold several entries
-                lo_w, hi_w, u_w = lo[wide], hi[wide], u[wide]
-                while True:
-                    open_ = lo_w < hi_w
-                    if not open_.any():
-                        break
-                    mid = (lo_w + hi_w) // 2
-                    go = (cdf[mid] < u_w) & open_
-                    lo_w = np.where(go, mid + 1, lo_w)
-                    hi_w = np.where(go | ~open_, hi_w, mid)
-                k[wide] = lo_w
+            if wide.size:  # the few bins that hold several entries: plain searchsorted
+                start = self._cdf_start[i]
+                for c in np.unique(cls[wide]).tolist():
+                    sel = wide[cls[wide] == c]
+                    k[sel] = start[c] + np.searchsorted(self.tables.cdf[i][c], u[sel],
+                                                        side="left")
             steps[:, i] = np.minimum(base + (k - self._cdf_start[i][cls]), k_cap)
         return steps
 

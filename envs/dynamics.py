@@ -140,6 +140,7 @@ class FleetCore:
         self._jcols = np.arange(self.J)
         # Per-copy outcome table of the B = 1 fast path (see _build_single_table).
         self._table: np.ndarray | None = None
+        self._table_buf: np.ndarray | None = None
         self._slot_start: list[int] = []
         self._task_cls = np.zeros(0, dtype=np.intp)
         self._task_u = np.zeros(0, dtype=np.float32)
@@ -405,9 +406,9 @@ class FleetCore:
                             steps: np.ndarray, harvest: np.ndarray) -> None:
         """Tabulate every task's outcome under every configuration (B = 1 fast path).
 
-        ``_table[n, j]`` holds task n's tokens under configuration j in column ``model(j)``
-        and 1 in column ``M + class(n)`` if it is correct there; summing the rows of a slot's
-        tasks gives tokens per model and correct answers per class. Built by :meth:`_outcome`,
+        ``_table[j, :, n]`` holds task n's tokens under configuration j in row ``model(j)``
+        and 1 in row ``M + class(n)`` if it is correct there; summing over a slot's tasks
+        gives tokens per model and correct answers per class. Built by :meth:`_outcome`,
         the function the batched step uses, so both paths share one outcome rule.
         """
         n, J, M = cls.size, self.J, self.M
@@ -417,12 +418,21 @@ class FleetCore:
             self._table = None
             return
         cls_i = cls.astype(np.intp)
-        i = self.model_of[None, :]
-        k = steps[:, self.model_of]  # (n, J)
-        tokens, finished = self._outcome(k, lat[:, 1:2], cls_i[:, None], i, self.budget_of)
-        table = np.zeros((n, J, M + self.C), dtype=np.int32)
-        table[:, self._jcols, self.model_of] = tokens
-        table[np.arange(n)[:, None], self._jcols, M + cls_i[:, None]] = finished
+        K = J // M  # configurations are model-major: j = i * K + budget index
+        # Task axis last everywhere: numpy is fast on long inner loops.
+        tokens, finished = self._outcome(  # (M, K, n), broadcast over budgets
+            steps.T[:, None, :], lat[:, 1], cls_i, np.arange(M)[:, None, None],
+            self.budget_of[:K][None, :, None])
+        if self._table_buf is None or self._table_buf.shape[2] < n:
+            self._table_buf = np.empty((J, M + self.C, max(n, 2 * self.T * self.A // 3)),
+                                       dtype=np.int32)
+        table = self._table_buf[:, :, :n]
+        table[:, :M] = 0
+        for i in range(M):  # tokens of configuration (i, k) in the row of model i
+            table[i * K:(i + 1) * K, i] = tokens[i]
+        finished = finished.reshape(J, n)
+        for c in range(self.C):
+            np.logical_and(finished, cls_i == c, out=table[:, M + c], casting="unsafe")
         self._table = table
         self._task_cls = cls_i
         self._task_u = lat[:, 2:3]
@@ -460,11 +470,12 @@ class FleetCore:
             raise RuntimeError("an episode has ended (t == horizon); reset the copy first")
         s, e = self._slot_start[t0], self._slot_start[t0 + 1]
         if config is not None:
-            agg = np.add.reduce(self._table[s:e, config], axis=0).tolist()
+            agg = np.add.reduce(self._table[config, :, s:e], axis=1).tolist()
         else:
-            cum = np.add.accumulate(mixture, axis=-1)
-            j = np.add.reduce(self._task_u[s:e] >= cum[self._task_cls[s:e], :-1], axis=-1)
-            agg = np.add.reduce(self._table[self._tasks[s:e], j], axis=0).tolist()
+            thr = np.add.accumulate(mixture[:, :-1], axis=-1)  # = cumsum[:, :-1]
+            j = np.add.reduce(self._task_u[s:e] >= thr.take(self._task_cls[s:e], axis=0),
+                              axis=-1)
+            agg = np.add.reduce(self._table[j, :, self._tasks[s:e]], axis=0).tolist()
         M = self.M
         energy_j = 0.0
         for m in range(M):

@@ -16,9 +16,9 @@ from envs.reward import combine_scalar, reward_weights, slot_terms
 from envs.spaces import (
     Observer,
     action_space,
-    action_to_mixture,
     observation_names,
     observation_space,
+    single_action_mixture,
     validate_action,
 )
 
@@ -144,11 +144,12 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
         if self._needs_reset:
             raise RuntimeError("call reset() before step() (and after an episode ends)")
         # B = 1 fast path of the core (bit-identical to FleetCore.step, see tests).
-        a = validate_action(self.config, action, self.action_space)
         if self._discrete:
+            a = validate_action(self.config, action, self.action_space)
             out = self.core.step_single(config=int(a[0]))
         else:
-            out = self.core.step_single(mixture=action_to_mixture(self.config, a)[0])
+            out = self.core.step_single(
+                mixture=single_action_mixture(self.config, action, self.action_space))
         harvest, demand, aux, waste, loss, storage, arrived, served, correct, dropped, value = out
         t = int(self.core.t[0])
         hist = self._history

@@ -96,6 +96,30 @@ def validate_action(config: FleetConfig, action: object, space: spaces.Space) ->
     return a[None, :]
 
 
+def single_action_mixture(config: FleetConfig, action: object, space: spaces.Space
+                          ) -> np.ndarray:
+    """Validate one continuous action and map it to its mixture (C, J) in one pass.
+
+    The fast path of ``action_to_mixture(config, validate_action(config, action, space))[0]``
+    (same checks, same errors, bit-identical mixture).
+    """
+    a = np.asarray(action, dtype=np.float64)
+    if a.shape != space.shape:
+        raise ValueError(f"action must have shape {space.shape} (classes x configurations), "
+                         f"got shape {a.shape}")
+    if not np.maximum.reduce(np.abs(a), axis=None) <= 1.0:  # also rejects NaN
+        raise ValueError(f"action entries must be finite and in [-1, 1], got min {a.min()!r}, "
+                         f"max {a.max()!r}")
+    w = a.reshape(config.n_classes, config.n_configs) + 1.0
+    w *= 0.5
+    s = np.add.reduce(w, axis=-1, keepdims=True)
+    if min(s.ravel().tolist()) <= 0.0:
+        empty = s <= 0.0
+        w = np.where(empty, 1.0, w)
+        s = np.where(empty, float(config.n_configs), s)
+    return w / s
+
+
 class Observer:
     """Builds the observation of every copy of a :class:`FleetCore` (normalised features)."""
 

@@ -134,3 +134,20 @@ def test_batched_copy_equals_single_core() -> None:
             r1 = singles[i].step(mixtures=mix[i:i + 1])
             for f in (*FIELDS, "correct_by_class", "tokens_by_model"):
                 assert _same(getattr(res, f)[i], getattr(r1, f)[0]), (k, i, f)
+
+
+def test_single_action_mixture_equals_generic_mapping() -> None:
+    from envs.spaces import action_space, single_action_mixture, validate_action
+
+    cfg = CONFIGS["critical"]
+    space = action_space(cfg)
+    rng = np.random.default_rng(5)
+    for k in range(200):
+        a = rng.uniform(-1, 1, space.shape).astype(np.float32 if k % 2 else np.float64)
+        a[rng.random(a.shape) < (k % 5) / 4] = -1.0  # from dense to all -1 (uniform rows)
+        ref = action_to_mixture(cfg, validate_action(cfg, a, space))[0]
+        assert _same(single_action_mixture(cfg, a, space), ref)
+    for bad, msg in ((np.zeros(5), "shape"), (np.full(space.shape, np.nan), r"\[-1, 1\]"),
+                     (np.full(space.shape, 1.0 + 1e-12), r"\[-1, 1\]")):
+        with pytest.raises(ValueError, match=msg):
+            single_action_mixture(cfg, bad, space)

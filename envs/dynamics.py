@@ -18,6 +18,7 @@ With charge/discharge efficiencies below 1 the conversion losses are reported se
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -230,40 +231,78 @@ class FleetCore:
     def reset_copy(self, b: int, arrivals_rng: np.random.Generator,
                    harvest_rng: np.random.Generator, tasks_rng: np.random.Generator) -> None:
         """Start a new episode in copy ``b``, drawing it from the three generators."""
+        self.reset_copies([b], [(arrivals_rng, harvest_rng, tasks_rng)])
+
+    #: Copies whose tasks are processed together by :meth:`reset_copies` (bounds its memory).
+    RESET_CHUNK = 64
+
+    def reset_copies(self, copies: Sequence[int],
+                     rngs: Sequence[tuple[np.random.Generator, np.random.Generator,
+                                          np.random.Generator]]) -> None:
+        """Start a new episode in each of ``copies``, copy ``copies[r]`` drawing from the
+        generators ``rngs[r] = (arrivals_rng, harvest_rng, tasks_rng)``.
+
+        Each copy's draws are made from its own generators in the same order as a lone
+        :meth:`reset_copy`, so the result does not depend on which copies reset together;
+        the per-task work runs on all copies of a chunk at once.
+        """
+        if len(copies) != len(rngs):
+            raise ValueError(f"copies and rngs must have the same length, got {len(copies)} "
+                             f"and {len(rngs)}")
+        for lo in range(0, len(copies), self.RESET_CHUNK):
+            self._reset_chunk(list(copies[lo:lo + self.RESET_CHUNK]),
+                              rngs[lo:lo + self.RESET_CHUNK])
+
+    def _reset_chunk(self, copies: list[int], rngs: Sequence[tuple[np.random.Generator, ...]]
+                     ) -> None:
         cfg, T, C = self.config, self.T, self.C
-        counts = np.asarray(self.arrival_process.sample(arrivals_rng, T), dtype=np.int64)
-        harvest = np.asarray(self.harvest_process.sample(harvest_rng, T), dtype=np.float64)
-        per_slot = counts.sum(axis=1)
-        n_tasks = int(per_slot.sum())
-        lat = sample_task_latents(tasks_rng, n_tasks)
+        R = len(copies)
+        counts_l, harvest_l, lat_l = [], [], []
+        for arrivals_rng, harvest_rng, tasks_rng in rngs:
+            counts = np.asarray(self.arrival_process.sample(arrivals_rng, T), dtype=np.int64)
+            harvest = np.asarray(self.harvest_process.sample(harvest_rng, T), dtype=np.float64)
+            counts_l.append(counts)
+            harvest_l.append(harvest)
+            lat_l.append(sample_task_latents(tasks_rng, int(counts.sum())))
+        counts = np.stack(counts_l)  # (R, T, C)
+        per_slot = counts.sum(axis=2)  # (R, T)
+        lat = np.concatenate(lat_l) if R > 1 else lat_l[0]
+        n_tasks = lat.shape[0]
         if per_slot.size and int(per_slot.max()) > self.A:
             self._grow(int(per_slot.max()))
-        slot = np.repeat(np.arange(T), per_slot)
-        start = np.concatenate([[0], np.cumsum(per_slot)[:-1]])
-        pos = np.arange(n_tasks) - np.repeat(start, per_slot)
-        cls = np.repeat(np.tile(np.arange(C), T), counts.ravel())
+        flat = per_slot.ravel()
+        slot = np.repeat(np.tile(np.arange(T), R), flat)
+        start = np.concatenate([[0], np.cumsum(flat)[:-1]])
+        pos = np.arange(n_tasks) - np.repeat(start, flat)
+        cls = np.repeat(np.tile(np.arange(C), R * T), counts.ravel())
         steps = self._sample_steps(cls, lat[:, 0])
-        self.cls[b].fill(C)
-        self.cls[b, slot, pos] = cls
-        self.u_solve[b].fill(0.0)
-        self.u_solve[b, slot, pos] = lat[:, 1]
-        self.u_assign[b].fill(0.0)
-        self.u_assign[b, slot, pos] = lat[:, 2]
-        self.steps[b].fill(0)
-        self.steps[b, slot, pos] = steps
-        self.arrivals[b] = counts
-        self.n_slot[b] = per_slot
-        self.harvest[b] = harvest
+        rows = np.asarray(copies, dtype=np.intp)
+        if R > 1 and np.array_equal(rows, np.arange(rows[0], rows[0] + R)):
+            rows_sel: slice | np.ndarray = slice(int(rows[0]), int(rows[0]) + R)
+        else:
+            rows_sel = rows
+        copy_of = np.repeat(rows, per_slot.sum(axis=1))
+        self.cls[rows_sel] = C
+        self.cls[copy_of, slot, pos] = cls
+        self.u_solve[rows_sel] = 0.0
+        self.u_solve[copy_of, slot, pos] = lat[:, 1]
+        self.u_assign[rows_sel] = 0.0
+        self.u_assign[copy_of, slot, pos] = lat[:, 2]
+        self.steps[rows_sel] = 0
+        self.steps[copy_of, slot, pos] = steps
+        self.arrivals[rows_sel] = counts
+        self.n_slot[rows_sel] = per_slot
+        self.harvest[rows_sel] = np.stack(harvest_l)
         if self.B == 1:
-            self._build_single_table(per_slot, cls, lat, steps, harvest)
-        self.t[b] = 0
-        self.storage[b] = cfg.initial_storage_kwh
-        self.last_harvest[b] = 0.0
-        self.last_demand[b] = 0.0
-        self.last_aux[b] = 0.0
-        self.last_waste[b] = 0.0
-        self.net_mean[b] = 0.0
-        self.net_m2[b] = 0.0
+            self._build_single_table(per_slot[0], cls, lat, steps, harvest_l[0])
+        self.t[rows_sel] = 0
+        self.storage[rows_sel] = cfg.initial_storage_kwh
+        self.last_harvest[rows_sel] = 0.0
+        self.last_demand[rows_sel] = 0.0
+        self.last_aux[rows_sel] = 0.0
+        self.last_waste[rows_sel] = 0.0
+        self.net_mean[rows_sel] = 0.0
+        self.net_m2[rows_sel] = 0.0
 
     # ------------------------------------------------------------------ step
     def current_arrivals(self) -> np.ndarray:

@@ -91,12 +91,17 @@ class FleetVectorEnv(VectorEnv):
         """Seed of each copy's generator (as ``SyncVectorEnv.np_random_seed``)."""
         return tuple(self._np_random_seeds)
 
-    def _reset_copy(self, i: int, seed: int | None) -> None:
-        """Start a new episode in copy i exactly as ``FleetEnv.reset(seed=seed)`` does."""
-        if seed is not None or self._np_randoms[i] is None:
-            self._np_randoms[i], self._np_random_seeds[i] = seeding.np_random(seed)
-        arrivals_rng, harvest_rng, tasks_rng = self._np_randoms[i].spawn(3)
-        self.core.reset_copy(i, arrivals_rng, harvest_rng, tasks_rng)
+    def _reset_copies(self, idx: np.ndarray, seeds: Sequence[int | None]) -> None:
+        """Start a new episode in copies ``idx`` (seeds one per copy), each exactly as
+        ``FleetEnv.reset(seed=seed)`` does: ``np_random`` from
+        ``gymnasium.utils.seeding.np_random(seed)`` (kept when the seed is None), then
+        ``np_random.spawn(3)`` for arrivals, harvest and task latents."""
+        rngs = []
+        for i, seed in zip(idx.tolist(), seeds):
+            if seed is not None or self._np_randoms[i] is None:
+                self._np_randoms[i], self._np_random_seeds[i] = seeding.np_random(seed)
+            rngs.append(tuple(self._np_randoms[i].spawn(3)))
+        self.core.reset_copies(idx.tolist(), rngs)
 
     # ------------------------------------------------------------------ API
     def reset(self, *, seed: int | Sequence[int | None] | None = None,
@@ -131,8 +136,7 @@ class FleetVectorEnv(VectorEnv):
             if not mask.any():
                 raise ValueError("options['reset_mask'] must contain at least one True")
         idx = np.flatnonzero(mask)
-        for i in idx:
-            self._reset_copy(int(i), seeds[i])
+        self._reset_copies(idx, [seeds[i] for i in idx.tolist()])
         self._autoreset[idx] = False
         self._started[idx] = True
         return self.observer.observe(), self._reset_info(mask)
@@ -157,8 +161,7 @@ class FleetVectorEnv(VectorEnv):
                                "reset(options={'reset_mask': ...}) first")
         if mode == AutoresetMode.NEXT_STEP and ended.any():
             idx = np.flatnonzero(ended)
-            for i in idx:
-                self._reset_copy(int(i), None)
+            self._reset_copies(idx, [None] * idx.size)
             self._autoreset = np.zeros(n, dtype=bool)
             if idx.size == n:
                 obs = self.observer.observe()
@@ -183,8 +186,8 @@ class FleetVectorEnv(VectorEnv):
         done = term | trunc
         if mode == AutoresetMode.SAME_STEP and done.any():
             info = self._add_final(info, obs, done)
-            for i in np.flatnonzero(done):
-                self._reset_copy(int(i), None)
+            idx = np.flatnonzero(done)
+            self._reset_copies(idx, [None] * idx.size)
             obs = self.observer.observe()
             reset = self._reset_info(done)
             for k in (*FLOAT_KEYS, *INT_KEYS):

@@ -151,3 +151,19 @@ def test_single_action_mixture_equals_generic_mapping() -> None:
                      (np.full(space.shape, 1.0 + 1e-12), r"\[-1, 1\]")):
         with pytest.raises(ValueError, match=msg):
             single_action_mixture(cfg, bad, space)
+
+
+def test_reset_copies_equals_one_by_one() -> None:
+    """Batched resets (chunked, contiguous or not) give each copy the episode a lone
+    reset_copy with the same generators gives."""
+    cfg = CONFIGS["critical"]
+    a, b = FleetCore(cfg, 7), FleetCore(cfg, 7)
+    a.RESET_CHUNK = 2
+    for copies in ([0, 1, 2, 3, 4, 5, 6], [5, 1, 3]):
+        a.reset_copies(copies, [tuple(np.random.default_rng([c, 1]).spawn(3)) for c in copies])
+        for c in copies:
+            b.reset_copy(c, *np.random.default_rng([c, 1]).spawn(3))
+        for f in ("cls", "u_solve", "u_assign", "steps", "arrivals", "n_slot", "harvest", *STATE):
+            assert _same(getattr(a, f), getattr(b, f)), f
+    with pytest.raises(ValueError, match="same length"):
+        a.reset_copies([0, 1], [tuple(np.random.default_rng(0).spawn(3))])

@@ -110,13 +110,13 @@ def single_action_mixture(config: FleetConfig, action: object, space: spaces.Spa
     if not np.maximum.reduce(np.abs(a), axis=None) <= 1.0:  # also rejects NaN
         raise ValueError(f"action entries must be finite and in [-1, 1], got min {a.min()!r}, "
                          f"max {a.max()!r}")
-    w = a.reshape(config.n_classes, config.n_configs) + 1.0
+    w = a.reshape(len(config.class_names), -1) + 1.0  # (C, J)
     w *= 0.5
     s = np.add.reduce(w, axis=-1, keepdims=True)
     if min(s.ravel().tolist()) <= 0.0:
         empty = s <= 0.0
         w = np.where(empty, 1.0, w)
-        s = np.where(empty, float(config.n_configs), s)
+        s = np.where(empty, float(w.shape[1]), s)
     return w / s
 
 

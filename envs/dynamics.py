@@ -112,6 +112,7 @@ class FleetCore:
         self.model_of = self.tables.model_of
         self.budget_of = self.tables.budget_of
         self.solvable = self.tables.solvable  # (M, C)
+        self._solv_flat = self.solvable.ravel()
         self.omega = config.step_tokens
         self.s_max = float(config.storage_kwh)
         self.eta_c = float(config.charge_efficiency)
@@ -158,6 +159,8 @@ class FleetCore:
         self.u_assign = np.zeros((B, T, a), dtype=np.float32)
         self.steps = np.zeros((B, T, a, self.M), dtype=self._k_dtype)
         self._acols = np.arange(a)
+        # Flat index into ``steps`` of (copy b, slot 0, task slot p, model 0), shape (B, a).
+        self._steps_base = (np.arange(B)[:, None] * (T * a) + self._acols) * self.M
 
     def _grow(self, a: int) -> None:
         old = (self.cls, self.u_solve, self.u_assign, self.steps)
@@ -176,31 +179,32 @@ class FleetCore:
     def _build_guides(self) -> None:
         """Guide tables that make the inverse-CDF step draw O(1) per task (exact).
 
-        For model i the CDFs of all classes are concatenated (each followed by a sentinel 2.0)
-        into ``cdf_cat[i]``; ``guide[i][c, g]`` is the global index of the first entry of
-        class c's CDF that is >= g / G. A quantile u in bin g = floor(u G) then has its
-        answer in ``[guide[c, g], guide[c, g + 1]]``.
+        For class c, model i and bin g = floor(u G): ``_k0[c G + g, i]`` is the step count
+        ``m_c + searchsorted(cdf[i][c], g / G)`` (the answer for u = g / G) and
+        ``_cdf_at[c G + g, i]`` the CDF value at that index. A bin holding at most one CDF
+        entry then gives ``k0 + (cdf_at < u)`` exactly; bins holding several (rare, in the
+        tails) are marked by a NaN ``cdf_at`` and use searchsorted.
         """
-        G = self.GUIDE_BINS
+        G, C, M = self.GUIDE_BINS, self.C, self.M
         grid = np.arange(G + 1) / G
-        self._cdf_cat, self._guide, self._cdf_start = [], [], []
-        for i in range(self.M):
-            parts, guide, start, off = [], [], [], 0
-            for c in range(self.C):
+        k0 = np.zeros((C, G, M), dtype=np.int64)
+        cdf_at = np.zeros((C, G, M), dtype=np.float64)
+        for i in range(M):
+            for c in range(C):
                 cdf = self.tables.cdf[i][c]
-                parts += [cdf, [2.0]]
-                guide.append(off + np.searchsorted(cdf, grid, side="left"))
-                start.append(off)
-                off += cdf.size + 1
-            self._cdf_cat.append(np.concatenate(parts).astype(np.float64))
-            self._guide.append(np.concatenate(guide).astype(np.intp))
-            self._cdf_start.append(np.asarray(start, dtype=np.intp))
-        self._skills = np.asarray(self.config.class_skills, dtype=np.intp)
+                idx = np.searchsorted(cdf, grid, side="left")
+                padded = np.concatenate([cdf, [2.0]])
+                k0[c, :, i] = self.config.class_skills[c] + idx[:-1]
+                at = padded[idx[:-1]]
+                at[idx[1:] - idx[:-1] > 1] = np.nan
+                cdf_at[c, :, i] = at
+        self._k0 = k0.reshape(C * G, M)
+        self._cdf_at = cdf_at.reshape(C * G, M)
 
     def _sample_steps(self, cls: np.ndarray, u: np.ndarray) -> np.ndarray:
         """Step count of each task under every model, shape (n, M), by inverse CDF.
 
-        ``k = m_c + searchsorted(cdf[i][c], u, side="left")``, capped at n_max + 1, computed
+        ``k = m_c + searchsorted(cdf[i][c], u, side="left")`` (at most n_max + 1), computed
         with the guide tables of :meth:`_build_guides` (same result as the searchsorted).
 
         Args:
@@ -210,23 +214,17 @@ class FleetCore:
         G = self.GUIDE_BINS
         u = u.astype(np.float64)
         cls = cls.astype(np.intp)
-        g = cls * (G + 1) + (u * G).astype(np.intp)
-        base = self._skills[cls]
-        k_cap = self.tables.n_max + 1
-        steps = np.empty((u.size, self.M), dtype=self._k_dtype)
-        for i in range(self.M):
-            cdf, guide = self._cdf_cat[i], self._guide[i]
-            lo, hi = guide[g], guide[g + 1]
-            k = lo + (cdf[lo] < u)  # exact when the bin holds at most one CDF entry
-            wide = np.flatnonzero(hi - lo > 1)
-            if wide.size:  # the few bins that hold several entries: plain searchsorted
-                start = self._cdf_start[i]
-                for c in np.unique(cls[wide]).tolist():
-                    sel = wide[cls[wide] == c]
-                    k[sel] = start[c] + np.searchsorted(self.tables.cdf[i][c], u[sel],
-                                                        side="left")
-            steps[:, i] = np.minimum(base + (k - self._cdf_start[i][cls]), k_cap)
-        return steps
+        g = cls * G + (u * G).astype(np.intp)
+        at = self._cdf_at.take(g, axis=0)  # (n, M); take is much faster than [g] on rows
+        k = self._k0.take(g, axis=0) + (at < u[:, None])
+        wide_n, wide_i = np.nonzero(np.isnan(at))
+        if wide_n.size:  # the few bins that hold several entries: plain searchsorted
+            wide_c = cls[wide_n]
+            for i, c in set(zip(wide_i.tolist(), wide_c.tolist())):
+                sel = wide_n[(wide_i == i) & (wide_c == c)]
+                k[sel, i] = self.config.class_skills[c] + np.searchsorted(
+                    self.tables.cdf[i][c], u[sel], side="left")
+        return k.astype(self._k_dtype)
 
     def reset_copy(self, b: int, arrivals_rng: np.random.Generator,
                    harvest_rng: np.random.Generator, tasks_rng: np.random.Generator) -> None:
@@ -281,15 +279,19 @@ class FleetCore:
             rows_sel: slice | np.ndarray = slice(int(rows[0]), int(rows[0]) + R)
         else:
             rows_sel = rows
-        copy_of = np.repeat(rows, per_slot.sum(axis=1))
+        # Flat index of each task's slot in the (B, T, A) buffers (1-D scatters are fast).
+        flat_pos = (np.repeat(rows, per_slot.sum(axis=1)) * T + slot) * self.A + pos
         self.cls[rows_sel] = C
-        self.cls[copy_of, slot, pos] = cls
+        self.cls.reshape(-1)[flat_pos] = cls
         self.u_solve[rows_sel] = 0.0
-        self.u_solve[copy_of, slot, pos] = lat[:, 1]
+        self.u_solve.reshape(-1)[flat_pos] = lat[:, 1]
         self.u_assign[rows_sel] = 0.0
-        self.u_assign[copy_of, slot, pos] = lat[:, 2]
+        self.u_assign.reshape(-1)[flat_pos] = lat[:, 2]
         self.steps[rows_sel] = 0
-        self.steps[copy_of, slot, pos] = steps
+        steps_flat = self.steps.reshape(-1)
+        flat_pos *= self.M
+        for m in range(self.M):
+            steps_flat[flat_pos + m] = steps[:, m]
         self.arrivals[rows_sel] = counts
         self.n_slot[rows_sel] = per_slot
         self.harvest[rows_sel] = np.stack(harvest_l)
@@ -336,7 +338,7 @@ class FleetCore:
             budget: Token budget of each task's configuration [tokens].
         """
         step_tok = np.multiply(k, self.omega, dtype=np.int64)
-        finished = (u_solve < self.solvable[i, cls]) & (step_tok <= budget)
+        finished = (u_solve < self._solv_flat.take(i * self.C + cls)) & (step_tok <= budget)
         return np.where(finished, step_tok, budget), finished
 
     def step(self, mixtures: np.ndarray | None = None, configs: np.ndarray | None = None
@@ -358,9 +360,9 @@ class FleetCore:
             a = int(n_now.max())
             cls_raw = self.cls[:, t0, :a]
             u_solve = self.u_solve[:, t0, :a]
-            steps = self.steps[:, t0, :a]
             harvest = self.harvest[:, t0].copy()
             u_assign = self.u_assign[:, t0, :a] if configs is None else None
+            k_base = self._steps_base[:, :a] + t0 * self.A * self.M
         else:
             if np.any(t >= self.T):
                 raise RuntimeError("an episode has ended (t == horizon); reset the copy first")
@@ -369,9 +371,9 @@ class FleetCore:
             a = int(n_now.max())
             cls_raw = self.cls[rows, t, :a]
             u_solve = self.u_solve[rows, t, :a]
-            steps = self.steps[rows, t, :a]
             harvest = self.harvest[rows, t]
             u_assign = self.u_assign[rows, t, :a] if configs is None else None
+            k_base = self._steps_base[:, :a] + (t * (self.A * self.M))[:, None]
         # Task slots beyond the slot's arrivals hold class C (padding): no tokens, not correct.
         cls = np.minimum(cls_raw, C - 1)
         J, M = self.J, self.M
@@ -387,14 +389,9 @@ class FleetCore:
                 np.asarray(mixtures, dtype=np.float64).reshape(B * C, J).T[:-1], axis=0)
             thr = np.take(cum_t, self._rows2 * C + cls, axis=1)  # (J-1, B, a)
             j = np.add.reduce(u_assign >= thr, axis=0)
-            i = self.model_of[j]
-            budget = self.budget_of[j]
-        if configs is not None:
-            k = steps[self._rows2, self._acols[:a], i]
-        else:  # select each task's model column (M cheap passes, no 3-index gather)
-            k = steps[..., 0]
-            for m in range(1, M):
-                k = np.where(i == m, steps[..., m], k)
+            i = self.model_of.take(j)
+            budget = self.budget_of.take(j)
+        k = self.steps.reshape(-1).take(k_base + i)  # steps[b, t_b, p, i]: one flat take
         tokens, finished = self._outcome(k, u_solve, cls, i, budget)
         valid = cls_raw < C
         tokens *= valid

@@ -167,3 +167,30 @@ def test_reset_copies_equals_one_by_one() -> None:
             assert _same(getattr(a, f), getattr(b, f)), f
     with pytest.raises(ValueError, match="same length"):
         a.reset_copies([0, 1], [tuple(np.random.default_rng(0).spawn(3))])
+
+
+@pytest.mark.parametrize("name", ["critical", "values"])
+def test_step_draws_equal_searchsorted_definition(name: str) -> None:
+    """The guide-table inversion gives k = m_c + searchsorted(cdf[i][c], u, "left"), capped
+    at n_max + 1, for random quantiles and for quantiles on and next to the CDF's own values."""
+    cfg = CONFIGS[name]
+    core = FleetCore(cfg, 1)
+    rng = np.random.default_rng(11)
+    cdf_vals = np.concatenate([core.tables.cdf[i][c] for i in range(cfg.n_models)
+                               for c in range(cfg.n_classes)])
+    cdf_vals = cdf_vals[cdf_vals < 1.0].astype(np.float32)
+    u = np.concatenate([
+        rng.random(50_000, dtype=np.float32), cdf_vals,
+        np.nextafter(cdf_vals, np.float32(0)), np.nextafter(cdf_vals, np.float32(1)),
+        np.array([0.0, np.nextafter(np.float32(1), np.float32(0))], dtype=np.float32)])
+    u = np.clip(u, 0, np.nextafter(np.float32(1), np.float32(0))).astype(np.float32)
+    cls = rng.integers(0, cfg.n_classes, u.size)
+    got = core._sample_steps(cls, u)
+    k_cap = core.tables.n_max + 1
+    for i in range(cfg.n_models):
+        for c, m in enumerate(cfg.class_skills):
+            sel = cls == c
+            want = np.minimum(
+                m + np.searchsorted(core.tables.cdf[i][c], u[sel].astype(np.float64), "left"),
+                k_cap)
+            assert np.array_equal(got[sel, i], want), (i, c)

@@ -11,8 +11,8 @@ import numpy as np
 
 from envs.config import FleetConfig, resolve_config
 from envs.dynamics import FleetCore
-from envs.info import reset_info, slot_info
-from envs.reward import combine_scalar, reward_weights, slot_terms
+from envs.info import reset_info, single_slot
+from envs.reward import reward_weights
 from envs.spaces import (
     Observer,
     action_space,
@@ -150,19 +150,15 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
         else:
             out = self.core.step_single(
                 mixture=single_action_mixture(self.config, action, self.action_space))
-        harvest, demand, aux, waste, loss, storage, arrived, served, correct, dropped, value = out
         t = int(self.core.t[0])
+        reward, truncated, info = single_slot(out, t, self.config.horizon,
+                                              self.config.initial_storage_kwh,
+                                              self.reward_weights)
         hist = self._history
-        hist[0, t - 1] = harvest
-        hist[1, t - 1] = demand
-        hist[2, t - 1] = storage
-        truncated = t >= self.config.horizon
-        terms = slot_terms(self.config.initial_storage_kwh, value, aux, waste, storage,
-                           truncated)
-        reward = combine_scalar(self.reward_weights, terms)
+        hist[0, t - 1] = out[0]  # harvest, demand, storage [kWh]
+        hist[1, t - 1] = out[1]
+        hist[2, t - 1] = out[5]
         self._needs_reset = truncated
-        info = slot_info(harvest, demand, aux, waste, loss, storage, arrived, served, correct,
-                         dropped, t, terms)
         self._last = info
         return self.observer.observe_single(), reward, False, truncated, info
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from envs.reward import REWARD_TERMS
+from envs.reward import REWARD_TERMS, combine_scalar, slot_terms
 
 #: Float entries of ``info`` [kWh].
 FLOAT_KEYS = ("harvest_kwh", "demand_kwh", "aux_kwh", "waste_kwh", "loss_kwh", "storage_kwh")
@@ -51,4 +51,35 @@ def batched_info(res: Any, t: np.ndarray, terms: dict[str, np.ndarray]) -> dict[
         out[k] = np.asarray(getattr(res, k), dtype=np.int64)
     out["t"] = np.asarray(t, dtype=np.int64)
     out["reward_terms"] = {k: np.asarray(terms[k], dtype=np.float64) for k in REWARD_TERMS}
+    return out
+
+
+def single_slot(out: tuple, t: int, horizon: int, initial_storage_kwh: float,
+                weights: dict[str, float]) -> tuple[float, bool, dict[str, Any]]:
+    """Reward, truncation flag and ``info`` of a single copy's slot.
+
+    Shared by ``FleetEnv.step`` and the one-copy path of the vector env.
+
+    Args:
+        out: What ``FleetCore.step_single`` returned for the slot.
+        t: Slots elapsed after the slot.
+        horizon: Slots per episode.
+        initial_storage_kwh: Store level at the start of an episode [kWh].
+        weights: Effective reward weights (``envs.reward.reward_weights``).
+    """
+    harvest, demand, aux, waste, loss, storage, arrived, served, correct, dropped, value = out
+    truncated = t >= horizon
+    terms = slot_terms(initial_storage_kwh, value, aux, waste, storage, truncated)
+    info = slot_info(harvest, demand, aux, waste, loss, storage, arrived, served, correct,
+                     dropped, t, terms)
+    return combine_scalar(weights, terms), truncated, info
+
+
+def batch_one(info: dict[str, Any]) -> dict[str, Any]:
+    """A single copy's ``info`` as the batched info of one copy (arrays of shape (1,))."""
+    out: dict[str, Any] = {k: np.array([info[k]], dtype=np.float64) for k in FLOAT_KEYS}
+    for k in INT_KEYS:
+        out[k] = np.array([info[k]], dtype=np.int64)
+    out["reward_terms"] = {k: np.array([v], dtype=np.float64)
+                           for k, v in info["reward_terms"].items()}
     return out

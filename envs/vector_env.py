@@ -30,7 +30,7 @@ from gymnasium.vector.utils import batch_space
 
 from envs.config import FleetConfig, resolve_config
 from envs.dynamics import FleetCore
-from envs.info import FLOAT_KEYS, INT_KEYS, batched_info
+from envs.info import FLOAT_KEYS, INT_KEYS, batch_one, batched_info, single_slot
 from envs.reward import REWARD_TERMS, combine, reward_terms, reward_weights
 from envs.spaces import Observer, action_space, action_to_mixture, observation_space
 
@@ -231,6 +231,18 @@ class FleetVectorEnv(VectorEnv):
     def _step_all(self, a: np.ndarray
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         core = self.core
+        if self.num_envs == 1:  # the single env's fast path (bit-identical, see tests)
+            if self._discrete:
+                out = core.step_single(config=int(a[0]))
+            else:
+                out = core.step_single(mixture=action_to_mixture(self.config, a)[0])
+            reward, trunc, info1 = single_slot(out, int(core.t[0]), self.config.horizon,
+                                               self.config.initial_storage_kwh,
+                                               self.reward_weights)
+            one = np.ones(1, dtype=bool)
+            return (self.observer.observe_single()[None], np.array([reward]),
+                    np.zeros(1, dtype=bool), np.array([trunc]),
+                    _with_masks(batch_one(info1), one))
         if self._discrete:
             res = core.step(configs=a)
         else:

@@ -60,6 +60,7 @@ class FleetSB3VecEnv(VecEnv):
             raise ValueError("FleetSB3VecEnv needs a FleetVectorEnv with "
                              "autoreset_mode='same_step' (SB3 resets in the same step)")
         self.venv = venv
+        venv._info_masks = False  # infos are unbatched per copy here; skip the _key masks
         super().__init__(venv.num_envs, venv.single_observation_space,
                          venv.single_action_space)
         self._actions: np.ndarray | None = None

@@ -84,6 +84,8 @@ class FleetVectorEnv(VectorEnv):
         self._np_random_seeds: list[int | None] = [None] * self.num_envs
         self._autoreset = np.zeros(self.num_envs, dtype=bool)
         self._started = np.zeros(self.num_envs, dtype=bool)
+        #: Whether infos carry the ``_key`` masks (always, for users of the Gymnasium API).
+        self._info_masks = True
 
     # ------------------------------------------------------------------ seeding
     @property
@@ -242,7 +244,7 @@ class FleetVectorEnv(VectorEnv):
             one = np.ones(1, dtype=bool)
             return (self.observer.observe_single()[None], np.array([reward]),
                     np.zeros(1, dtype=bool), np.array([trunc]),
-                    _with_masks(batch_one(info1), one))
+                    self._masked(batch_one(info1), one))
         if self._discrete:
             res = core.step(configs=a)
         else:
@@ -252,7 +254,7 @@ class FleetVectorEnv(VectorEnv):
         reward = combine(self.reward_weights, terms)
         info = batched_info(res, core.t, terms)
         return self.observer.observe(), reward, np.zeros(self.num_envs, dtype=bool), trunc, \
-            _with_masks(info, np.ones(self.num_envs, dtype=bool))
+            self._masked(info, np.ones(self.num_envs, dtype=bool))
 
     def _reset_info(self, mask: np.ndarray) -> dict[str, Any]:
         """Batched reset info: the single env's reset info at masked copies, zeros elsewhere."""
@@ -261,7 +263,7 @@ class FleetVectorEnv(VectorEnv):
         info.update({k: np.zeros(n, dtype=np.int64) for k in INT_KEYS})
         info["storage_kwh"] = np.where(mask, self.core.storage, 0.0)
         info["reward_terms"] = {k: np.zeros(n) for k in REWARD_TERMS}
-        return _with_masks(info, mask)
+        return self._masked(info, mask)
 
     def _add_final(self, info: dict[str, Any], obs: np.ndarray, done: np.ndarray
                    ) -> dict[str, Any]:
@@ -275,8 +277,14 @@ class FleetVectorEnv(VectorEnv):
         final["reward_terms"] = {k: np.where(done, v, 0.0)
                                  for k, v in info["reward_terms"].items() if not k.startswith("_")}
         info["final_obs"], info["_final_obs"] = final_obs, done.copy()
-        info["final_info"], info["_final_info"] = _with_masks(final, done), done.copy()
+        info["final_info"], info["_final_info"] = self._masked(final, done), done.copy()
         return info
+
+
+    def _masked(self, info: dict[str, Any], mask: np.ndarray) -> dict[str, Any]:
+        """``info`` with SyncVectorEnv's ``_key`` masks, unless ``_info_masks`` is False
+        (``agents.vec`` unbatches infos per copy and does not need them)."""
+        return _with_masks(info, mask) if self._info_masks else info
 
 
 def _with_masks(info: dict[str, Any], mask: np.ndarray) -> dict[str, Any]:

@@ -382,13 +382,21 @@ class FleetCore:
             i = self.model_of[j_b][:, None]
             budget = self.budget_of[j_b][:, None]
         else:
-            # Thresholds of the cumulative mixture, (J-1, B*C): a running sum over j (the
-            # same sequential sums as a cumsum along j), laid out so that gathering them for
-            # every task is one take and the count over j one reduction.
-            cum_t = np.add.accumulate(
-                np.asarray(mixtures, dtype=np.float64).reshape(B * C, J).T[:-1], axis=0)
+            # Thresholds of the cumulative mixture, (J-1, B*C): a running sum over j column
+            # by column (the same sequential sums as a cumsum along j), laid out so that
+            # gathering them for every task is one take and the count over j one reduction.
+            mix = np.asarray(mixtures, dtype=np.float64).reshape(B * C, J)
+            cum_t = np.empty((J - 1, B * C))
+            if J > 1:
+                cum_t[0] = mix[:, 0]
+            for q in range(1, J - 1):
+                np.add(cum_t[q - 1], mix[:, q], out=cum_t[q])
             thr = np.take(cum_t, self._rows2 * C + cls, axis=1)  # (J-1, B, a)
-            j = np.add.reduce(u_assign >= thr, axis=0)
+            above = u_assign.astype(np.float64) >= thr
+            if J <= 256:  # count in bytes: j <= J - 1 fits
+                j = np.add.reduce(above.view(np.uint8), axis=0, dtype=np.uint8)
+            else:
+                j = np.add.reduce(above, axis=0)
             i = self.model_of.take(j)
             budget = self.budget_of.take(j)
         k = self.steps.reshape(-1).take(k_base + i)  # steps[b, t_b, p, i]: one flat take

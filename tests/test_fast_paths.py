@@ -19,6 +19,10 @@ CONFIGS = {
                                  idle_power_kw=0.2, initial_storage_kwh=0.01),
     "values": resolve_config("oversupply", horizon=40, storage_kwh=0.03,
                              class_values=(0.3, 1.7, 4.1), arrival_rate=7.5),
+    "one-config": resolve_config("critical", horizon=20, model_names=("m",),
+                                 model_params_b=(8.0,), model_j_per_token=(0.2,),
+                                 model_step_success=(0.5,), model_skill_coverage=(0.99,),
+                                 token_budgets=(2048,)),
 }
 FIELDS = ("harvest_kwh", "demand_kwh", "aux_kwh", "waste_kwh", "loss_kwh", "storage_kwh",
           "arrived", "served", "correct", "dropped", "value_correct")
@@ -93,7 +97,7 @@ def test_single_copy_fallback_without_table() -> None:
         assert small.step_single(mixture=mix) == ref.step_single(mixture=mix)
 
 
-@pytest.mark.parametrize("name", ["critical", "lossy-idle"])
+@pytest.mark.parametrize("name", ["critical", "lossy-idle", "one-config"])
 def test_pure_configs_equal_one_hot_mixtures(name: str) -> None:
     """The configs= path equals the generic mixtures= path with one-hot mixtures."""
     cfg = CONFIGS[name]

@@ -338,7 +338,8 @@ class FleetCore:
             budget: Token budget of each task's configuration [tokens].
         """
         step_tok = np.multiply(k, self.omega, dtype=np.int64)
-        finished = (u_solve < self._solv_flat.take(i * self.C + cls)) & (step_tok <= budget)
+        solvable = self._solv_flat.take(i * self.C + cls)
+        finished = (np.asarray(u_solve, dtype=np.float64) < solvable) & (step_tok <= budget)
         return np.where(finished, step_tok, budget), finished
 
     def step(self, mixtures: np.ndarray | None = None, configs: np.ndarray | None = None

@@ -137,15 +137,12 @@ class FleetCore:
         self.n_slot = np.zeros((B, self.T), dtype=np.int64)
         self._rows = np.arange(B)
         self._rows2 = self._rows[:, None]
-        self._mrange = np.arange(self.M)
-        self._crange = np.arange(self.C)
-        self._jcols = np.arange(self.J)
         # Per-copy outcome table of the B = 1 fast path (see _build_single_table).
         self._table: np.ndarray | None = None
         self._table_buf: np.ndarray | None = None
         self._slot_start: list[int] = []
         self._task_cls = np.zeros(0, dtype=np.intp)
-        self._task_u = np.zeros(0, dtype=np.float32)
+        self._task_u = np.zeros((0, 1))
         self._tasks = np.zeros(0, dtype=np.intp)
         self._harvest_list: list[float] = []
         self._vals = [float(v) for v in self.values]
@@ -480,7 +477,7 @@ class FleetCore:
             np.logical_and(finished, cls_i == c, out=table[:, M + c], casting="unsafe")
         self._table = table
         self._task_cls = cls_i
-        self._task_u = lat[:, 2:3]
+        self._task_u = lat[:, 2:3].astype(np.float64)  # exact; compares faster
         self._tasks = np.arange(n)
 
     def step_single(self, mixture: np.ndarray | None = None, config: int | None = None

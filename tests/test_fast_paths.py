@@ -198,3 +198,16 @@ def test_step_draws_equal_searchsorted_definition(name: str) -> None:
                 m + np.searchsorted(core.tables.cdf[i][c], u[sel].astype(np.float64), "left"),
                 k_cap)
             assert np.array_equal(got[sel, i], want), (i, c)
+
+
+def test_observe_single_with_shifted_clock() -> None:
+    """The single-copy observation follows a shifted start of day (start_slot) exactly."""
+    cfg = CONFIGS["critical"]
+    core = FleetCore(cfg, 1)
+    obs = Observer(core)
+    _reset(core, 0)
+    for start in (0.0, 37.0, 101.5, 0.0):
+        obs.start_slot[:] = start
+        for _ in range(3):
+            assert _same(obs.observe_single(), obs.observe()[0])
+            core.step_single(config=4)

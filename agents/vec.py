@@ -3,7 +3,7 @@
 * :class:`FleetSB3VecEnv` / :func:`make_sb3_vec_env`: a ``stable_baselines3`` ``VecEnv`` over
   :class:`envs.vector_env.FleetVectorEnv` (one batched core call per step, no Python loop
   over copies), a drop-in replacement for ``make_vec_env(id, n_envs, seed=...)`` with
-  ``DummyVecEnv`` + ``Monitor``.
+  ``DummyVecEnv`` + ``Monitor`` (which, and ``SubprocVecEnv``, stay available as back ends).
 * :func:`rollout_episodes`: runs N episodes of any policy with SB3's ``predict`` protocol in
   batched rollouts and returns per-episode totals of the reward and of every ledger key.
 """
@@ -134,7 +134,7 @@ class FleetSB3VecEnv(VecEnv):
                    **method_kwargs: Any) -> list[Any]:
         """Not supported: the copies have no per-copy env object."""
         raise AttributeError(f"FleetSB3VecEnv has no per-copy env to call {method_name!r} on; "
-                             "use DummyVecEnv (agents.vec.make_sb3_vec_env(..., native=False))")
+                             "use make_sb3_vec_env(..., backend='dummy')")
 
     def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: Any = None
                        ) -> list[bool]:
@@ -153,26 +153,35 @@ def _unbatch(info: dict[str, Any], n: int) -> list[dict[str, Any]]:
             for i in range(n)]
 
 
+#: Back ends of :func:`make_sb3_vec_env`.
+BACKENDS = ("native", "dummy", "subproc")
+
+
 def make_sb3_vec_env(env_id: str, n_envs: int = 1, seed: int | None = None,
-                     native: bool = True, env_kwargs: Mapping[str, Any] | None = None
+                     backend: str = "native", env_kwargs: Mapping[str, Any] | None = None
                      ) -> VecEnv:
     """A stable-baselines3 ``VecEnv`` of ``n_envs`` copies of a registered ``lrm/*`` id.
+
+    All back ends give the same trajectories for the same seed (bit for bit); they differ in
+    speed only.
 
     Args:
         env_id: Registered id, e.g. ``"lrm/Critical-v0"``.
         n_envs: Number of copies.
         seed: Copy i is seeded with ``seed + i`` at the first ``reset()`` (None: fresh
             entropy).
-        native: True for :class:`FleetSB3VecEnv` (one batched core); False for SB3's
-            ``DummyVecEnv`` of ``Monitor``-wrapped single envs (``make_vec_env``), the same
-            trajectories, slower.
+        backend: ``"native"`` (default): :class:`FleetSB3VecEnv`, one batched core;
+            ``"dummy"``: SB3's ``DummyVecEnv`` of ``Monitor``-wrapped single envs
+            (``make_vec_env``); ``"subproc"``: SB3's ``SubprocVecEnv``, one process per copy.
         env_kwargs: ``FleetConfig`` overrides / ``config=`` preset, as for ``gym.make``.
 
     Returns:
         The VecEnv (seeded, not yet reset).
     """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     kwargs = dict(env_kwargs or {})
-    if native:
+    if backend == "native":
         config = kwargs.pop("config", _config_from_id(env_id))
         kwargs.pop("render_mode", None)
         venv = FleetVectorEnv(n_envs, config=config, autoreset_mode=AutoresetMode.SAME_STEP,
@@ -182,11 +191,18 @@ def make_sb3_vec_env(env_id: str, n_envs: int = 1, seed: int | None = None,
             vec.seed(seed)
         return vec
     from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
     import envs  # noqa: F401
 
+    _config_from_id(env_id)  # a clear error for an unknown id, before any subprocess starts
     kwargs.setdefault("render_mode", None)
-    return make_vec_env(env_id, n_envs=n_envs, seed=seed, env_kwargs=kwargs)
+    if backend == "subproc":  # workers import the package through Gymnasium's "module:id"
+        return make_vec_env(f"envs:{env_id}" if ":" not in env_id else env_id,
+                            n_envs=n_envs, seed=seed, env_kwargs=kwargs,
+                            vec_env_cls=SubprocVecEnv)
+    return make_vec_env(env_id, n_envs=n_envs, seed=seed, env_kwargs=kwargs,
+                        vec_env_cls=DummyVecEnv)
 
 
 def rollout_episodes(policy: Any, env_id: str, seeds: Iterable[int] | int,

@@ -137,7 +137,7 @@ def ppo_fps(native: bool, n_envs: int, total: int, seed: int) -> float:
     from agents.vec import make_sb3_vec_env
 
     torch.set_num_threads(1)
-    env = make_sb3_vec_env(ID, n_envs, seed=seed, native=native)
+    env = make_sb3_vec_env(ID, n_envs, seed=seed, backend="native" if native else "dummy")
     model = PPO("MlpPolicy", env, n_steps=256, batch_size=256, n_epochs=2, seed=seed,
                 device="cpu", verbose=0)
     t0 = time.perf_counter()

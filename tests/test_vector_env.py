@@ -150,7 +150,7 @@ def test_sb3_adapter_matches_dummy_vec_env() -> None:
     episode) as DummyVecEnv + Monitor with the same seed."""
     kw = {"horizon": 4}
     a = make_sb3_vec_env("lrm/Critical-v0", 3, seed=4, env_kwargs=kw)
-    b = make_sb3_vec_env("lrm/Critical-v0", 3, seed=4, native=False, env_kwargs=kw)
+    b = make_sb3_vec_env("lrm/Critical-v0", 3, seed=4, backend="dummy", env_kwargs=kw)
     assert isinstance(a, FleetSB3VecEnv)
     assert a.observation_space == b.observation_space and a.action_space == b.action_space
     oa, ob = a.reset(), b.reset()
@@ -228,3 +228,28 @@ def test_rollout_episodes_equals_single_env_loop() -> None:
             assert tot[f"reward_terms/{k}"][i] == v, k
         assert tot["correct"][i] == correct and tot["length"][i] == length == 7
         assert tot["final_storage_kwh"][i] == info["storage_kwh"]
+
+
+@pytest.mark.slow
+def test_sb3_subproc_backend_matches_native() -> None:
+    """The SubprocVecEnv fallback gives the native adapter's trajectories."""
+    kw = {"horizon": 3}
+    a = make_sb3_vec_env("lrm/Critical-v0", 2, seed=7, env_kwargs=kw)
+    b = make_sb3_vec_env("lrm/Critical-v0", 2, seed=7, backend="subproc", env_kwargs=kw)
+    try:
+        assert_same(a.reset(), b.reset())
+        rng = np.random.default_rng(1)
+        for _ in range(5):
+            act = rng.uniform(-1, 1, (2, 27)).astype(np.float32)
+            ra, rb = a.step(act), b.step(act)
+            assert_same(ra[0], rb[0])
+            assert_same(ra[2], rb[2])
+            # SubprocVecEnv returns float64 rewards, DummyVecEnv and the adapter float32
+            assert_same(ra[1], rb[1].astype(np.float32))
+    finally:
+        b.close()
+
+
+def test_make_sb3_vec_env_rejects_unknown_backend() -> None:
+    with pytest.raises(ValueError, match="backend"):
+        make_sb3_vec_env("lrm/Critical-v0", 2, backend="threads")

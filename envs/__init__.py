@@ -42,6 +42,7 @@ def register_envs() -> None:
         if env_id in gym.registry:
             continue
         gym.register(id=env_id, entry_point="envs.fleet_env:FleetEnv",
+                     vector_entry_point="envs.vector_env:FleetVectorEnv",
                      kwargs={"config": preset})
 
 

@@ -18,6 +18,7 @@ With charge/discharge efficiencies below 1 the conversion losses are reported se
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,6 +74,15 @@ class SlotResult:
     tokens_by_model: np.ndarray
 
 
+    def single(self, b: int) -> tuple:
+        """Copy ``b``'s slot as the tuple ``FleetCore.step_single`` returns: (harvest, demand,
+        aux, waste, loss, storage [kWh], arrived, served, correct, dropped [tasks], value)."""
+        return (float(self.harvest_kwh[b]), float(self.demand_kwh[b]), float(self.aux_kwh[b]),
+                float(self.waste_kwh[b]), float(self.loss_kwh[b]), float(self.storage_kwh[b]),
+                int(self.arrived[b]), int(self.served[b]), int(self.correct[b]),
+                int(self.dropped[b]), float(self.value_correct[b]))
+
+
 class FleetCore:
     """B copies of the fleet model held in arrays with a leading batch axis.
 
@@ -111,6 +121,7 @@ class FleetCore:
         self.model_of = self.tables.model_of
         self.budget_of = self.tables.budget_of
         self.solvable = self.tables.solvable  # (M, C)
+        self._solv_flat = self.solvable.ravel()
         self.omega = config.step_tokens
         self.s_max = float(config.storage_kwh)
         self.eta_c = float(config.charge_efficiency)
@@ -118,6 +129,7 @@ class FleetCore:
         k_cap = self.tables.n_max + 1
         self._k_dtype = np.int16 if k_cap < np.iinfo(np.int16).max else np.int32
         self.A = max(1, poisson_upper(self.arrival_process.max_rate))
+        self._build_guides()
         self._alloc(self.A)
         B = self.B
         self.t = np.zeros(B, dtype=np.int64)
@@ -130,7 +142,20 @@ class FleetCore:
         self.net_m2 = np.zeros(B)
         self.harvest = np.zeros((B, self.T))
         self.arrivals = np.zeros((B, self.T, self.C), dtype=np.int64)
+        #: (B, T) tasks arriving in each slot (all classes) [tasks].
+        self.n_slot = np.zeros((B, self.T), dtype=np.int64)
         self._rows = np.arange(B)
+        self._rows2 = self._rows[:, None]
+        # Per-copy outcome table of the B = 1 fast path (see _build_single_table).
+        self._table: np.ndarray | None = None
+        self._table_buf: np.ndarray | None = None
+        self._slot_start: list[int] = []
+        self._task_cls = np.zeros(0, dtype=np.intp)
+        self._task_u = np.zeros((0, 1))
+        self._tasks = np.zeros(0, dtype=np.intp)
+        self._harvest_list: list[float] = []
+        self._vals = [float(v) for v in self.values]
+        self._jpt = [float(e) for e in self.j_per_token]
 
     # ------------------------------------------------------------------ buffers
     def _alloc(self, a: int) -> None:
@@ -139,6 +164,9 @@ class FleetCore:
         self.u_solve = np.zeros((B, T, a), dtype=np.float32)
         self.u_assign = np.zeros((B, T, a), dtype=np.float32)
         self.steps = np.zeros((B, T, a, self.M), dtype=self._k_dtype)
+        self._acols = np.arange(a)
+        # Flat index into ``steps`` of (copy b, slot 0, task slot p, model 0), shape (B, a).
+        self._steps_base = (np.arange(B)[:, None] * (T * a) + self._acols) * self.M
 
     def _grow(self, a: int) -> None:
         old = (self.cls, self.u_solve, self.u_assign, self.steps)
@@ -151,49 +179,138 @@ class FleetCore:
         self.A = a
 
     # ------------------------------------------------------------------ reset
+    #: Bins per (model, class) of the guide tables of the step-count inversion.
+    GUIDE_BINS = 16384
+
+    def _build_guides(self) -> None:
+        """Guide tables that make the inverse-CDF step draw O(1) per task (exact).
+
+        For class c, model i and bin g = floor(u G): ``_k0[c G + g, i]`` is the step count
+        ``m_c + searchsorted(cdf[i][c], g / G)`` (the answer for u = g / G) and
+        ``_cdf_at[c G + g, i]`` the CDF value at that index. A bin holding at most one CDF
+        entry then gives ``k0 + (cdf_at < u)`` exactly; bins holding several (rare, in the
+        tails) are marked by a NaN ``cdf_at`` and use searchsorted.
+        """
+        G, C, M = self.GUIDE_BINS, self.C, self.M
+        grid = np.arange(G + 1) / G
+        k0 = np.zeros((C, G, M), dtype=np.int64)
+        cdf_at = np.zeros((C, G, M), dtype=np.float64)
+        for i in range(M):
+            for c in range(C):
+                cdf = self.tables.cdf[i][c]
+                idx = np.searchsorted(cdf, grid, side="left")
+                padded = np.concatenate([cdf, [2.0]])
+                k0[c, :, i] = self.config.class_skills[c] + idx[:-1]
+                at = padded[idx[:-1]]
+                at[idx[1:] - idx[:-1] > 1] = np.nan
+                cdf_at[c, :, i] = at
+        self._k0 = k0.reshape(C * G, M)
+        self._cdf_at = cdf_at.reshape(C * G, M)
+
+    def _sample_steps(self, cls: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """Step count of each task under every model, shape (n, M), by inverse CDF.
+
+        ``k = m_c + searchsorted(cdf[i][c], u, side="left")`` (at most n_max + 1), computed
+        with the guide tables of :meth:`_build_guides` (same result as the searchsorted).
+
+        Args:
+            cls: Class of each task, shape (n,).
+            u: Step-count quantile of each task in [0, 1), shape (n,).
+        """
+        G = self.GUIDE_BINS
+        u = u.astype(np.float64)
+        cls = cls.astype(np.intp)
+        g = cls * G + (u * G).astype(np.intp)
+        at = self._cdf_at.take(g, axis=0)  # (n, M); take is much faster than [g] on rows
+        k = self._k0.take(g, axis=0) + (at < u[:, None])
+        wide_n, wide_i = np.nonzero(np.isnan(at))
+        if wide_n.size:  # the few bins that hold several entries: plain searchsorted
+            wide_c = cls[wide_n]
+            for i, c in set(zip(wide_i.tolist(), wide_c.tolist())):
+                sel = wide_n[(wide_i == i) & (wide_c == c)]
+                k[sel, i] = self.config.class_skills[c] + np.searchsorted(
+                    self.tables.cdf[i][c], u[sel], side="left")
+        return k.astype(self._k_dtype)
+
     def reset_copy(self, b: int, arrivals_rng: np.random.Generator,
                    harvest_rng: np.random.Generator, tasks_rng: np.random.Generator) -> None:
         """Start a new episode in copy ``b``, drawing it from the three generators."""
+        self.reset_copies([b], [(arrivals_rng, harvest_rng, tasks_rng)])
+
+    #: Copies whose tasks are processed together by :meth:`reset_copies` (bounds its memory).
+    RESET_CHUNK = 64
+
+    def reset_copies(self, copies: Sequence[int],
+                     rngs: Sequence[tuple[np.random.Generator, np.random.Generator,
+                                          np.random.Generator]]) -> None:
+        """Start a new episode in each of ``copies``, copy ``copies[r]`` drawing from the
+        generators ``rngs[r] = (arrivals_rng, harvest_rng, tasks_rng)``.
+
+        Each copy's draws are made from its own generators in the same order as a lone
+        :meth:`reset_copy`, so the result does not depend on which copies reset together;
+        the per-task work runs on all copies of a chunk at once.
+        """
+        if len(copies) != len(rngs):
+            raise ValueError(f"copies and rngs must have the same length, got {len(copies)} "
+                             f"and {len(rngs)}")
+        for lo in range(0, len(copies), self.RESET_CHUNK):
+            self._reset_chunk(list(copies[lo:lo + self.RESET_CHUNK]),
+                              rngs[lo:lo + self.RESET_CHUNK])
+
+    def _reset_chunk(self, copies: list[int], rngs: Sequence[tuple[np.random.Generator, ...]]
+                     ) -> None:
         cfg, T, C = self.config, self.T, self.C
-        counts = np.asarray(self.arrival_process.sample(arrivals_rng, T), dtype=np.int64)
-        harvest = np.asarray(self.harvest_process.sample(harvest_rng, T), dtype=np.float64)
-        per_slot = counts.sum(axis=1)
-        n_tasks = int(per_slot.sum())
-        lat = sample_task_latents(tasks_rng, n_tasks)
+        R = len(copies)
+        counts_l, harvest_l, lat_l = [], [], []
+        for arrivals_rng, harvest_rng, tasks_rng in rngs:
+            counts = np.asarray(self.arrival_process.sample(arrivals_rng, T), dtype=np.int64)
+            harvest = np.asarray(self.harvest_process.sample(harvest_rng, T), dtype=np.float64)
+            counts_l.append(counts)
+            harvest_l.append(harvest)
+            lat_l.append(sample_task_latents(tasks_rng, int(counts.sum())))
+        counts = np.stack(counts_l)  # (R, T, C)
+        per_slot = counts.sum(axis=2)  # (R, T)
+        lat = np.concatenate(lat_l) if R > 1 else lat_l[0]
+        n_tasks = lat.shape[0]
         if per_slot.size and int(per_slot.max()) > self.A:
             self._grow(int(per_slot.max()))
-        slot = np.repeat(np.arange(T), per_slot)
-        start = np.concatenate([[0], np.cumsum(per_slot)[:-1]])
-        pos = np.arange(n_tasks) - np.repeat(start, per_slot)
-        cls = np.repeat(np.tile(np.arange(C), T), counts.ravel())
-        steps = np.empty((n_tasks, self.M), dtype=self._k_dtype)
-        u_steps = lat[:, 0].astype(np.float64)
-        k_cap = self.tables.n_max + 1
-        for c, m in enumerate(cfg.class_skills):
-            sel = cls == c
-            u_c = u_steps[sel]
-            for i in range(self.M):
-                cdf = self.tables.cdf[i][c]
-                k = m + np.searchsorted(cdf, u_c, side="left")
-                steps[sel, i] = np.minimum(k, k_cap)
-        self.cls[b].fill(C)
-        self.cls[b, slot, pos] = cls
-        self.u_solve[b].fill(0.0)
-        self.u_solve[b, slot, pos] = lat[:, 1]
-        self.u_assign[b].fill(0.0)
-        self.u_assign[b, slot, pos] = lat[:, 2]
-        self.steps[b].fill(0)
-        self.steps[b, slot, pos] = steps
-        self.arrivals[b] = counts
-        self.harvest[b] = harvest
-        self.t[b] = 0
-        self.storage[b] = cfg.initial_storage_kwh
-        self.last_harvest[b] = 0.0
-        self.last_demand[b] = 0.0
-        self.last_aux[b] = 0.0
-        self.last_waste[b] = 0.0
-        self.net_mean[b] = 0.0
-        self.net_m2[b] = 0.0
+        flat = per_slot.ravel()
+        slot = np.repeat(np.tile(np.arange(T), R), flat)
+        start = np.concatenate([[0], np.cumsum(flat)[:-1]])
+        pos = np.arange(n_tasks) - np.repeat(start, flat)
+        cls = np.repeat(np.tile(np.arange(C), R * T), counts.ravel())
+        steps = self._sample_steps(cls, lat[:, 0])
+        rows = np.asarray(copies, dtype=np.intp)
+        if R > 1 and np.array_equal(rows, np.arange(rows[0], rows[0] + R)):
+            rows_sel: slice | np.ndarray = slice(int(rows[0]), int(rows[0]) + R)
+        else:
+            rows_sel = rows
+        # Flat index of each task's slot in the (B, T, A) buffers (1-D scatters are fast).
+        flat_pos = (np.repeat(rows, per_slot.sum(axis=1)) * T + slot) * self.A + pos
+        self.cls[rows_sel] = C
+        self.cls.reshape(-1)[flat_pos] = cls
+        self.u_solve[rows_sel] = 0.0
+        self.u_solve.reshape(-1)[flat_pos] = lat[:, 1]
+        self.u_assign[rows_sel] = 0.0
+        self.u_assign.reshape(-1)[flat_pos] = lat[:, 2]
+        self.steps[rows_sel] = 0
+        steps_flat = self.steps.reshape(-1)
+        flat_pos *= self.M
+        for m in range(self.M):
+            steps_flat[flat_pos + m] = steps[:, m]
+        self.arrivals[rows_sel] = counts
+        self.n_slot[rows_sel] = per_slot
+        self.harvest[rows_sel] = np.stack(harvest_l)
+        if self.B == 1:
+            self._build_single_table(per_slot[0], cls, lat, steps, harvest_l[0])
+        self.t[rows_sel] = 0
+        self.storage[rows_sel] = cfg.initial_storage_kwh
+        self.last_harvest[rows_sel] = 0.0
+        self.last_demand[rows_sel] = 0.0
+        self.last_aux[rows_sel] = 0.0
+        self.last_waste[rows_sel] = 0.0
+        self.net_mean[rows_sel] = 0.0
+        self.net_m2[rows_sel] = 0.0
 
     # ------------------------------------------------------------------ step
     def current_arrivals(self) -> np.ndarray:
@@ -215,6 +332,22 @@ class FleetCore:
         u = self.u_assign[rows, t]
         return (u[..., None] >= cum_task).sum(axis=-1)
 
+    def _outcome(self, k: np.ndarray, u_solve: np.ndarray, cls: np.ndarray, i: np.ndarray,
+                 budget: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Tokens run (int64) and correctness (bool) of tasks (broadcast arrays).
+
+        Args:
+            k: Step count of each task under its model [steps].
+            u_solve: Solvability quantile of each task.
+            cls: Class index of each task (clipped to a valid class).
+            i: Model index of each task.
+            budget: Token budget of each task's configuration [tokens].
+        """
+        step_tok = np.multiply(k, self.omega, dtype=np.int64)
+        solvable = self._solv_flat.take(i * self.C + cls)
+        finished = (np.asarray(u_solve, dtype=np.float64) < solvable) & (step_tok <= budget)
+        return np.where(finished, step_tok, budget), finished
+
     def step(self, mixtures: np.ndarray | None = None, configs: np.ndarray | None = None
              ) -> SlotResult:
         """Advance every copy by one slot.
@@ -224,43 +357,78 @@ class FleetCore:
         assignment quantile) or ``configs`` (shape (B,), integer: every task of the slot goes
         to that configuration) must be given.
         """
-        if np.any(self.t >= self.T):
-            raise RuntimeError("an episode has ended (t == horizon); reset the copy first")
-        rows, t = self._rows, self.t
-        cls_raw = self.cls[rows, t]
-        valid = cls_raw < self.C
-        if configs is not None:
-            j = np.broadcast_to(np.asarray(configs, dtype=np.intp)[:, None], cls_raw.shape)
+        t, B, C = self.t, self.B, self.C
+        t0 = int(t[0])
+        if B == 1 or bool((t == t0).all()):
+            # All copies in the same slot: basic slicing (views), no gathers.
+            if t0 >= self.T:
+                raise RuntimeError("an episode has ended (t == horizon); reset the copy first")
+            n_now = self.n_slot[:, t0]
+            a = int(n_now.max())
+            cls_raw = self.cls[:, t0, :a]
+            u_solve = self.u_solve[:, t0, :a]
+            harvest = self.harvest[:, t0].copy()
+            u_assign = self.u_assign[:, t0, :a] if configs is None else None
+            k_base = self._steps_base[:, :a] + t0 * self.A * self.M
         else:
-            j = self.assign(mixtures)
-        cls = np.minimum(cls_raw, self.C - 1).astype(np.intp)
-        i = self.model_of[j]
-        budget = self.budget_of[j]
-        k = np.take_along_axis(self.steps[rows, t], i[..., None], axis=-1)[..., 0]
-        solv = self.u_solve[rows, t] < self.solvable[i, cls]
-        step_tok = self.omega * k.astype(np.int64)
-        finished = solv & (step_tok <= budget)
-        tokens = np.where(finished, step_tok, budget)
+            if np.any(t >= self.T):
+                raise RuntimeError("an episode has ended (t == horizon); reset the copy first")
+            rows = self._rows
+            n_now = self.n_slot[rows, t]
+            a = int(n_now.max())
+            cls_raw = self.cls[rows, t, :a]
+            u_solve = self.u_solve[rows, t, :a]
+            harvest = self.harvest[rows, t]
+            u_assign = self.u_assign[rows, t, :a] if configs is None else None
+            k_base = self._steps_base[:, :a] + (t * (self.A * self.M))[:, None]
+        # Task slots beyond the slot's arrivals hold class C (padding): no tokens, not correct.
+        cls = np.minimum(cls_raw, C - 1)
+        J, M = self.J, self.M
+        if configs is not None:
+            j_b = np.asarray(configs, dtype=np.intp)
+            i = self.model_of[j_b][:, None]
+            budget = self.budget_of[j_b][:, None]
+        else:
+            # Thresholds of the cumulative mixture, (J-1, B*C): a running sum over j column
+            # by column (the same sequential sums as a cumsum along j), laid out so that
+            # gathering them for every task is one take and the count over j one reduction.
+            mix = np.asarray(mixtures, dtype=np.float64).reshape(B * C, J)
+            cum_t = np.empty((J - 1, B * C))
+            if J > 1:
+                cum_t[0] = mix[:, 0]
+            for q in range(1, J - 1):
+                np.add(cum_t[q - 1], mix[:, q], out=cum_t[q])
+            thr = np.take(cum_t, self._rows2 * C + cls, axis=1)  # (J-1, B, a)
+            above = u_assign.astype(np.float64) >= thr
+            if J <= 256:  # count in bytes: j <= J - 1 fits
+                j = np.add.reduce(above.view(np.uint8), axis=0, dtype=np.uint8)
+            else:
+                j = np.add.reduce(above, axis=0)
+            i = self.model_of.take(j)
+            budget = self.budget_of.take(j)
+        k = self.steps.reshape(-1).take(k_base + i)  # steps[b, t_b, p, i]: one flat take
+        tokens, finished = self._outcome(k, u_solve, cls, i, budget)
+        valid = cls_raw < C
         tokens *= valid
         correct = finished & valid
 
-        tokens_by_model = np.zeros((self.B, self.M), dtype=np.int64)
-        demand = np.full(self.B, self.idle_kwh)
-        energy_j = np.zeros(self.B)
-        for m in range(self.M):
-            tok_m = np.where(i == m, tokens, 0).sum(axis=1)
-            tokens_by_model[:, m] = tok_m
-            energy_j += self.j_per_token[m] * tok_m
-        demand += energy_j / J_PER_KWH
-        correct_by_class = np.zeros((self.B, self.C), dtype=np.int64)
-        value = np.zeros(self.B)
-        for c in range(self.C):
-            n_c = (correct & (cls_raw == c)).sum(axis=1)
-            correct_by_class[:, c] = n_c
-            value += self.values[c] * n_c
-        arrived = valid.sum(axis=1)
+        if configs is not None:
+            tokens_by_model = np.zeros((B, M), dtype=np.int64)
+            tokens_by_model[self._rows, i[:, 0]] = tokens.sum(axis=1)
+        else:  # float64 bincount of integer tokens is exact (sums < 2**53)
+            tokens_by_model = np.bincount(
+                (self._rows2 * M + i).ravel(), weights=tokens.ravel(), minlength=B * M
+            ).astype(np.int64).reshape(B, M)
+        # Sequential sums over models and classes, in the order of a loop from 0.
+        energy_j = _sum_columns(tokens_by_model * self.j_per_token)
+        demand = self.idle_kwh + energy_j / J_PER_KWH
+        # Padding slots hold class C (index of the next copy's class 0) but weigh 0.
+        correct_by_class = np.bincount(
+            (self._rows2 * C + cls_raw).ravel(), weights=correct.ravel(), minlength=B * C + 1
+        )[:B * C].astype(np.int64).reshape(B, C)
+        value = _sum_columns(correct_by_class * self.values)
+        arrived = n_now.copy()
 
-        harvest = self.harvest[rows, t]
         aux, waste, loss, storage = self._ledger(self.storage, harvest, demand)
 
         self.storage = storage
@@ -277,9 +445,143 @@ class FleetCore:
         return SlotResult(
             harvest_kwh=harvest, demand_kwh=demand, aux_kwh=aux, waste_kwh=waste,
             loss_kwh=loss, storage_kwh=storage, arrived=arrived, served=arrived.copy(),
-            correct=correct.sum(axis=1), dropped=np.zeros(self.B, dtype=np.int64),
+            correct=correct_by_class.sum(axis=1), dropped=np.zeros(B, dtype=np.int64),
             value_correct=value, correct_by_class=correct_by_class,
             tokens_by_model=tokens_by_model)
+
+    # ------------------------------------------------------------------ B = 1 fast path
+    #: Largest outcome table (tasks x configurations x (models + classes)) the fast path builds.
+    SINGLE_TABLE_MAX = 4_000_000
+
+    def _build_single_table(self, per_slot: np.ndarray, cls: np.ndarray, lat: np.ndarray,
+                            steps: np.ndarray, harvest: np.ndarray) -> None:
+        """Tabulate every task's outcome under every configuration (B = 1 fast path).
+
+        ``_table[j, :, n]`` holds task n's tokens under configuration j in row ``model(j)``
+        and 1 in row ``M + class(n)`` if it is correct there; summing over a slot's tasks
+        gives tokens per model and correct answers per class. Built by :meth:`_outcome`,
+        the function the batched step uses, so both paths share one outcome rule.
+        """
+        n, J, M = cls.size, self.J, self.M
+        self._slot_start = [0, *np.cumsum(per_slot).tolist()]
+        self._harvest_list = harvest.tolist()
+        if n * J * (M + self.C) > self.SINGLE_TABLE_MAX:
+            self._table = None
+            return
+        cls_i = cls.astype(np.intp)
+        K = J // M  # configurations are model-major: j = i * K + budget index
+        # Task axis last everywhere: numpy is fast on long inner loops.
+        tokens, finished = self._outcome(  # (M, K, n), broadcast over budgets
+            steps.T[:, None, :], lat[:, 1], cls_i, np.arange(M)[:, None, None],
+            self.budget_of[:K][None, :, None])
+        if self._table_buf is None or self._table_buf.shape[2] < n:
+            self._table_buf = np.empty((J, M + self.C, max(n, 2 * self.T * self.A // 3)),
+                                       dtype=np.int32)
+        table = self._table_buf[:, :, :n]
+        table[:, :M] = 0
+        for i in range(M):  # tokens of configuration (i, k) in the row of model i
+            table[i * K:(i + 1) * K, i] = tokens[i]
+        finished = finished.reshape(J, n)
+        for c in range(self.C):
+            np.logical_and(finished, cls_i == c, out=table[:, M + c], casting="unsafe")
+        self._table = table
+        self._task_cls = cls_i
+        self._task_u = lat[:, 2:3].astype(np.float64)  # exact; compares faster
+        self._tasks = np.arange(n)
+
+    def step_single(self, mixture: np.ndarray | None = None, config: int | None = None
+                    ) -> tuple[float, ...]:
+        """Advance a single copy (B = 1) by one slot; the fast path of :meth:`step`.
+
+        Gives exactly (bit for bit) what ``step`` gives for the copy, as Python scalars, and
+        updates the same state.
+
+        Args:
+            mixture: Mixture weights per class, shape (C, J), rows summing to 1; or
+            config: Configuration every task of the slot goes to.
+
+        Returns:
+            ``(harvest, demand, aux, waste, loss, storage, arrived, served, correct, dropped,
+            value)``: the fields of :class:`SlotResult` of the copy (energies [kWh], counts
+            [tasks], value of the correct answers).
+
+        Valid while every task is served in its arrival slot (the outcome table is per
+        arrival slot); a feature that changes that must route copies through :meth:`step`
+        (``self._table = None`` does so).
+        """
+        t0 = int(self.t[0])
+        if self._table is None or self.B != 1:
+            res = self.step(mixtures=None if mixture is None else mixture[None],
+                            configs=None if config is None else np.array([config]))
+            return (float(res.harvest_kwh[0]), float(res.demand_kwh[0]), float(res.aux_kwh[0]),
+                    float(res.waste_kwh[0]), float(res.loss_kwh[0]), float(res.storage_kwh[0]),
+                    int(res.arrived[0]), int(res.served[0]), int(res.correct[0]),
+                    int(res.dropped[0]), float(res.value_correct[0]))
+        if t0 >= self.T:
+            raise RuntimeError("an episode has ended (t == horizon); reset the copy first")
+        s, e = self._slot_start[t0], self._slot_start[t0 + 1]
+        if config is not None:
+            agg = np.add.reduce(self._table[config, :, s:e], axis=1).tolist()
+        else:
+            thr = np.add.accumulate(mixture[:, :-1], axis=-1)  # = cumsum[:, :-1]
+            j = np.add.reduce(self._task_u[s:e] >= thr.take(self._task_cls[s:e], axis=0),
+                              axis=-1)
+            agg = np.add.reduce(self._table[j, :, self._tasks[s:e]], axis=0).tolist()
+        M = self.M
+        energy_j = 0.0
+        for m in range(M):
+            energy_j += self._jpt[m] * agg[m]
+        demand = self.idle_kwh + energy_j / J_PER_KWH
+        value = 0.0
+        n_correct = 0
+        for c in range(self.C):
+            value += self._vals[c] * agg[M + c]
+            n_correct += agg[M + c]
+        harvest = self._harvest_list[t0]
+        aux, waste, loss, storage = self._ledger_scalar(float(self.storage[0]), harvest, demand)
+        self.storage[0] = storage
+        self.last_harvest[0] = harvest
+        self.last_demand[0] = demand
+        self.last_aux[0] = aux
+        self.last_waste[0] = waste
+        net = (harvest - demand) / self.ref_demand_kwh
+        mean = float(self.net_mean[0])
+        delta = net - mean
+        mean = mean + delta / float(t0 + 1)
+        self.net_mean[0] = mean
+        self.net_m2[0] = float(self.net_m2[0]) + delta * (net - mean)
+        self.t[0] = t0 + 1
+        return (harvest, demand, aux, waste, loss, storage, e - s, e - s, n_correct, 0, value)
+
+    def _ledger_scalar(self, s: float, h: float, d: float) -> tuple[float, float, float, float]:
+        """:meth:`_ledger` on Python floats, operation for operation (np.maximum(a, b) is
+        ``a if a > b else b`` and np.minimum(a, b) is ``a if a < b else b``, signed zeros
+        included)."""
+        s_max = self.s_max
+        if self.eta_c == 1.0 and self.eta_d == 1.0:
+            y = s + h - d
+            aux = 0.0 if 0.0 > -y else -y
+            waste = 0.0 if 0.0 > y - s_max else y - s_max
+            pos = 0.0 if 0.0 > y else y
+            return aux, waste, 0.0, (s_max if s_max < pos else pos)
+        eta_c, eta_d = self.eta_c, self.eta_d
+        net = h - d
+        surplus = net if net > 0.0 else 0.0
+        deficit = -net if -net > 0.0 else 0.0
+        room = s_max - s
+        lim = room / eta_c
+        charged_in = surplus if surplus < lim else lim
+        stored = charged_in * eta_c
+        waste = surplus - charged_in
+        avail = s * eta_d
+        delivered = deficit if deficit < avail else avail
+        drawn = delivered / eta_d
+        aux = deficit - delivered
+        y = s + stored - drawn
+        pos = 0.0 if 0.0 > y else y
+        storage = s_max if s_max < pos else pos
+        loss = (charged_in - stored) + (drawn - delivered)
+        return aux, waste, loss, storage
 
     def _ledger(self, s: np.ndarray, h: np.ndarray, d: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -311,3 +613,15 @@ class FleetCore:
         """Running standard deviation of (H - D) / D_ref over the episode so far."""
         n = np.maximum(self.t, 1).astype(np.float64)
         return np.sqrt(np.maximum(self.net_m2 / n, 0.0))
+
+
+def _sum_columns(x: np.ndarray) -> np.ndarray:
+    """Row sums of a (B, K) float array added column by column (x[:, 0] + x[:, 1] + ...).
+
+    The same sequential order as accumulating ``total += x[:, k]`` from zero for
+    non-negative entries (0.0 + x == x), without a per-row reduction loop.
+    """
+    total = x[:, 0].copy()
+    for k in range(1, x.shape[1]):
+        total = total + x[:, k]
+    return total

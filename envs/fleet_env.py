@@ -10,15 +10,15 @@ import gymnasium as gym
 import numpy as np
 
 from envs.config import FleetConfig, resolve_config
-from envs.dynamics import SlotResult
+from envs.info import reset_info, single_slot
 from envs.realistic import RealisticCore, make_core, validate_queued_action
-from envs.reward import REWARD_TERMS, combine, reward_terms, reward_weights
+from envs.reward import reward_weights
 from envs.spaces import (
     Observer,
     action_space,
-    action_to_mixture,
     observation_names,
     observation_space,
+    single_action_mixture,
     validate_action,
 )
 
@@ -155,7 +155,7 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
         self.observation_names = observation_names(self.config)
         self.reward_weights = reward_weights(self.core)
         self._discrete = self.config.action_type == "discrete"
-        self._last: SlotResult | None = None
+        self._last: dict[str, Any] | None = None
         self._history = np.zeros((3, self.config.horizon))  # harvest, demand, storage [kWh]
         self._needs_reset = True
 
@@ -168,7 +168,7 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
         self._last = None
         self._history.fill(0.0)
         self._needs_reset = False
-        return self.observer.observe()[0], self._info(None)
+        return self.observer.observe_single(), reset_info(float(self.core.storage[0]))
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._needs_reset:
@@ -176,46 +176,24 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
         if isinstance(self.core, RealisticCore):  # queue / forecast (envs.realistic)
             res = self.core.step_action(
                 validate_queued_action(self.config, action, self.action_space))
-        else:
+            out = res.single(0)
+        elif self._discrete:  # B = 1 fast path of the core (bit-identical to FleetCore.step)
             a = validate_action(self.config, action, self.action_space)
-            if self._discrete:
-                res = self.core.step(configs=a)
-            else:
-                res = self.core.step(mixtures=action_to_mixture(self.config, a))
-        self._last = res
+            out = self.core.step_single(config=int(a[0]))
+        else:
+            out = self.core.step_single(
+                mixture=single_action_mixture(self.config, action, self.action_space))
         t = int(self.core.t[0])
-        self._history[:, t - 1] = (res.harvest_kwh[0], res.demand_kwh[0], res.storage_kwh[0])
-        truncated = t >= self.config.horizon
-        terms = reward_terms(self.core, res, np.array([truncated]))
-        reward = float(combine(self.reward_weights, terms)[0])
+        reward, truncated, info = single_slot(out, t, self.config.horizon,
+                                              self.config.initial_storage_kwh,
+                                              self.reward_weights, self._queued())
+        hist = self._history
+        hist[0, t - 1] = out[0]  # harvest, demand, storage [kWh]
+        hist[1, t - 1] = out[1]
+        hist[2, t - 1] = out[5]
         self._needs_reset = truncated
-        return (self.observer.observe()[0], reward, False, truncated,
-                self._info(res, {k: float(v[0]) for k, v in terms.items()}))
-
-    def _info(self, res: SlotResult | None, terms: dict[str, float] | None = None
-              ) -> dict[str, Any]:
-        if res is None:
-            s = float(self.core.storage[0])
-            return {"harvest_kwh": 0.0, "demand_kwh": 0.0, "aux_kwh": 0.0, "waste_kwh": 0.0,
-                    "loss_kwh": 0.0, "storage_kwh": s, "arrived": 0, "served": 0,
-                    "correct": 0, "dropped": 0, "queued": 0, "t": 0,
-                    "reward_terms": dict.fromkeys(REWARD_TERMS, 0.0)}
-        aux, waste = float(res.aux_kwh[0]), float(res.waste_kwh[0])
-        return {
-            "harvest_kwh": float(res.harvest_kwh[0]),
-            "demand_kwh": float(res.demand_kwh[0]),
-            "aux_kwh": aux,
-            "waste_kwh": waste,
-            "loss_kwh": float(res.loss_kwh[0]),
-            "storage_kwh": float(res.storage_kwh[0]),
-            "arrived": int(res.arrived[0]),
-            "served": int(res.served[0]),
-            "correct": int(res.correct[0]),
-            "dropped": int(res.dropped[0]),
-            "queued": int(self._queued()),
-            "t": int(self.core.t[0]),
-            "reward_terms": terms,
-        }
+        self._last = info
+        return self.observer.observe_single(), reward, False, truncated, info
 
     def _queued(self) -> int:
         queue = getattr(self.core, "queue_len", None)
@@ -230,22 +208,22 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
         return None
 
     def _render_ansi(self) -> str:
-        core, res = self.core, self._last
+        core, info = self.core, self._last
         t = int(core.t[0])
         cap = "inf" if math.isinf(self.config.storage_kwh) else f"{self.config.storage_kwh:.4f}"
         lines = [f"slot {t}/{self.config.horizon}   store {core.storage[0]:.4f} kWh (cap {cap})"]
-        if res is None:
+        if info is None:
             lines.append("(no slot played yet)")
         else:
             d_ref = core.ref_demand_kwh
             def bar(x: float) -> str:
                 return "#" * min(40, int(round(20 * x / d_ref)))
             lines += [
-                f"harvest {res.harvest_kwh[0]:.5f} kWh |{bar(res.harvest_kwh[0])}",
-                f"demand  {res.demand_kwh[0]:.5f} kWh |{bar(res.demand_kwh[0])}",
-                f"aux     {res.aux_kwh[0]:.5f} kWh   waste {res.waste_kwh[0]:.5f} kWh",
-                f"tasks   arrived {int(res.arrived[0])}  correct {int(res.correct[0])}  "
-                f"dropped {int(res.dropped[0])}",
+                f"harvest {info['harvest_kwh']:.5f} kWh |{bar(info['harvest_kwh'])}",
+                f"demand  {info['demand_kwh']:.5f} kWh |{bar(info['demand_kwh'])}",
+                f"aux     {info['aux_kwh']:.5f} kWh   waste {info['waste_kwh']:.5f} kWh",
+                f"tasks   arrived {info['arrived']}  correct {info['correct']}  "
+                f"dropped {info['dropped']}",
             ]
         return "\n".join(lines) + "\n"
 

@@ -199,19 +199,31 @@ class RealisticCore(FleetCore):
         self.rates = config.arrival_rate * np.asarray(config.class_shares, dtype=np.float64)
 
     # ------------------------------------------------------------------ reset
-    def reset_copy(self, b: int, arrivals_rng: np.random.Generator,
-                   harvest_rng: np.random.Generator, tasks_rng: np.random.Generator) -> None:
-        """Start a new episode in copy ``b`` (as ``FleetCore``), and clear its queue."""
-        super().reset_copy(b, arrivals_rng, harvest_rng, tasks_rng)
-        if self.A != self._done_A:  # the task buffers grew: grow the served/dropped flags
-            old = self.done
-            self.done = np.zeros((self.B, self.T + self.W - 1, self.A), dtype=bool)
-            self.done[:, :, :self._done_A] = old
-            self._done_A = self.A
-        self.done[b] = False
-        self.queue_len[b] = 0
-        if self.F:
-            self._build_forecast(b)
+    #: Per-copy state a step changes beyond ``FleetCore``'s (the vector env restores it for
+    #: copies that are reset, not stepped, in a next-step autoreset).
+    EXTRA_STEP_STATE = ("queue_len", "done")
+
+    def reset_copies(self, copies, rngs) -> None:  # noqa: ANN001 - as FleetCore.reset_copies
+        """Start new episodes (as ``FleetCore``), clearing each copy's queue.
+
+        Copies are reset one at a time: the forecast of a copy is built from the harvest
+        process's last draw, which belongs to that copy.
+        """
+        if len(copies) != len(rngs):
+            raise ValueError(f"copies and rngs must have the same length, got {len(copies)} "
+                             f"and {len(rngs)}")
+        for b, rng3 in zip(copies, rngs):
+            super().reset_copies([b], [rng3])
+            self._table = None  # the B = 1 fast path assumes no queue, caps or forecast
+            if self.A != self._done_A:  # the task buffers grew: grow the served/dropped flags
+                old = self.done
+                self.done = np.zeros((self.B, self.T + self.W - 1, self.A), dtype=bool)
+                self.done[:, :, :self._done_A] = old
+                self._done_A = self.A
+            self.done[b] = False
+            self.queue_len[b] = 0
+            if self.F:
+                self._build_forecast(b)
 
     def _build_forecast(self, b: int) -> None:
         hp = self.harvest_process

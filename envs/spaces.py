@@ -81,10 +81,11 @@ def action_to_mixture(config: FleetConfig, actions: np.ndarray) -> np.ndarray:
     weights are all zero (every entry -1) is split uniformly over configurations.
     """
     a = np.asarray(actions, dtype=np.float64)
-    w = (a.reshape(a.shape[0], config.n_classes, config.n_configs) + 1.0) * 0.5
-    s = w.sum(axis=-1, keepdims=True)
-    empty = s <= 0.0
-    if np.any(empty):
+    w = a.reshape(a.shape[0], config.n_classes, config.n_configs) + 1.0
+    w *= 0.5
+    s = np.add.reduce(w, axis=-1, keepdims=True)
+    if np.minimum.reduce(s, axis=None) <= 0.0:
+        empty = s <= 0.0
         w = np.where(empty, 1.0, w)
         s = np.where(empty, float(config.n_configs), s)
     return w / s
@@ -94,6 +95,9 @@ def validate_action(config: FleetConfig, action: object, space: spaces.Space) ->
     """Check one unbatched action and return it as an array; raise ValueError if invalid."""
     if config.action_type == "discrete":
         n = int(space.n)
+        if type(action) is int or isinstance(action, np.integer):  # fast path
+            if 0 <= action < n:
+                return np.array([int(action)])
         try:
             j = int(np.asarray(action).reshape(()))
         except (TypeError, ValueError) as exc:
@@ -107,10 +111,34 @@ def validate_action(config: FleetConfig, action: object, space: spaces.Space) ->
     if a.shape != space.shape:
         raise ValueError(f"action must have shape {space.shape} (classes x configurations), "
                          f"got shape {a.shape}")
-    if not (a.min() >= -1.0 and a.max() <= 1.0):  # also rejects NaN
+    if not np.maximum.reduce(np.abs(a), axis=None) <= 1.0:  # also rejects NaN
         raise ValueError(f"action entries must be finite and in [-1, 1], got min "
                          f"{float(a.min())!r}, max {float(a.max())!r}")
     return a[None, :]
+
+
+def single_action_mixture(config: FleetConfig, action: object, space: spaces.Space
+                          ) -> np.ndarray:
+    """Validate one continuous action and map it to its mixture (C, J) in one pass.
+
+    The fast path of ``action_to_mixture(config, validate_action(config, action, space))[0]``
+    (same checks, same errors, bit-identical mixture).
+    """
+    a = np.asarray(action, dtype=np.float64)
+    if a.shape != space.shape:
+        raise ValueError(f"action must have shape {space.shape} (classes x configurations), "
+                         f"got shape {a.shape}")
+    if not np.maximum.reduce(np.abs(a), axis=None) <= 1.0:  # also rejects NaN
+        raise ValueError(f"action entries must be finite and in [-1, 1], got min {a.min()!r}, "
+                         f"max {a.max()!r}")
+    w = a.reshape(len(config.class_names), -1) + 1.0  # (C, J)
+    w *= 0.5
+    s = np.add.reduce(w, axis=-1, keepdims=True)
+    if min(s.ravel().tolist()) <= 0.0:
+        empty = s <= 0.0
+        w = np.where(empty, 1.0, w)
+        s = np.where(empty, float(w.shape[1]), s)
+    return w / s
 
 
 class Observer:
@@ -131,6 +159,9 @@ class Observer:
         self.dim = 10 + self.n_c + self.n_extra
         #: Slot of the day at which each copy's episode starts (traces may shift it).
         self.start_slot = np.full(core.B, cfg.trace_start_hour * 60.0 / cfg.slot_minutes)
+        self._inv_rates = self.inv_rates.tolist()
+        self._clock_start: float | None = None
+        self._clock: tuple[list[float], list[float]] = ([], [])
 
     def observe(self) -> np.ndarray:
         """Observation of every copy, shape (B, dim), float32."""
@@ -159,6 +190,39 @@ class Observer:
             out[:, 10 + n_c:] = extra_features(core)
         return out
 
+    def observe_single(self) -> np.ndarray:
+        """Observation of copy 0 of a single-copy core, shape (dim,), float32.
+
+        The B = 1 fast path of :meth:`observe`: the same features, computed operation for
+        operation on Python floats (bit-identical), the time of day from a per-episode table
+        computed by the same numpy expression as :meth:`observe`.
+        """
+        if self.n_extra:  # queue lengths, forecasts: the generic path
+            return self.observe()[0]
+        core = self.core
+        t = int(core.t[0])
+        start = float(self.start_slot[0])
+        if start != self._clock_start:
+            phase = 2.0 * math.pi * (np.arange(core.T + 1) + start) / self.slots_per_day
+            self._clock = (np.sin(phase).tolist(), np.cos(phase).tolist())
+            self._clock_start = start
+        s = float(core.storage[0])
+        if math.isinf(self.s_max):
+            store = s / (s + self.s_ref)
+        elif self.s_max > 0:
+            store = s / self.s_max
+        else:
+            store = 0.0
+        arr = core.arrivals[0, t if t < core.T else core.T - 1].tolist()
+        n = float(t if t > 1 else 1)
+        var = float(core.net_m2[0]) / n
+        return np.array(
+            [store, float(core.last_harvest[0]) / self.h_ref,
+             float(core.last_demand[0]) / self.d_ref, float(core.last_aux[0]) / self.d_ref,
+             float(core.last_waste[0]) / self.d_ref,
+             *[x * r for x, r in zip(arr, self._inv_rates)],
+             self._clock[0][t], self._clock[1][t], t / core.T, float(core.net_mean[0]),
+             math.sqrt(var if var > 0.0 else 0.0)], dtype=np.float32)
 
 def serve_action(config: FleetConfig, mixture: np.ndarray) -> np.ndarray:
     """Continuous action that serves every task now with a mixture (C, J), for any env.

@@ -1,0 +1,228 @@
+"""Steps per second of the fleet environments, next to CartPole-v1 measured in the same run.
+
+Prints Markdown tables. Every figure is the median over ``--reps`` rounds after a warm-up
+round; within a round all cases of a table run one after the other, and each ratio is taken
+within its round (then the median), so load from other processes on a shared machine affects
+a case and its baseline alike.
+
+1. Single env through ``gym.make`` for every registered ``lrm/*`` id (a fixed valid action and
+   pre-drawn random actions; episode resets included) next to Gymnasium's ``CartPole-v1``
+   (random actions, resets included); the batched core ``FleetCore`` at B = 256 and 1024
+   (env-steps per second; random mixtures and random pure configurations; resets excluded)
+   against the single env with random actions.
+2. The native vector env (``gym.make_vec``, autoreset) at N = 1, 8, 64, 256, 1024 against
+   ``SyncVectorEnv`` and ``AsyncVectorEnv`` of 8 single envs (env-steps per second; every run
+   covers a whole episode, so resets are included).
+3. PPO training frames per second with the native vector env through ``agents.vec`` versus
+   SB3's ``DummyVecEnv`` (8 copies, same hyperparameters, 1 torch thread).
+
+Usage: ``python bench/env_speed.py [--quick] [--reps N] [--clock wall|cpu] [--skip-ppo]``.
+``--clock cpu`` times with this process's CPU time (steadier on a loaded machine; it does not
+count ``AsyncVectorEnv``'s worker processes, so that row is left out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import envs  # noqa: E402  (registers the ids)
+from envs.config import resolve_config  # noqa: E402
+from envs.dynamics import FleetCore  # noqa: E402
+from envs.spaces import action_to_mixture  # noqa: E402
+
+ID = "lrm/Critical-v0"
+Case = tuple[str, Callable[[], int]]  # label, run() -> steps done
+
+
+def single_env_case(env_id: str, steps: int, random: bool, **kw) -> Callable[[], int]:
+    """``gym.make(env_id)`` stepping ``steps`` times (resets at episode ends included)."""
+    env = gym.make(env_id, **kw)
+    env.action_space.seed(0)
+    actions = ([env.action_space.sample() for _ in range(1000)] if random
+               else [env.action_space.sample()] * 1000)
+    env.reset(seed=0)
+
+    def run() -> int:
+        for k in range(steps):
+            _, _, term, trunc, _ = env.step(actions[k % 1000])
+            if term or trunc:
+                env.reset()
+        return steps
+
+    return run
+
+
+def core_case(b: int, steps: int, pure: bool) -> Callable[[], int]:
+    """``FleetCore(config, B=b).step`` over ``steps`` slots of one episode (no resets)."""
+    cfg = resolve_config("critical")
+    core = FleetCore(cfg, b)
+    rng = np.random.default_rng(0)
+    core.reset_copies(list(range(b)), [tuple(np.random.default_rng(i).spawn(3))
+                                       for i in range(b)])
+    if pure:
+        inputs = [{"configs": rng.integers(0, cfg.n_configs, b)} for _ in range(8)]
+    else:
+        inputs = [{"mixtures": action_to_mixture(cfg, rng.uniform(-1, 1, (b, 27)))}
+                  for _ in range(8)]
+    steps = min(steps, cfg.horizon)
+
+    def run() -> int:
+        core.t[:] = 0  # replay the same episode (a step reads it and never changes it)
+        for k in range(steps):
+            core.step(**inputs[k % 8])
+        return steps * b
+
+    return run
+
+
+def vector_case(make: Callable[[], gym.vector.VectorEnv], n: int, steps: int
+                ) -> Callable[[], int]:
+    """A vector env of ``n`` copies stepping ``steps`` times with random actions."""
+    venv = make()
+    venv.action_space.seed(0)
+    actions = [venv.action_space.sample() for _ in range(16)]
+    venv.reset(seed=0)
+
+    def run() -> int:
+        for k in range(steps):
+            venv.step(actions[k % 16])
+        return steps * n
+
+    run.close = venv.close  # type: ignore[attr-defined]
+    return run
+
+
+def measure(cases: list[Case], reps: int, clock: Callable[[], float]
+            ) -> list[list[float]]:
+    """Rates (steps/s) of every case in each of ``reps`` rounds, after one warm-up round."""
+    rounds = []
+    for r in range(reps + 1):
+        rates = []
+        for _, run in cases:
+            t0 = clock()
+            n = run()
+            rates.append(n / max(clock() - t0, 1e-9))
+        if r:
+            rounds.append(rates)
+    return rounds
+
+
+def table(title: str, unit: str, ref: str, cases: list[Case], rounds: list[list[float]],
+          base: int) -> None:
+    """Print median rate and median within-round ratio to case ``base``."""
+    print(f"| {title} | {unit} | vs {ref} |")
+    print("|---|---:|---:|")
+    for c, (label, _) in enumerate(cases):
+        rate = statistics.median(r[c] for r in rounds)
+        ratio = statistics.median(r[c] / r[base] for r in rounds)
+        print(f"| {label} | {rate:,.0f} | {ratio:.2f}x |")
+    print()
+
+
+def ppo_fps(native: bool, n_envs: int, total: int, seed: int) -> float:
+    """Frames per second of one PPO ``learn`` run (collection and updates)."""
+    import torch
+    from stable_baselines3 import PPO
+
+    from agents.vec import make_sb3_vec_env
+
+    torch.set_num_threads(1)
+    env = make_sb3_vec_env(ID, n_envs, seed=seed, backend="native" if native else "dummy")
+    model = PPO("MlpPolicy", env, n_steps=256, batch_size=256, n_epochs=2, seed=seed,
+                device="cpu", verbose=0)
+    t0 = time.perf_counter()
+    model.learn(total)
+    rate = total / (time.perf_counter() - t0)
+    env.close()
+    return rate
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="short run (under a minute)")
+    ap.add_argument("--reps", type=int, default=None, help="measured rounds (default 5, quick 3)")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="wall-clock time (default) or this process's CPU time")
+    ap.add_argument("--skip-ppo", action="store_true", help="leave out the PPO comparison")
+    args = ap.parse_args()
+    reps = args.reps or (3 if args.quick else 5)
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
+    steps = 600 if args.quick else 2000
+    print(f"lrm-energy-gym env speed: median of {reps} rounds, {args.clock} clock, "
+          f"numpy {np.__version__}, gymnasium {gym.__version__}\n")
+
+    # 1. single envs, CartPole, batched core
+    cases: list[Case] = [("`CartPole-v1` (gym.make, random actions)",
+                          single_env_case("CartPole-v1", steps * 4, True))]
+    for env_id in sorted(envs.ENV_IDS):
+        for random in (False, True):
+            label = "random actions" if random else "fixed action"
+            cases.append((f"`{env_id}` (gym.make, {label})",
+                          single_env_case(env_id, steps, random)))
+    cases.append((f"`{ID}` discrete (gym.make, random actions)",
+                  single_env_case(ID, steps, True, action_type="discrete")))
+    rounds = measure(cases, reps, clock)
+    table("single environment", "steps/s", "CartPole-v1", cases, rounds, 0)
+
+    base = (f"`{ID}` (gym.make, random actions)", single_env_case(ID, steps, True))
+    core_cases: list[Case] = [base]
+    for b in (256, 1024):
+        for pure in (False, True):
+            label = "random pure configurations" if pure else "random mixtures"
+            core_cases.append((f"`FleetCore`, B = {b}, {label}",
+                               core_case(b, 50 if args.quick else 150, pure)))
+    rounds = measure(core_cases, reps, clock)
+    table("batched core (critical config)", "env-steps/s", "single env", core_cases, rounds, 0)
+
+    # 2. vector envs: every run covers at least one whole episode (288 slots) of each copy
+    horizon = resolve_config("critical").horizon
+    vsteps = horizon + 12 if not args.quick else horizon // 4
+    vec_cases: list[Case] = [
+        ("`SyncVectorEnv`, N = 8",
+         vector_case(lambda: gym.make_vec(ID, num_envs=8, vectorization_mode="sync"), 8,
+                     vsteps))]
+    if args.clock == "wall":
+        vec_cases.append(
+            ("`AsyncVectorEnv`, N = 8",
+             vector_case(lambda: gym.make_vec(ID, num_envs=8, vectorization_mode="async"), 8,
+                         vsteps)))
+    for n in (1, 8, 64, 256, 1024):
+        vec_cases.append(
+            (f"native `FleetVectorEnv`, N = {n}",
+             vector_case(lambda n=n: gym.make_vec(ID, num_envs=n,
+                                                  vectorization_mode="vector_entry_point"),
+                         n, vsteps)))
+    rounds = measure(vec_cases, max(1, reps - 2) if not args.quick else reps, clock)
+    table(f"vector env ({ID}, random actions, autoreset)", "env-steps/s",
+          "SyncVectorEnv N = 8", vec_cases, rounds, 0)
+    for _, run in vec_cases:
+        run.close()  # type: ignore[attr-defined]
+
+    # 3. PPO frames per second, alternating the two back ends
+    if not args.skip_ppo:
+        total = 2048 if args.quick else 4096
+        ppo_fps(True, 8, 1024, 0)  # warm-up (imports, first model)
+        pairs = [(ppo_fps(False, 8, total, r), ppo_fps(True, 8, total, r))
+                 for r in range(max(1, reps // 2))]
+        print(f"| PPO `learn` ({ID}, 8 copies, {total} steps, 1 torch thread) | frames/s | "
+              "vs DummyVecEnv |")
+        print("|---|---:|---:|")
+        print(f"| SB3 `DummyVecEnv` + `Monitor` | "
+              f"{statistics.median(d for d, _ in pairs):,.0f} | 1.00x |")
+        print(f"| native env via `agents.vec.FleetSB3VecEnv` | "
+              f"{statistics.median(n for _, n in pairs):,.0f} | "
+              f"{statistics.median(n / d for d, n in pairs):.2f}x |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""The ``info`` dict of the fleet environments: one definition for single and vector envs.
+
+Every step's ``info`` holds the slot's energy ledger as floats (:data:`FLOAT_KEYS`, kWh),
+its task counts and the slot index as ints (:data:`INT_KEYS`) and ``reward_terms`` (a dict of
+floats keyed by :data:`envs.reward.REWARD_TERMS`). The single env builds it with
+:func:`slot_info`; the vector env batches the same keys with :func:`batched_info`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from envs.reward import REWARD_TERMS, combine_scalar, slot_terms
+
+#: Float entries of ``info`` [kWh].
+FLOAT_KEYS = ("harvest_kwh", "demand_kwh", "aux_kwh", "waste_kwh", "loss_kwh", "storage_kwh")
+#: Integer entries of ``info``: task counts [tasks] and ``t``, slots elapsed.
+#: ``queued`` counts the tasks waiting in the queue after the slot (0 without a queue).
+INT_KEYS = ("arrived", "served", "correct", "dropped", "queued", "t")
+#: Every key of ``info``, in order.
+INFO_KEYS = (*FLOAT_KEYS, *INT_KEYS, "reward_terms")
+
+
+def slot_info(harvest: float, demand: float, aux: float, waste: float, loss: float,
+              storage: float, arrived: int, served: int, correct: int, dropped: int,
+              queued: int, t: int, terms: dict[str, float]) -> dict[str, Any]:
+    """The ``info`` of one copy after a slot (a new dict every call)."""
+    return {"harvest_kwh": harvest, "demand_kwh": demand, "aux_kwh": aux, "waste_kwh": waste,
+            "loss_kwh": loss, "storage_kwh": storage, "arrived": arrived, "served": served,
+            "correct": correct, "dropped": dropped, "queued": queued, "t": t,
+            "reward_terms": terms}
+
+
+def reset_info(storage: float) -> dict[str, Any]:
+    """The ``info`` of one copy after ``reset`` (empty ledger, store at its initial level)."""
+    return slot_info(0.0, 0.0, 0.0, 0.0, 0.0, storage, 0, 0, 0, 0, 0, 0,
+                     dict.fromkeys(REWARD_TERMS, 0.0))
+
+
+def batched_info(res: Any, t: np.ndarray, terms: dict[str, np.ndarray],
+                 queued: np.ndarray | None = None) -> dict[str, Any]:
+    """The ``info`` of every copy after a slot, arrays of shape (B,) per key.
+
+    Args:
+        res: The core's ``SlotResult`` of the slot.
+        t: Slots elapsed in each copy after the slot.
+        terms: Reward terms of each copy (see :func:`envs.reward.reward_terms`).
+        queued: Tasks waiting in each copy's queue after the slot (None: no queue).
+    """
+    out: dict[str, Any] = {k: np.asarray(getattr(res, k), dtype=np.float64)
+                           for k in FLOAT_KEYS}
+    for k in ("arrived", "served", "correct", "dropped"):
+        out[k] = np.asarray(getattr(res, k), dtype=np.int64)
+    out["queued"] = (np.zeros(len(out["arrived"]), dtype=np.int64) if queued is None
+                     else np.asarray(queued, dtype=np.int64))
+    out["t"] = np.asarray(t, dtype=np.int64)
+    out["reward_terms"] = {k: np.asarray(terms[k], dtype=np.float64) for k in REWARD_TERMS}
+    return out
+
+
+def single_slot(out: tuple, t: int, horizon: int, initial_storage_kwh: float,
+                weights: dict[str, float], queued: int = 0
+                ) -> tuple[float, bool, dict[str, Any]]:
+    """Reward, truncation flag and ``info`` of a single copy's slot.
+
+    Shared by ``FleetEnv.step`` and the one-copy path of the vector env.
+
+    Args:
+        out: What ``FleetCore.step_single`` returned for the slot.
+        t: Slots elapsed after the slot.
+        horizon: Slots per episode.
+        initial_storage_kwh: Store level at the start of an episode [kWh].
+        weights: Effective reward weights (``envs.reward.reward_weights``).
+        queued: Tasks waiting in the queue after the slot.
+    """
+    harvest, demand, aux, waste, loss, storage, arrived, served, correct, dropped, value = out
+    truncated = t >= horizon
+    terms = slot_terms(initial_storage_kwh, value, aux, waste, storage, truncated, dropped)
+    info = slot_info(harvest, demand, aux, waste, loss, storage, arrived, served, correct,
+                     dropped, queued, t, terms)
+    return combine_scalar(weights, terms), truncated, info
+
+
+def batch_one(info: dict[str, Any]) -> dict[str, Any]:
+    """A single copy's ``info`` as the batched info of one copy (arrays of shape (1,))."""
+    out: dict[str, Any] = {k: np.array([info[k]], dtype=np.float64) for k in FLOAT_KEYS}
+    for k in INT_KEYS:
+        out[k] = np.array([info[k]], dtype=np.int64)
+    out["reward_terms"] = {k: np.array([v], dtype=np.float64)
+                           for k, v in info["reward_terms"].items()}
+    return out

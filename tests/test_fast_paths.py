@@ -1,0 +1,213 @@
+"""The optimised paths of the step give exactly (bit for bit) what the generic paths give."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from envs.config import resolve_config
+from envs.dynamics import FleetCore
+from envs.reward import combine, combine_scalar, reward_terms, reward_weights, slot_terms
+from envs.spaces import Observer, action_to_mixture
+
+#: Presets plus variants that exercise every branch of the ledger and the reward.
+CONFIGS = {
+    "critical": resolve_config("critical", horizon=40),
+    "volatile-small-store": resolve_config("volatile", horizon=40, storage_kwh=0.01),
+    "lossy-idle": resolve_config("undersupply", horizon=40, storage_kwh=0.05,
+                                 charge_efficiency=0.9, discharge_efficiency=0.85,
+                                 idle_power_kw=0.2, initial_storage_kwh=0.01),
+    "values": resolve_config("oversupply", horizon=40, storage_kwh=0.03,
+                             class_values=(0.3, 1.7, 4.1), arrival_rate=7.5),
+    "one-config": resolve_config("critical", horizon=20, model_names=("m",),
+                                 model_params_b=(8.0,), model_j_per_token=(0.2,),
+                                 model_step_success=(0.5,), model_skill_coverage=(0.99,),
+                                 token_budgets=(2048,)),
+}
+FIELDS = ("harvest_kwh", "demand_kwh", "aux_kwh", "waste_kwh", "loss_kwh", "storage_kwh",
+          "arrived", "served", "correct", "dropped", "value_correct")
+STATE = ("t", "storage", "last_harvest", "last_demand", "last_aux", "last_waste", "net_mean",
+         "net_m2")
+
+
+def _reset(core: FleetCore, seed: int) -> None:
+    for b in range(core.B):
+        core.reset_copy(b, *np.random.default_rng([seed, b]).spawn(3))
+
+
+def _random_mixtures(rng: np.random.Generator, cfg, b: int) -> np.ndarray:
+    a = rng.uniform(-1, 1, (b, cfg.n_classes * cfg.n_configs))
+    a[rng.random(a.shape) < 0.6] = -1.0  # sparse rows, pure rows and all -1 rows occur
+    return action_to_mixture(cfg, a)
+
+
+def _same(x, y) -> bool:
+    return np.asarray(x).tobytes() == np.asarray(y).tobytes()
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.parametrize("kind", ["mixture", "config"])
+def test_single_copy_fast_path_equals_generic_step(name: str, kind: str) -> None:
+    """FleetCore.step_single (outcome table, scalar ledger) and Observer.observe_single
+    against FleetCore.step and Observer.observe on a second core with the same draws,
+    over two episodes."""
+    cfg = CONFIGS[name]
+    fast, ref = FleetCore(cfg, 1), FleetCore(cfg, 1)
+    obs_fast, obs_ref = Observer(fast), Observer(ref)
+    rng = np.random.default_rng(7)
+    for episode in range(2):
+        _reset(fast, episode)
+        _reset(ref, episode)
+        assert _same(obs_fast.observe_single(), obs_ref.observe()[0])
+        for _ in range(cfg.horizon):
+            if kind == "mixture":
+                mix = _random_mixtures(rng, cfg, 1)
+                out = fast.step_single(mixture=mix[0])
+                res = ref.step(mixtures=mix)
+            else:
+                j = int(rng.integers(cfg.n_configs))
+                out = fast.step_single(config=j)
+                res = ref.step(configs=np.array([j]))
+            for f, v in zip(FIELDS, out):
+                assert _same(np.float64(v), np.float64(getattr(res, f)[0])), f
+            for f in STATE:
+                assert _same(getattr(fast, f), getattr(ref, f)), f
+            assert _same(obs_fast.observe_single(), obs_ref.observe()[0])
+            trunc = bool(ref.t[0] >= cfg.horizon)
+            w = reward_weights(ref)
+            terms = reward_terms(ref, res, np.array([trunc]))
+            s_terms = slot_terms(cfg.initial_storage_kwh, out[-1], out[2], out[3], out[5], trunc)
+            assert all(_same(np.float64(s_terms[k]), v[0]) for k, v in terms.items())
+            assert _same(np.float64(combine_scalar(w, s_terms)), combine(w, terms)[0])
+        with pytest.raises(RuntimeError, match="reset"):
+            fast.step_single(config=0)
+
+
+def test_single_copy_fallback_without_table() -> None:
+    """Above the table size limit step_single routes through step, same results."""
+    cfg = CONFIGS["critical"]
+    small, ref = FleetCore(cfg, 1), FleetCore(cfg, 1)
+    small.SINGLE_TABLE_MAX = 10
+    _reset(small, 3)
+    _reset(ref, 3)
+    assert small._table is None and ref._table is not None
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        mix = _random_mixtures(rng, cfg, 1)[0]
+        assert small.step_single(mixture=mix) == ref.step_single(mixture=mix)
+
+
+@pytest.mark.parametrize("name", ["critical", "lossy-idle", "one-config"])
+def test_pure_configs_equal_one_hot_mixtures(name: str) -> None:
+    """The configs= path equals the generic mixtures= path with one-hot mixtures."""
+    cfg = CONFIGS[name]
+    b = 6
+    a, m = FleetCore(cfg, b), FleetCore(cfg, b)
+    _reset(a, 1)
+    _reset(m, 1)
+    rng = np.random.default_rng(2)
+    for _ in range(cfg.horizon):
+        j = rng.integers(0, cfg.n_configs, b)
+        onehot = np.zeros((b, cfg.n_classes, cfg.n_configs))
+        onehot[np.arange(b), :, j] = 1.0
+        ra, rm = a.step(configs=j), m.step(mixtures=onehot)
+        for f in (*FIELDS, "correct_by_class", "tokens_by_model"):
+            assert _same(getattr(ra, f), getattr(rm, f)), f
+
+
+def test_batched_copy_equals_single_core() -> None:
+    """Copy b of a batched core (sliced and gathered paths) equals a B = 1 core on the same
+    draws: the batch does not change a copy's trajectory."""
+    cfg = CONFIGS["volatile-small-store"]
+    b = 4
+    big = FleetCore(cfg, b)
+    singles = [FleetCore(cfg, 1) for _ in range(b)]
+    for i in range(b):
+        big.reset_copy(i, *np.random.default_rng([9, i]).spawn(3))
+        singles[i].reset_copy(0, *np.random.default_rng([9, i]).spawn(3))
+    rng = np.random.default_rng(4)
+    for k in range(cfg.horizon):
+        if k == 5:  # desynchronise copy 2: the step then gathers per-copy slots
+            big.reset_copy(2, *np.random.default_rng([10, 2]).spawn(3))
+            singles[2].reset_copy(0, *np.random.default_rng([10, 2]).spawn(3))
+        if np.any(big.t >= cfg.horizon):
+            break
+        mix = _random_mixtures(rng, cfg, b)
+        res = big.step(mixtures=mix)
+        for i in range(b):
+            r1 = singles[i].step(mixtures=mix[i:i + 1])
+            for f in (*FIELDS, "correct_by_class", "tokens_by_model"):
+                assert _same(getattr(res, f)[i], getattr(r1, f)[0]), (k, i, f)
+
+
+def test_single_action_mixture_equals_generic_mapping() -> None:
+    from envs.spaces import action_space, single_action_mixture, validate_action
+
+    cfg = CONFIGS["critical"]
+    space = action_space(cfg)
+    rng = np.random.default_rng(5)
+    for k in range(200):
+        a = rng.uniform(-1, 1, space.shape).astype(np.float32 if k % 2 else np.float64)
+        a[rng.random(a.shape) < (k % 5) / 4] = -1.0  # from dense to all -1 (uniform rows)
+        ref = action_to_mixture(cfg, validate_action(cfg, a, space))[0]
+        assert _same(single_action_mixture(cfg, a, space), ref)
+    for bad, msg in ((np.zeros(5), "shape"), (np.full(space.shape, np.nan), r"\[-1, 1\]"),
+                     (np.full(space.shape, 1.0 + 1e-12), r"\[-1, 1\]")):
+        with pytest.raises(ValueError, match=msg):
+            single_action_mixture(cfg, bad, space)
+
+
+def test_reset_copies_equals_one_by_one() -> None:
+    """Batched resets (chunked, contiguous or not) give each copy the episode a lone
+    reset_copy with the same generators gives."""
+    cfg = CONFIGS["critical"]
+    a, b = FleetCore(cfg, 7), FleetCore(cfg, 7)
+    a.RESET_CHUNK = 2
+    for copies in ([0, 1, 2, 3, 4, 5, 6], [5, 1, 3]):
+        a.reset_copies(copies, [tuple(np.random.default_rng([c, 1]).spawn(3)) for c in copies])
+        for c in copies:
+            b.reset_copy(c, *np.random.default_rng([c, 1]).spawn(3))
+        for f in ("cls", "u_solve", "u_assign", "steps", "arrivals", "n_slot", "harvest", *STATE):
+            assert _same(getattr(a, f), getattr(b, f)), f
+    with pytest.raises(ValueError, match="same length"):
+        a.reset_copies([0, 1], [tuple(np.random.default_rng(0).spawn(3))])
+
+
+@pytest.mark.parametrize("name", ["critical", "values"])
+def test_step_draws_equal_searchsorted_definition(name: str) -> None:
+    """The guide-table inversion gives k = m_c + searchsorted(cdf[i][c], u, "left"), capped
+    at n_max + 1, for random quantiles and for quantiles on and next to the CDF's own values."""
+    cfg = CONFIGS[name]
+    core = FleetCore(cfg, 1)
+    rng = np.random.default_rng(11)
+    cdf_vals = np.concatenate([core.tables.cdf[i][c] for i in range(cfg.n_models)
+                               for c in range(cfg.n_classes)])
+    cdf_vals = cdf_vals[cdf_vals < 1.0].astype(np.float32)
+    u = np.concatenate([
+        rng.random(50_000, dtype=np.float32), cdf_vals,
+        np.nextafter(cdf_vals, np.float32(0)), np.nextafter(cdf_vals, np.float32(1)),
+        np.array([0.0, np.nextafter(np.float32(1), np.float32(0))], dtype=np.float32)])
+    u = np.clip(u, 0, np.nextafter(np.float32(1), np.float32(0))).astype(np.float32)
+    cls = rng.integers(0, cfg.n_classes, u.size)
+    got = core._sample_steps(cls, u)
+    k_cap = core.tables.n_max + 1
+    for i in range(cfg.n_models):
+        for c, m in enumerate(cfg.class_skills):
+            sel = cls == c
+            want = np.minimum(
+                m + np.searchsorted(core.tables.cdf[i][c], u[sel].astype(np.float64), "left"),
+                k_cap)
+            assert np.array_equal(got[sel, i], want), (i, c)
+
+
+def test_observe_single_with_shifted_clock() -> None:
+    """The single-copy observation follows a shifted start of day (start_slot) exactly."""
+    cfg = CONFIGS["critical"]
+    core = FleetCore(cfg, 1)
+    obs = Observer(core)
+    _reset(core, 0)
+    for start in (0.0, 37.0, 101.5, 0.0):
+        obs.start_slot[:] = start
+        for _ in range(3):
+            assert _same(obs.observe_single(), obs.observe()[0])
+            core.step_single(config=4)

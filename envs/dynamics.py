@@ -429,8 +429,26 @@ class FleetCore:
         value = _sum_columns(correct_by_class * self.values)
         arrived = n_now.copy()
 
-        aux, waste, loss, storage = self._ledger(self.storage, harvest, demand)
+        aux, waste, loss, storage = self.advance(harvest, demand)
+        return SlotResult(
+            harvest_kwh=harvest, demand_kwh=demand, aux_kwh=aux, waste_kwh=waste,
+            loss_kwh=loss, storage_kwh=storage, arrived=arrived, served=arrived.copy(),
+            correct=correct_by_class.sum(axis=1), dropped=np.zeros(B, dtype=np.int64),
+            value_correct=value, correct_by_class=correct_by_class,
+            tokens_by_model=tokens_by_model)
 
+    def advance(self, harvest: np.ndarray, demand: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Close the slot of every copy: energy ledger, running statistics, clock.
+
+        Args:
+            harvest: Harvest of the slot per copy [kWh].
+            demand: Fleet demand of the slot per copy [kWh].
+
+        Returns:
+            (aux, waste, loss, new storage) per copy [kWh].
+        """
+        aux, waste, loss, storage = self._ledger(self.storage, harvest, demand)
         self.storage = storage
         self.last_harvest = harvest
         self.last_demand = demand
@@ -442,12 +460,7 @@ class FleetCore:
         self.net_mean = self.net_mean + delta / n
         self.net_m2 = self.net_m2 + delta * (net - self.net_mean)
         self.t = self.t + 1
-        return SlotResult(
-            harvest_kwh=harvest, demand_kwh=demand, aux_kwh=aux, waste_kwh=waste,
-            loss_kwh=loss, storage_kwh=storage, arrived=arrived, served=arrived.copy(),
-            correct=correct_by_class.sum(axis=1), dropped=np.zeros(B, dtype=np.int64),
-            value_correct=value, correct_by_class=correct_by_class,
-            tokens_by_model=tokens_by_model)
+        return aux, waste, loss, storage
 
     # ------------------------------------------------------------------ B = 1 fast path
     #: Largest outcome table (tasks x configurations x (models + classes)) the fast path builds.

@@ -385,19 +385,8 @@ class RealisticCore(FleetCore):
         arrived = (cls_raw[:, W - 1] < C).sum(axis=1)
 
         harvest = self.harvest[rows, t]
-        aux, waste, loss, storage = self._ledger(self.storage, harvest, demand)
         self.queue_len = queue_len
-        self.storage = storage
-        self.last_harvest = harvest
-        self.last_demand = demand
-        self.last_aux = aux
-        self.last_waste = waste
-        net = (harvest - demand) / self.ref_demand_kwh
-        n = (self.t + 1).astype(np.float64)
-        delta = net - self.net_mean
-        self.net_mean = self.net_mean + delta / n
-        self.net_m2 = self.net_m2 + delta * (net - self.net_mean)
-        self.t = self.t + 1
+        aux, waste, loss, storage = self.advance(harvest, demand)
         return SlotResult(
             harvest_kwh=harvest, demand_kwh=demand, aux_kwh=aux, waste_kwh=waste,
             loss_kwh=loss, storage_kwh=storage, arrived=arrived, served=served.sum(axis=1),

@@ -26,10 +26,11 @@ def run_evaluation(env_id: str, policies: list[str], episodes: int, seed: int,
             obs, _ = env.reset(seed=seed + k)
             total, done = 0.0, False
             while not done:
-                if policy is None:
-                    low, high = env.action_space.low, env.action_space.high
-                    action = rng.uniform(low, high).astype(np.float32) \
-                        if hasattr(env.action_space, "low") else int(rng.integers(env.action_space.n))
+                if policy is None and isinstance(env.action_space, gym.spaces.Discrete):
+                    action = int(rng.integers(env.action_space.n))
+                elif policy is None:
+                    space = env.action_space
+                    action = rng.uniform(space.low, space.high).astype(np.float32)
                 else:
                     action = policy.predict(obs, deterministic=True)[0]
                 obs, r, term, trunc, _ = env.step(action)

@@ -275,13 +275,18 @@ def make_fleet_env(env_id: str, env_kwargs: dict[str, Any]) -> Any:
 
 
 class _EnvFactory:
-    """Picklable env constructor (SubprocVecEnv and the evaluation callback use it)."""
+    """Picklable env constructor (SubprocVecEnv and the evaluation callback use it).
 
-    def __init__(self, env_id: str, env_kwargs: dict[str, Any]) -> None:
-        self.env_id, self.env_kwargs = env_id, dict(env_kwargs)
+    Applies the hyperparameters' ``env_wrapper`` (if any), so training and validation see
+    the same action parametrisation.
+    """
+
+    def __init__(self, env_id: str, env_kwargs: dict[str, Any], wrapper: Any = None) -> None:
+        self.env_id, self.env_kwargs, self.wrapper = env_id, dict(env_kwargs), wrapper
 
     def __call__(self) -> Any:
-        return make_fleet_env(self.env_id, self.env_kwargs)
+        env = make_fleet_env(self.env_id, self.env_kwargs)
+        return self.wrapper(env) if self.wrapper is not None else env
 
 
 def _atomic_json(path: Path, data: Any) -> None:
@@ -322,6 +327,7 @@ def train(cfg: TrainConfig, given: set[str], argv: list[str]) -> int:
     from agents import callbacks as cb
     from agents.hyperparams import HyperparamError, printable, read_entry, resolve_entry
     from agents.sb3 import VECNORMALIZE_FILE, algo_class
+    from agents.wrappers import ACTION_WRAPPER_FILE
 
     torch.set_num_threads(1)
     run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
@@ -375,13 +381,16 @@ def train(cfg: TrainConfig, given: set[str], argv: list[str]) -> int:
     fleet_cfg = getattr(probe.unwrapped, "config", None)
     if fleet_cfg is None:
         raise UsageError(f"--env: {cfg.env} is not a fleet environment")
-    n_actions = None if fleet_cfg.action_type == "discrete" else int(probe.action_space.shape[0])
+    n_actions = 0 if fleet_cfg.action_type == "discrete" else int(probe.action_space.shape[0])
     if ALGO_DISCRETE.get(cfg.algo) and fleet_cfg.action_type != "discrete":
         raise UsageError(f"--algo {cfg.algo} needs a discrete action space")
     if cfg.algo in ("sac", "td3") and fleet_cfg.action_type == "discrete":
         raise UsageError(f"--algo {cfg.algo} needs action_type=continuous")
-    if n_actions is not None and "noise_type" in entry:
-        hp = resolve_entry(entry, algo_cls, n_actions, where)
+    if "noise_type" in entry:
+        try:
+            hp = resolve_entry(entry, algo_cls, n_actions, where)
+        except HyperparamError as exc:
+            raise UsageError(f"--hyperparams: {exc}") from None
     cfg.n_envs = cfg.n_envs or hp["n_envs"]
     cfg.timesteps = cfg.timesteps or hp["n_timesteps"]
     if cfg.timesteps is None:
@@ -425,11 +434,19 @@ def train(cfg: TrainConfig, given: set[str], argv: list[str]) -> int:
 
     # ------------------------------------------------------------------ envs and model
     set_random_seed(base_seed)
-    factory = _EnvFactory(cfg.env, env_kwargs)
+    factory = _EnvFactory(cfg.env, env_kwargs, hp["env_wrapper"])
+    extra_files = {}
+    if hp["env_wrapper"] is not None:
+        try:
+            wrapped = factory()
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"--hyperparams: env_wrapper: {exc}") from None
+        if hasattr(wrapped, "spec_dict"):  # an action map the saved policy must replay
+            extra_files[ACTION_WRAPPER_FILE] = json.dumps(wrapped.spec_dict())
+        wrapped.close()
     venv = make_vec_env(factory, n_envs=cfg.n_envs, seed=base_seed,
                         monitor_dir=str(run_dir / "monitor"),
                         monitor_kwargs={"override_existing": not cfg.resume},
-                        wrapper_class=hp["env_wrapper"],
                         vec_env_cls=SubprocVecEnv if cfg.vec_env == "subproc" else DummyVecEnv)
     if hp["normalize"] is not None:
         if ckpt is not None and (ckpt / VECNORMALIZE_FILE).is_file():
@@ -455,7 +472,7 @@ def train(cfg: TrainConfig, given: set[str], argv: list[str]) -> int:
     metrics_cb = cb.FleetMetricsCallback(hparams)
     eval_cb = cb.FleetEvalCallback(
         factory, [VALIDATION_SEED + k for k in range(cfg.eval_episodes)], cfg.eval_freq,
-        run_dir, verbose=cfg.verbose)
+        run_dir, verbose=cfg.verbose, extra_files=extra_files)
     if resume_state:
         eval_cb.load_state(resume_state.get("eval", {}))
         metrics_cb.episodes = int(resume_state.get("episodes", 0))
@@ -464,7 +481,7 @@ def train(cfg: TrainConfig, given: set[str], argv: list[str]) -> int:
         return {"eval": eval_cb.state(), "episodes": metrics_cb.episodes,
                 "n_resumes": n_resumes}
 
-    ckpt_cb = cb.CheckpointCallback(ckpt_dir, cfg.checkpoint_freq, state)
+    ckpt_cb = cb.CheckpointCallback(ckpt_dir, cfg.checkpoint_freq, state, extra_files=extra_files)
     stop_cb = cb.StopOnSignal()
     done_steps = int(model.num_timesteps)
     remaining = cfg.timesteps - done_steps
@@ -483,7 +500,7 @@ def train(cfg: TrainConfig, given: set[str], argv: list[str]) -> int:
         elapsed = _time.perf_counter() - t0
         steps = int(model.num_timesteps) - done_steps
         if stop_cb.interrupted is not None:
-            cb.write_checkpoint(model, ckpt_dir, state())
+            cb.write_checkpoint(model, ckpt_dir, state(), extra_files=extra_files)
             logger.close()
             venv.close()
             print(f"interrupted at {model.num_timesteps} steps; checkpoint saved. Resume with:\n"
@@ -500,11 +517,11 @@ def train(cfg: TrainConfig, given: set[str], argv: list[str]) -> int:
             eval_cb.next_eval = 0
             eval_cb.on_step()  # a last validation point at the final step
             logger.dump(model.num_timesteps)
-        cb.write_checkpoint(model, ckpt_dir, state())
+        cb.write_checkpoint(model, ckpt_dir, state(), extra_files=extra_files)
     else:
         print(f"{run_dir} already trained for {done_steps} >= {cfg.timesteps} steps",
               file=sys.stderr)
-    cb.save_model_dir(model, run_dir)
+    cb.save_model_dir(model, run_dir, extra_files=extra_files)
     logger.close()
     venv.close()
 

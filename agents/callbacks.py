@@ -184,8 +184,10 @@ class FleetEvalCallback(BaseCallback):
     """
 
     def __init__(self, make_env: Callable[[], Any], seeds: Sequence[int], eval_freq: int,
-                 run_dir: Path, verbose: int = 0) -> None:
+                 run_dir: Path, verbose: int = 0, extra_files: dict[str, str] | None = None
+                 ) -> None:
         super().__init__(verbose)
+        self.extra_files = extra_files or {}
         self.make_env = make_env
         self.seeds = list(seeds)
         self.eval_freq = int(eval_freq)
@@ -237,7 +239,7 @@ class FleetEvalCallback(BaseCallback):
         self._save_history()
         if mean > self.best_mean:
             self.best_mean = mean
-            save_model_dir(self.model, self.run_dir / "best")
+            save_model_dir(self.model, self.run_dir / "best", extra_files=self.extra_files)
         if self.verbose:
             print(f"eval at {self.num_timesteps}: mean return {mean:.2f} (best "
                   f"{self.best_mean:.2f})")
@@ -258,13 +260,17 @@ def find_normalizer(env: VecEnv | None) -> VecNormalize | None:
     return env if isinstance(env, VecNormalize) else None
 
 
-def save_model_dir(model: Any, directory: Path, replay_buffer: bool = False) -> None:
+def save_model_dir(model: Any, directory: Path, replay_buffer: bool = False,
+                   extra_files: dict[str, str] | None = None) -> None:
     """Save ``model.zip`` and ``vecnormalize.pkl`` (and ``replay_buffer.pkl``) atomically.
 
-    Each file is written to a temporary name in ``directory`` and moved into place.
+    Each file is written to a temporary name in ``directory`` and moved into place;
+    ``extra_files`` (name -> text, e.g. ``action_wrapper.json``) are written the same way.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    for name, text in (extra_files or {}).items():
+        atomic_write_text(directory / name, text)
     tmp_model = directory / ".model.tmp.zip"
     model.save(str(tmp_model))
     norm = find_normalizer(model.get_env())
@@ -297,8 +303,9 @@ class CheckpointCallback(BaseCallback):
 
     def __init__(self, ckpt_dir: Path, save_freq: int,
                  state_fn: Callable[[], dict[str, Any]] | None = None, keep: int = 2,
-                 verbose: int = 0) -> None:
+                 verbose: int = 0, extra_files: dict[str, str] | None = None) -> None:
         super().__init__(verbose)
+        self.extra_files = extra_files or {}
         self.ckpt_dir = Path(ckpt_dir)
         self.save_freq = int(save_freq)
         self.state_fn = state_fn or dict
@@ -306,7 +313,8 @@ class CheckpointCallback(BaseCallback):
         self.next_save = self.save_freq
 
     def _on_training_start(self) -> None:
-        self.next_save = (self.num_timesteps // self.save_freq + 1) * self.save_freq
+        if self.save_freq > 0:
+            self.next_save = (self.num_timesteps // self.save_freq + 1) * self.save_freq
 
     def _on_step(self) -> bool:
         if self.save_freq > 0 and self.num_timesteps >= self.next_save:
@@ -316,10 +324,12 @@ class CheckpointCallback(BaseCallback):
 
     def save(self) -> Path:
         """Write a checkpoint of the current model now; return its directory."""
-        return write_checkpoint(self.model, self.ckpt_dir, self.state_fn(), self.keep)
+        return write_checkpoint(self.model, self.ckpt_dir, self.state_fn(), self.keep,
+                                self.extra_files)
 
 
-def write_checkpoint(model: Any, ckpt_dir: Path, state: dict[str, Any], keep: int = 2) -> Path:
+def write_checkpoint(model: Any, ckpt_dir: Path, state: dict[str, Any], keep: int = 2,
+                     extra_files: dict[str, str] | None = None) -> Path:
     """Write ``ckpt_dir/step_<N>`` completely, then atomically update ``latest.json``."""
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -327,7 +337,8 @@ def write_checkpoint(model: Any, ckpt_dir: Path, state: dict[str, Any], keep: in
     final = ckpt_dir / f"step_{n:012d}"
     tmp = Path(tempfile.mkdtemp(dir=ckpt_dir, prefix=".tmp_step_"))
     try:
-        save_model_dir(model, tmp, replay_buffer=hasattr(model, "replay_buffer"))
+        save_model_dir(model, tmp, replay_buffer=hasattr(model, "replay_buffer"),
+                       extra_files=extra_files)
         atomic_write_text(tmp / "state.json",
                           json.dumps({"num_timesteps": n, **state}, indent=1))
         if final.exists():

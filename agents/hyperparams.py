@@ -173,7 +173,8 @@ def resolve_entry(entry: Mapping[str, Any], algo_cls: type, n_actions: int | Non
     Args:
         entry: Raw entry from :func:`read_entry`.
         algo_cls: The SB3 algorithm class (its signature validates the keys).
-        n_actions: Dimension of a continuous action space (for ``noise_type``), else None.
+        n_actions: Dimension of a continuous action space (for ``noise_type``); 0 for a
+            discrete one; None when not known yet (no action noise is built).
         where: Text naming the file and entry in error messages.
 
     Returns:
@@ -249,10 +250,10 @@ def resolve_entry(entry: Mapping[str, Any], algo_cls: type, n_actions: int | Non
                 kwargs[key] = linear_schedule(float(v[4:]))
             except ValueError:
                 raise HyperparamError(f"{where}: {key} {v!r} is not lin_<number>") from None
-    if noise_type is not None:
+    if noise_type is not None and n_actions is not None:
         from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckActionNoise
 
-        if n_actions is None:
+        if n_actions == 0:
             raise HyperparamError(f"{where}: noise_type needs a continuous action space")
         import numpy as np
 

@@ -115,8 +115,7 @@ def _field_docs(cls: type) -> dict[str, str]:
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser; every option defaults to None (= not given)."""
     docs = _field_docs(TrainConfig)
-    p = _Parser(prog="train.py", description=__doc__.splitlines()[0],
-                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = _Parser(prog="train.py", description=__doc__.splitlines()[0])
     d = TrainConfig()
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
@@ -144,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "checkpoint_freq", "test_episodes", "verbose") else str
             p.add_argument(flag, type=typ, default=None, help=help_,
                            metavar=f.name.upper())
-    p.epilog = "Env kwargs are FleetConfig fields (envs/config.py), e.g. --env-kwarg storage_kwh=inf."
+    p.epilog = ("Env kwargs are FleetConfig fields (envs/config.py), "
+                "e.g. --env-kwarg storage_kwh=inf.")
     return p
 
 
@@ -415,9 +415,10 @@ def train(cfg: TrainConfig, given: set[str], argv: list[str]) -> int:
         "hyperparams_raw": printable(entry),
         "hyperparams": {"policy": hp["policy"], "n_envs": cfg.n_envs,
                         "n_timesteps": cfg.timesteps, "normalize": hp["normalize"],
-                        **{k: str(v) if callable(v) or not isinstance(
+                        **{k: entry.get(k, str(v)) if callable(v) or not isinstance(
                             v, (int, float, str, bool, list, dict, type(None))) else v
-                           for k, v in hp["algo_kwargs"].items()}},
+                           for k, v in hp["algo_kwargs"].items()},
+                        "env_wrapper": entry.get("env_wrapper")},
         "seeds": {"train": [base_seed, base_seed + cfg.n_envs - 1],
                   "validation": [VALIDATION_SEED, VALIDATION_SEED + cfg.eval_episodes - 1],
                   "test": [TEST_SEED, TEST_SEED + cfg.test_episodes - 1]},
@@ -467,7 +468,7 @@ def train(cfg: TrainConfig, given: set[str], argv: list[str]) -> int:
 
     hparams = {"algo": cfg.algo, "env": cfg.env, "seed": cfg.seed, "n_envs": cfg.n_envs,
                "timesteps": cfg.timesteps, "normalize": str(hp["normalize"]),
-               **{k: v if isinstance(v, (int, float, str, bool)) else str(v)
+               **{k: v if isinstance(v, (int, float, str, bool)) else str(entry.get(k, v))
                   for k, v in hp["algo_kwargs"].items()}}
     metrics_cb = cb.FleetMetricsCallback(hparams)
     eval_cb = cb.FleetEvalCallback(

@@ -217,7 +217,8 @@ def resolve_entry(entry: Mapping[str, Any], algo_cls: type, n_actions: int | Non
     elif isinstance(norm, Mapping):
         out["normalize"] = dict(norm)
         if "gamma" in entry and "gamma" not in out["normalize"]:
-            out["normalize"]["gamma"] = entry["gamma"]  # as rl-zoo: discount of the reward normaliser
+            # as rl-zoo: the reward normaliser discounts with the algorithm's gamma
+            out["normalize"]["gamma"] = entry["gamma"]
     else:
         raise HyperparamError(f"{where}: normalize must be true/false or dict(...), got {norm!r}")
     env_kwargs = entry.pop("env_kwargs", {}) or {}

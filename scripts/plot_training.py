@@ -46,13 +46,19 @@ def main(argv: list[str] | None = None) -> int:
             half = 1.96 * res.std(axis=1, ddof=1) / np.sqrt(res.shape[1])
             ax.plot(t / 1e3, m, label=label)
             ax.fill_between(t / 1e3, m - half, m + half, alpha=0.25)
-        for k, spec in enumerate(args.baseline):
+        names: list[str] = []
+        for spec in args.baseline:
+            name = spec.rsplit("=", 1)[0].split("@", 1)[0]
+            if name not in names:
+                names.append(name)
+        for spec in args.baseline:
             name, value = spec.rsplit("=", 1)
             if "@" in name:
                 name, only = name.split("@", 1)
                 if only != env:
                     continue
-            ax.axhline(float(value), ls="--", lw=1, color=f"C{k + 3}", label=name)
+            ax.axhline(float(value), ls="--", lw=1, color=f"C{names.index(name) + 3}",
+                       label=name)
         ax.set_title(env)
         ax.set_xlabel("environment steps [thousands]")
         ax.set_ylabel("validation return per episode")

@@ -334,3 +334,52 @@ def test_every_option_is_documented() -> None:
                 "--hyperparams", "--resume", "--env-kwarg", "--vec-env"):
         assert opt in text
     assert os.path.basename(train.__file__) == "train.py"
+
+
+def test_softmax_action_map() -> None:
+    from agents.wrappers import SoftmaxMixtureAction
+    from envs.spaces import action_to_mixture
+
+    env = SoftmaxMixtureAction(gym.make(ENV), scale=3.0)
+    cfg = env.unwrapped.config
+    shape = (cfg.n_classes, cfg.n_configs)
+    # the zero action is the uniform (reference) mixture
+    mix = action_to_mixture(cfg, env.action(np.zeros(27, dtype=np.float32))[None])[0]
+    np.testing.assert_allclose(mix, 1.0 / cfg.n_configs, rtol=1e-6)
+    # +1 on one entry, -1 elsewhere: odds exp(2 * scale) against each other configuration
+    a = -np.ones(27, dtype=np.float32)
+    a[[0, 9 + 4, 18 + 8]] = 1.0
+    mix = action_to_mixture(cfg, env.action(a)[None])[0]
+    expected = np.exp(6.0) / (np.exp(6.0) + cfg.n_configs - 1)
+    np.testing.assert_allclose(mix[[0, 1, 2], [0, 4, 8]], expected, rtol=1e-5)
+    # batched and single calls agree, and every env action is valid
+    batch = np.random.default_rng(0).uniform(-1, 1, (5, 27))
+    out = SoftmaxMixtureAction.transform(batch, shape, 3.0)
+    for row, single in zip(out, batch):
+        np.testing.assert_allclose(row, env.action(single), atol=1e-6)
+        assert env.unwrapped.action_space.contains(row.astype(np.float32))
+
+
+def test_action_wrapper_is_saved_and_replayed_by_the_loader(tmp_path: Path) -> None:
+    import yaml
+
+    from agents.wrappers import SoftmaxMixtureAction
+
+    hp = tmp_path / "hp.yml"
+    entry = {"n_envs": 2, "policy": "MlpPolicy", "policy_kwargs": "dict(net_arch=[16])",
+             "env_wrapper": "agents.wrappers.SoftmaxMixtureAction", **TINY_HP["ppo"]}
+    hp.write_text(yaml.safe_dump({"default": entry}))
+    out = tmp_path / "run"
+    args = _tiny_args("ppo", out, hp, timesteps=200)
+    args += ["--vec-env", "subproc"]
+    assert _run_main(args) == 0
+    spec = json.loads((out / "action_wrapper.json").read_text())
+    assert spec["class"] == "agents.wrappers.SoftmaxMixtureAction"
+    assert (out / "best" / "action_wrapper.json").is_file()
+    policy = load_sb3_policy(f"ppo:{out / 'model.zip'}")
+    obs, _ = gym.make(ENV, horizon=HORIZON).reset(seed=3)
+    raw, _ = policy.model.predict(policy.normalizer.normalize_obs(obs), deterministic=True)
+    mapped, _ = policy.predict(obs, deterministic=True)
+    np.testing.assert_allclose(mapped, SoftmaxMixtureAction.transform(raw, (3, 9), 3.0),
+                               atol=1e-6)
+    assert not np.allclose(mapped, raw)

@@ -498,12 +498,19 @@ def train(cfg: TrainConfig, given: set[str], argv: list[str]) -> int:
                         progress_bar=cfg.progress_bar, reset_num_timesteps=ckpt is None)
         except KeyboardInterrupt:
             stop_cb.interrupted = stop_cb.interrupted or 2
+        except (EOFError, BrokenPipeError, ConnectionResetError):
+            # Ctrl-C also reaches SubprocVecEnv workers, whose pipes then close
+            if stop_cb.interrupted is None:
+                raise
         elapsed = _time.perf_counter() - t0
         steps = int(model.num_timesteps) - done_steps
         if stop_cb.interrupted is not None:
             cb.write_checkpoint(model, ckpt_dir, state(), extra_files=extra_files)
             logger.close()
-            venv.close()
+            try:
+                venv.close()
+            except (EOFError, BrokenPipeError, ConnectionResetError):
+                pass  # workers already gone
             print(f"interrupted at {model.num_timesteps} steps; checkpoint saved. Resume with:\n"
                   f"  python train.py --out {shlex.quote(str(run_dir))} --resume",
                   file=sys.stderr)

@@ -37,9 +37,12 @@ class SB3Policy:
     training, so the model sees what it was trained on.
     """
 
-    def __init__(self, model: Any, normalizer: Any | None = None, name: str = "sb3") -> None:
+    def __init__(self, model: Any, normalizer: Any | None = None, name: str = "sb3",
+                 action_map: Any | None = None) -> None:
         self.model = model
         self.normalizer = normalizer
+        #: Map from the model's actions to the env's (a training-time action wrapper), or None.
+        self.action_map = action_map
         self.name = name
         self.observation_space = model.observation_space
         self.action_space = model.action_space
@@ -51,12 +54,18 @@ class SB3Policy:
         obs = np.asarray(observation, dtype=np.float32)
         if self.normalizer is not None:
             obs = self.normalizer.normalize_obs(obs).astype(np.float32)
-        return self.model.predict(obs, state=state, episode_start=episode_start,
-                                  deterministic=deterministic)
+        action, state = self.model.predict(obs, state=state, episode_start=episode_start,
+                                           deterministic=deterministic)
+        if self.action_map is not None:
+            action = self.action_map(action)
+        return action, state
 
 
 def load_sb3_policy(spec: str, device: str = "cpu") -> SB3Policy:
     """Load ``"algo:path/to/model.zip"`` (``vecnormalize.pkl`` beside it is used if present).
+
+    If ``action_wrapper.json`` lies beside the model, the model was trained through an action
+    wrapper of :mod:`agents.wrappers`; its map is applied to every predicted action.
 
     Raises:
         ValueError: unknown algorithm or malformed spec.
@@ -79,4 +88,12 @@ def load_sb3_policy(spec: str, device: str = "cpu") -> SB3Policy:
         with open(norm_path, "rb") as fh:
             normalizer = pickle.load(fh)
         normalizer.training = False
-    return SB3Policy(model, normalizer, name=spec)
+    amap = None
+    wrapper_path = path.parent / "action_wrapper.json"
+    if wrapper_path.is_file():
+        import json
+
+        from agents.wrappers import action_map
+
+        amap = action_map(json.loads(wrapper_path.read_text()))
+    return SB3Policy(model, normalizer, name=spec, action_map=amap)

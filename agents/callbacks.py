@@ -1,0 +1,396 @@
+"""stable-baselines3 callbacks: fleet metrics, fixed-seed evaluation and atomic checkpoints.
+
+* :class:`FleetMetricsCallback` sums each sub-env's energy ledger and reward terms over an
+  episode and logs them under ``fleet/`` at every episode end.
+* :class:`FleetEvalCallback` runs the current policy on a fixed list of validation seeds and
+  logs ``eval/``; it keeps the best model in ``best/``.
+* :class:`CheckpointCallback` writes the model, the normaliser, the replay buffer (off-policy)
+  and the callbacks' state to a fresh directory, then points ``checkpoints/latest.json`` at it
+  with one atomic ``os.replace``: an interrupted write never leaves a half checkpoint behind.
+* :class:`StopOnSignal` ends ``learn`` cleanly after SIGINT or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import HParam
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize
+
+from agents.sb3 import VECNORMALIZE_FILE
+from envs.reward import REWARD_TERMS
+
+#: Per-episode ledger totals taken from ``info`` (besides ``info["reward_terms"]``).
+LEDGER_KEYS = ("aux_kwh", "waste_kwh", "harvest_kwh", "demand_kwh", "correct", "arrived")
+
+#: Name of the file pointing at the newest complete checkpoint.
+LATEST_FILE = "latest.json"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def episode_metrics(totals: dict[str, float]) -> dict[str, float]:
+    """Per-episode metrics from summed ledger and reward terms.
+
+    Returns ``aux_kwh``, ``waste_kwh``, ``leftover_kwh`` (end-of-episode store above S_0),
+    ``accuracy`` (correct / arrived) and ``reward_terms/<name>`` for every reward term.
+    """
+    out = {
+        "aux_kwh": totals["aux_kwh"],
+        "waste_kwh": totals["waste_kwh"],
+        "leftover_kwh": totals["reward_terms/leftover_kwh"],
+        "harvest_kwh": totals["harvest_kwh"],
+        "demand_kwh": totals["demand_kwh"],
+        "accuracy": totals["correct"] / max(totals["arrived"], 1.0),
+    }
+    for k in REWARD_TERMS:
+        out[f"reward_terms/{k}"] = totals[f"reward_terms/{k}"]
+    return out
+
+
+class EpisodeAccumulator:
+    """Sums ledger keys and reward terms of ``info`` per sub-env until its episode ends."""
+
+    def __init__(self, n_envs: int) -> None:
+        self.keys = [*LEDGER_KEYS, *(f"reward_terms/{k}" for k in REWARD_TERMS)]
+        self.sums = np.zeros((n_envs, len(self.keys)))
+
+    def add(self, infos: Sequence[dict[str, Any]], dones: np.ndarray) -> list[dict[str, float]]:
+        """Add one vector step; return the metrics of every episode that ended in it."""
+        finished = []
+        for i, info in enumerate(infos):
+            terms = info.get("reward_terms")
+            if terms is None:  # not a fleet env step (should not happen)
+                continue
+            row = [float(info[k]) for k in LEDGER_KEYS] + [float(terms[k]) for k in REWARD_TERMS]
+            self.sums[i] += row
+            if dones[i]:
+                finished.append(episode_metrics(dict(zip(self.keys, self.sums[i]))))
+                self.sums[i] = 0.0
+        return finished
+
+
+class FleetMetricsCallback(BaseCallback):
+    """Logs per-episode fleet metrics under ``fleet/`` (mean over the episodes of a log interval).
+
+    Each sub-env's ``info`` is summed over its episode (per env index); at the episode's end
+    its auxiliary, wasted and leftover energy [kWh], accuracy and the sum of each reward term
+    (``fleet/reward_terms/<name>``, natural units) are recorded with ``record_mean``. Also
+    writes the hyperparameters once through SB3's ``HParam``.
+
+    Args:
+        hparams: Hyperparameters to show in TensorBoard's HPARAMS tab (scalars and strings).
+    """
+
+    def __init__(self, hparams: dict[str, Any] | None = None, verbose: int = 0) -> None:
+        super().__init__(verbose)
+        self.hparams = hparams or {}
+        self.acc: EpisodeAccumulator | None = None
+        self.episodes = 0
+
+    def _on_training_start(self) -> None:
+        self.acc = EpisodeAccumulator(self.training_env.num_envs)
+        if self.hparams:
+            metrics = {"eval/mean_reward": 0.0, "rollout/ep_rew_mean": 0.0}
+            self.logger.record("hparams", HParam(self.hparams, metrics),
+                               exclude=("stdout", "log", "json", "csv"))
+
+    def _on_step(self) -> bool:
+        assert self.acc is not None
+        for metrics in self.acc.add(self.locals["infos"], self.locals["dones"]):
+            self.episodes += 1
+            for k, v in metrics.items():
+                self.logger.record_mean(f"fleet/{k}", v)
+        if self.episodes:
+            self.logger.record("fleet/episodes", self.episodes)
+        return True
+
+
+def run_fixed_seeds(predict: Callable[[np.ndarray], np.ndarray], make_env: Callable[[], Any],
+                    seeds: Sequence[int], normalize: VecNormalize | None = None
+                    ) -> dict[str, np.ndarray]:
+    """One episode per seed, all in lockstep; returns per-episode return and fleet metrics.
+
+    Args:
+        predict: Batched observations (normalised if ``normalize``) -> batched actions.
+        make_env: Builds one fleet env.
+        seeds: Episode seeds, one episode each.
+        normalize: Training normaliser whose observation statistics are applied (read-only).
+
+    Returns:
+        ``return`` and every key of :func:`episode_metrics`, each an array over seeds.
+    """
+    envs = [make_env() for _ in seeds]
+    try:
+        obs = np.stack([env.reset(seed=int(s))[0] for env, s in zip(envs, seeds)])
+        accs = [EpisodeAccumulator(1) for _ in seeds]
+        returns = np.zeros(len(seeds))
+        results: list[dict[str, float] | None] = [None] * len(seeds)
+        while any(r is None for r in results):
+            x = normalize.normalize_obs(obs) if normalize is not None else obs
+            actions = predict(x)
+            for i, env in enumerate(envs):
+                if results[i] is not None:
+                    continue
+                o, r, term, trunc, info = env.step(actions[i])
+                obs[i] = o
+                returns[i] += float(r)
+                finished = accs[i].add([info], np.array([term or trunc]))
+                if finished:
+                    results[i] = finished[0]
+        out = {"return": returns}
+        for k in results[0]:  # type: ignore[union-attr]
+            out[k] = np.array([r[k] for r in results])  # type: ignore[index]
+        return out
+    finally:
+        for env in envs:
+            env.close()
+
+
+class FleetEvalCallback(BaseCallback):
+    """Every ``eval_freq`` timesteps, run the deterministic policy on fixed validation seeds.
+
+    Logs ``eval/mean_reward``, ``eval/std_reward`` and the mean fleet metrics (``eval/aux_kwh``,
+    ``eval/accuracy``, ...), appends to ``evaluations.npz`` and saves the best model (highest
+    mean return) with its normaliser to ``best/``.
+
+    Args:
+        make_env: Builds one evaluation env (same config as training).
+        seeds: Validation seeds (disjoint from training and test seeds).
+        eval_freq: Evaluate every this many environment steps (summed over sub-envs).
+        run_dir: Run directory (``evaluations.npz`` and ``best/`` go there).
+    """
+
+    def __init__(self, make_env: Callable[[], Any], seeds: Sequence[int], eval_freq: int,
+                 run_dir: Path, verbose: int = 0, extra_files: dict[str, str] | None = None
+                 ) -> None:
+        super().__init__(verbose)
+        self.extra_files = extra_files or {}
+        self.make_env = make_env
+        self.seeds = list(seeds)
+        self.eval_freq = int(eval_freq)
+        self.run_dir = Path(run_dir)
+        self.best_mean = -np.inf
+        self.history: dict[str, list] = {"timesteps": [], "results": []}
+        self.next_eval = self.eval_freq
+
+    # state kept in checkpoints so a resumed run continues the same record
+    def state(self) -> dict[str, Any]:
+        """JSON-serialisable state (best score, next evaluation step, history)."""
+        return {"best_mean": None if not np.isfinite(self.best_mean) else self.best_mean,
+                "next_eval": self.next_eval,
+                "timesteps": self.history["timesteps"],
+                "results": [list(map(float, r)) for r in self.history["results"]]}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state`."""
+        best = state.get("best_mean")
+        self.best_mean = -np.inf if best is None else float(best)
+        self.next_eval = int(state.get("next_eval", self.eval_freq))
+        self.history = {"timesteps": list(state.get("timesteps", [])),
+                        "results": [list(r) for r in state.get("results", [])]}
+
+    def _normalizer(self) -> VecNormalize | None:
+        norm = find_normalizer(self.model.get_env())
+        return norm if norm is not None and norm.norm_obs else None
+
+    def evaluate(self) -> dict[str, np.ndarray]:
+        """Run the validation episodes with the current model."""
+        def predict(x: np.ndarray) -> np.ndarray:
+            return self.model.predict(x, deterministic=True)[0]
+        return run_fixed_seeds(predict, self.make_env, self.seeds, self._normalizer())
+
+    def _on_step(self) -> bool:
+        if self.eval_freq <= 0 or self.num_timesteps < self.next_eval:
+            return True
+        while self.next_eval <= self.num_timesteps:
+            self.next_eval += self.eval_freq
+        res = self.evaluate()
+        mean = float(res["return"].mean())
+        self.logger.record("eval/mean_reward", mean)
+        self.logger.record("eval/std_reward", float(res["return"].std()))
+        for k, v in res.items():
+            if k != "return":
+                self.logger.record(f"eval/{k}", float(v.mean()))
+        self.history["timesteps"].append(int(self.num_timesteps))
+        self.history["results"].append([float(x) for x in res["return"]])
+        self._save_history()
+        if mean > self.best_mean:
+            self.best_mean = mean
+            save_model_dir(self.model, self.run_dir / "best", extra_files=self.extra_files)
+        if self.verbose:
+            print(f"eval at {self.num_timesteps}: mean return {mean:.2f} (best "
+                  f"{self.best_mean:.2f})")
+        return True
+
+    def _save_history(self) -> None:
+        path = self.run_dir / "evaluations.npz"
+        tmp = self.run_dir / ".evaluations.tmp.npz"
+        np.savez(tmp, timesteps=np.array(self.history["timesteps"]),
+                 results=np.array(self.history["results"]), seeds=np.array(self.seeds))
+        os.replace(tmp, path)
+
+
+def find_normalizer(env: VecEnv | None) -> VecNormalize | None:
+    """The VecNormalize wrapper in a VecEnv stack, or None."""
+    while env is not None and not isinstance(env, VecNormalize):
+        env = getattr(env, "venv", None)
+    return env if isinstance(env, VecNormalize) else None
+
+
+def save_model_dir(model: Any, directory: Path, replay_buffer: bool = False,
+                   extra_files: dict[str, str] | None = None) -> None:
+    """Save ``model.zip`` and ``vecnormalize.pkl`` (and ``replay_buffer.pkl``) atomically.
+
+    Each file is written to a temporary name in ``directory`` and moved into place;
+    ``extra_files`` (name -> text, e.g. ``action_wrapper.json``) are written the same way.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, text in (extra_files or {}).items():
+        atomic_write_text(directory / name, text)
+    tmp_model = directory / ".model.tmp.zip"
+    model.save(str(tmp_model))
+    norm = find_normalizer(model.get_env())
+    if norm is not None:
+        tmp_norm = directory / f".{VECNORMALIZE_FILE}.tmp"
+        norm.save(str(tmp_norm))
+        os.replace(tmp_norm, directory / VECNORMALIZE_FILE)
+    if replay_buffer and getattr(model, "replay_buffer", None) is not None:
+        tmp_rb = directory / ".replay_buffer.tmp.pkl"
+        model.save_replay_buffer(str(tmp_rb))
+        os.replace(tmp_rb, directory / "replay_buffer.pkl")
+    os.replace(tmp_model, directory / "model.zip")
+
+
+class CheckpointCallback(BaseCallback):
+    """Every ``save_freq`` timesteps, write a complete checkpoint and point ``latest.json`` at it.
+
+    A checkpoint ``checkpoints/step_<N>/`` holds ``model.zip``, ``vecnormalize.pkl``,
+    ``replay_buffer.pkl`` (off-policy algorithms) and ``state.json`` (the step count and the
+    state of the other callbacks). It is built under a temporary name and renamed when
+    complete; ``latest.json`` is replaced atomically afterwards. Older checkpoints beyond
+    ``keep`` are deleted.
+
+    Args:
+        ckpt_dir: The ``checkpoints`` directory.
+        save_freq: Checkpoint every this many environment steps (summed over sub-envs).
+        state_fn: Returns extra JSON state to store (e.g. the eval callback's history).
+        keep: Number of checkpoints to keep.
+    """
+
+    def __init__(self, ckpt_dir: Path, save_freq: int,
+                 state_fn: Callable[[], dict[str, Any]] | None = None, keep: int = 2,
+                 verbose: int = 0, extra_files: dict[str, str] | None = None) -> None:
+        super().__init__(verbose)
+        self.extra_files = extra_files or {}
+        self.ckpt_dir = Path(ckpt_dir)
+        self.save_freq = int(save_freq)
+        self.state_fn = state_fn or dict
+        self.keep = keep
+        self.next_save = self.save_freq
+
+    def _on_training_start(self) -> None:
+        if self.save_freq > 0:
+            self.next_save = (self.num_timesteps // self.save_freq + 1) * self.save_freq
+
+    def _on_step(self) -> bool:
+        if self.save_freq > 0 and self.num_timesteps >= self.next_save:
+            self.save()
+            self.next_save = (self.num_timesteps // self.save_freq + 1) * self.save_freq
+        return True
+
+    def save(self) -> Path:
+        """Write a checkpoint of the current model now; return its directory."""
+        return write_checkpoint(self.model, self.ckpt_dir, self.state_fn(), self.keep,
+                                self.extra_files)
+
+
+def write_checkpoint(model: Any, ckpt_dir: Path, state: dict[str, Any], keep: int = 2,
+                     extra_files: dict[str, str] | None = None) -> Path:
+    """Write ``ckpt_dir/step_<N>`` completely, then atomically update ``latest.json``."""
+    ckpt_dir = Path(ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    n = int(model.num_timesteps)
+    final = ckpt_dir / f"step_{n:012d}"
+    tmp = Path(tempfile.mkdtemp(dir=ckpt_dir, prefix=".tmp_step_"))
+    try:
+        save_model_dir(model, tmp, replay_buffer=hasattr(model, "replay_buffer"),
+                       extra_files=extra_files)
+        atomic_write_text(tmp / "state.json",
+                          json.dumps({"num_timesteps": n, **state}, indent=1))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    atomic_write_text(ckpt_dir / LATEST_FILE,
+                      json.dumps({"path": final.name, "num_timesteps": n}))
+    old = sorted(p for p in ckpt_dir.glob("step_*") if p.is_dir() and p != final)
+    for p in old[:max(0, len(old) - (keep - 1))]:
+        shutil.rmtree(p, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(ckpt_dir: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest complete checkpoint directory and its ``state.json``, or None."""
+    pointer = Path(ckpt_dir) / LATEST_FILE
+    if not pointer.is_file():
+        return None
+    path = Path(ckpt_dir) / json.loads(pointer.read_text())["path"]
+    state = json.loads((path / "state.json").read_text())
+    return path, state
+
+
+class StopOnSignal(BaseCallback):
+    """Turns SIGINT / SIGTERM into a clean stop of ``learn`` (the caller then checkpoints).
+
+    The handlers are installed for the duration of training and restored afterwards;
+    ``interrupted`` tells the caller whether training stopped early.
+    """
+
+    def __init__(self, signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM)) -> None:
+        super().__init__(0)
+        self.signals = tuple(signals)
+        self.interrupted: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.interrupted is not None:  # second signal: give up at once
+            raise KeyboardInterrupt
+        self.interrupted = signum
+
+    def _on_training_start(self) -> None:
+        for s in self.signals:
+            self._old[s] = signal.signal(s, self._handler)
+
+    def _on_training_end(self) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+        self._old.clear()
+
+    def _on_step(self) -> bool:
+        return self.interrupted is None

@@ -1,0 +1,575 @@
+"""Train a stable-baselines3 dispatch agent on a fleet environment and compare it with heuristics.
+
+Usage::
+
+    python train.py                                    # PPO on lrm/Critical-v0, about 10 minutes
+    python train.py --env lrm/Volatile-v0 --algo sac --timesteps 100000 --seed 1
+    python train.py --env-kwarg storage_kwh=0.5 --env-kwarg harvest_cv=0.6
+    python train.py --out runs/my_run --resume         # continue an interrupted run
+
+The run directory holds ``model.zip`` and ``vecnormalize.pkl`` (load them with
+``agents.sb3.load_sb3_policy("ppo:DIR/model.zip")``), ``best/`` (best validation model),
+``checkpoints/``, ``config.json``, ``command.txt``, ``evaluations.npz``, ``monitor/``, ``tb/``
+(TensorBoard: ``tensorboard --logdir DIR/tb``) and ``comparison/`` (the final evaluation).
+
+Seeds: training sub-env ``i`` starts from seed ``seed + i`` (plus ``n_envs`` per resume), all
+below :data:`VALIDATION_SEED`; periodic evaluation uses the fixed validation seeds
+``VALIDATION_SEED + k`` and the final comparison the held-out test seeds ``TEST_SEED + k``, so
+the three sets are disjoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import datetime as dt
+import inspect
+import json
+import os
+import platform
+import shlex
+import sys
+import textwrap
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent
+
+#: Training env seeds are below this; validation seeds start here.
+VALIDATION_SEED = 1_000_000
+#: First seed of the held-out test episodes of the final comparison.
+TEST_SEED = 2_000_000
+#: Heuristics the final comparison runs besides the trained agent (those available).
+DEFAULT_COMPARE = ("random", "cheapest", "mean_matching", "variance_aware", "oracle")
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run (each field is a command-line option)."""
+
+    env: str = "lrm/Critical-v0"
+    """Registered env id."""
+    algo: str = "ppo"
+    """Algorithm: ppo, a2c, sac, td3 or dqn (dqn trains on the discrete action space)."""
+    timesteps: int | None = None
+    """Total environment steps summed over sub-envs; default: n_timesteps of the hyperparameters."""
+    n_envs: int | None = None
+    """Parallel training envs; default: n_envs of the hyperparameters."""
+    seed: int = 0
+    """Seed of the training envs, the network and the algorithm, in [0, 900000); -1 draws one."""
+    out: str | None = None
+    """Run directory; default runs/<env>__<algo>__seed<S>__<YYYYmmdd-HHMMSS>."""
+    hyperparams: str | None = None
+    """Hyperparameter file (rl-zoo YAML keyed by env id); default hyperparams/<algo>.yml."""
+    resume: bool = False
+    """Continue the run in --out from its last checkpoint (its saved settings are used)."""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """FleetConfig overrides, given as --env-kwarg key=value (repeatable)."""
+    vec_env: str = "dummy"
+    """Vectorisation of the training envs: dummy (one process) or subproc (one per env)."""
+    eval_freq: int = 25_000
+    """Evaluate on the validation seeds every this many steps (0: never)."""
+    eval_episodes: int = 5
+    """Validation episodes per periodic evaluation."""
+    checkpoint_freq: int = 50_000
+    """Write a checkpoint every this many steps (0: only at the end or on interrupt)."""
+    test_episodes: int = 20
+    """Held-out test episodes of the final comparison (0: skip the comparison)."""
+    compare: tuple[str, ...] = DEFAULT_COMPARE
+    """Policies to compare the agent with at the end (those the registry knows)."""
+    progress_bar: bool = True
+    """Show a progress bar."""
+    verbose: int = 0
+    """SB3 verbosity (1 prints the training statistics)."""
+    device: str = "cpu"
+    """Torch device."""
+
+
+# ---------------------------------------------------------------------------- CLI
+class UsageError(Exception):
+    """Bad command-line input; reported in one line with exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit code 2)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each field of a dataclass (cleanrl style)."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for node, nxt in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and \
+                isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+            docs[node.target.id] = str(nxt.value.value)
+    return docs
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser; every option defaults to None (= not given)."""
+    docs = _field_docs(TrainConfig)
+    p = _Parser(prog="train.py", description=__doc__.splitlines()[0])
+    d = TrainConfig()
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(d, f.name)
+        help_ = docs.get(f.name, "") + (f" [default: {default}]" if default not in (None, {})
+                                         else "")
+        if f.name == "env_kwargs":
+            p.add_argument("--env-kwarg", dest="env_kwargs", action="append", default=None,
+                           metavar="KEY=VALUE", help=docs[f.name])
+        elif f.name in ("resume",):
+            p.add_argument(flag, action="store_true", default=None, help=docs[f.name])
+        elif f.name == "progress_bar":
+            p.add_argument("--progress-bar", dest="progress_bar", action="store_true",
+                           default=None, help=help_)
+            p.add_argument("--no-progress-bar", dest="progress_bar", action="store_false",
+                           help="Hide the progress bar.")
+        elif f.name == "compare":
+            p.add_argument(flag, nargs="*", default=None, metavar="POLICY", help=help_)
+        elif f.name in ("algo", "vec_env"):
+            choices = ("ppo", "a2c", "sac", "td3", "dqn") if f.name == "algo" else \
+                ("dummy", "subproc")
+            p.add_argument(flag, choices=choices, default=None, help=help_)
+        else:
+            typ = int if f.name in ("timesteps", "n_envs", "seed", "eval_freq", "eval_episodes",
+                                    "checkpoint_freq", "test_episodes", "verbose") else str
+            p.add_argument(flag, type=typ, default=None, help=help_,
+                           metavar=f.name.upper())
+    p.epilog = ("Env kwargs are FleetConfig fields (envs/config.py), "
+                "e.g. --env-kwarg storage_kwh=inf.")
+    return p
+
+
+def _field_types() -> dict[str, Any]:
+    from envs.config import FleetConfig
+
+    return typing.get_type_hints(FleetConfig)
+
+
+def parse_env_kwarg(item: str) -> tuple[str, Any]:
+    """``key=value`` -> (key, value typed by the FleetConfig field).
+
+    Raises:
+        UsageError: no ``=``, unknown field, or a value of the wrong type.
+    """
+    if "=" not in item:
+        raise UsageError(f"--env-kwarg expects KEY=VALUE, got {item!r}")
+    key, raw = (s.strip() for s in item.split("=", 1))
+    types = _field_types()
+    if key not in types:
+        raise UsageError(f"--env-kwarg: unknown FleetConfig field {key!r}; known: "
+                         f"{', '.join(sorted(types))}")
+    typ = types[key]
+
+    def scalar(t: Any, s: str) -> Any:
+        if t is int:
+            return int(s)
+        if t is float:
+            return float(s)
+        if t is bool:
+            if s.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(s)
+            return s.lower() in ("true", "1")
+        return s
+
+    try:
+        if typing.get_origin(typ) is tuple:
+            inner = typing.get_args(typ)[0]
+            parts = json.loads(raw) if raw.startswith("[") else raw.strip("()").split(",")
+            value: Any = tuple(scalar(inner, str(x).strip()) for x in parts if str(x).strip())
+        else:
+            value = scalar(typ, raw)
+    except (ValueError, json.JSONDecodeError):
+        name = getattr(typ, "__name__", str(typ))
+        raise UsageError(f"--env-kwarg {key}: expected {name}, got {raw!r}") from None
+    return key, value
+
+
+def config_from_args(argv: list[str] | None) -> tuple[TrainConfig, set[str]]:
+    """Parse the command line into a TrainConfig; also return the names of the given options."""
+    ns = build_parser().parse_args(argv)
+    given = {k for k, v in vars(ns).items() if v is not None}
+    cfg = TrainConfig()
+    for k in given:
+        v = getattr(ns, k)
+        if k == "env_kwargs":
+            v = dict(parse_env_kwarg(x) for x in v)
+        elif k == "compare":
+            v = tuple(v)
+        setattr(cfg, k, v)
+    return cfg, given
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Check the settings that argparse cannot (raises UsageError naming the option)."""
+    import gymnasium as gym
+
+    import envs  # noqa: F401  (registers the ids)
+    from agents.sb3 import ALGOS
+
+    if cfg.env not in gym.registry:
+        known = sorted(i for i in gym.registry if i.startswith("lrm/"))
+        raise UsageError(f"--env: unknown env id {cfg.env!r}; known: {', '.join(known)}")
+    if cfg.algo not in ALGOS:
+        raise UsageError(f"--algo must be one of {', '.join(ALGOS)}, got {cfg.algo!r}")
+    if cfg.timesteps is not None and cfg.timesteps < 1:
+        raise UsageError(f"--timesteps must be >= 1, got {cfg.timesteps}")
+    if cfg.n_envs is not None and not 1 <= cfg.n_envs <= 256:
+        raise UsageError(f"--n-envs must be in [1, 256], got {cfg.n_envs}")
+    if not (cfg.seed == -1 or 0 <= cfg.seed < 900_000):
+        raise UsageError(f"--seed must be in [0, 900000) or -1 (draw one), got {cfg.seed}")
+    for name in ("eval_freq", "checkpoint_freq", "test_episodes", "verbose"):
+        if getattr(cfg, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(cfg, name)}")
+    if cfg.eval_episodes < 1:
+        raise UsageError(f"--eval-episodes must be >= 1, got {cfg.eval_episodes}")
+    if cfg.vec_env not in ("dummy", "subproc"):
+        raise UsageError(f"--vec-env must be dummy or subproc, got {cfg.vec_env!r}")
+    if cfg.algo in ("dqn",) and cfg.env_kwargs.get("action_type", "discrete") != "discrete":
+        raise UsageError(f"--algo {cfg.algo} needs action_type=discrete, got "
+                         f"{cfg.env_kwargs['action_type']!r}")
+
+
+# ---------------------------------------------------------------------------- run setup
+def default_run_dir(cfg: TrainConfig) -> Path:
+    """``runs/<env with / as _>__<algo>__seed<S>__<YYYYmmdd-HHMMSS>``."""
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return ROOT / "runs" / f"{cfg.env.replace('/', '_')}__{cfg.algo}__seed{cfg.seed}__{stamp}"
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and of the packages a result depends on."""
+    import gymnasium
+    import numpy
+    import stable_baselines3
+    import torch
+
+    return {"python": platform.python_version(), "platform": platform.platform(),
+            "gymnasium": gymnasium.__version__, "numpy": numpy.__version__,
+            "stable_baselines3": stable_baselines3.__version__, "torch": torch.__version__}
+
+
+def fleet_env_kwargs(cfg: TrainConfig, hp_env_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """FleetConfig overrides of the run: hyperparameter env_kwargs, then --env-kwarg."""
+    kw = {**hp_env_kwargs, **cfg.env_kwargs}
+    if cfg.algo == "dqn":
+        kw["action_type"] = "discrete"
+    return kw
+
+
+def make_fleet_env(env_id: str, env_kwargs: dict[str, Any]) -> Any:
+    """One env of the run (no rendering)."""
+    import gymnasium as gym
+
+    import envs  # noqa: F401  (registers the ids, also in subprocesses)
+
+    return gym.make(env_id, render_mode=None, **env_kwargs)
+
+
+class _EnvFactory:
+    """Picklable env constructor (SubprocVecEnv and the evaluation callback use it).
+
+    Applies the hyperparameters' ``env_wrapper`` (if any), so training and validation see
+    the same action parametrisation.
+    """
+
+    def __init__(self, env_id: str, env_kwargs: dict[str, Any], wrapper: Any = None) -> None:
+        self.env_id, self.env_kwargs, self.wrapper = env_id, dict(env_kwargs), wrapper
+
+    def __call__(self) -> Any:
+        env = make_fleet_env(self.env_id, self.env_kwargs)
+        return self.wrapper(env) if self.wrapper is not None else env
+
+
+def _atomic_json(path: Path, data: Any) -> None:
+    from agents.callbacks import atomic_write_text
+
+    atomic_write_text(path, json.dumps(data, indent=1, default=str) + "\n")
+
+
+def available_policies(names: tuple[str, ...], env: Any) -> tuple[list[str], list[str]]:
+    """Split comparison policies into those the policy registry can build and the rest."""
+    try:
+        from agents import make_policy  # type: ignore[attr-defined]
+    except ImportError:
+        make_policy = None
+    ok, missing = [], []
+    for name in names:
+        if make_policy is None:
+            (ok if name == "random" else missing).append(name)
+            continue
+        try:
+            make_policy(name, env, 0)
+            ok.append(name)
+        except Exception:  # noqa: BLE001 - unknown or unsuitable for this env
+            missing.append(name)
+    return ok, missing
+
+
+# ---------------------------------------------------------------------------- training
+def train(cfg: TrainConfig, given: set[str], argv: list[str]) -> int:
+    """Run (or resume) training, save the run directory, print the comparison table."""
+    import numpy as np
+    import torch
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.logger import configure
+    from stable_baselines3.common.utils import set_random_seed
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
+
+    from agents import callbacks as cb
+    from agents.hyperparams import HyperparamError, printable, read_entry, resolve_entry
+    from agents.sb3 import VECNORMALIZE_FILE, algo_class
+    from agents.wrappers import ACTION_WRAPPER_FILE
+
+    torch.set_num_threads(1)
+    run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
+    resume_state: dict[str, Any] | None = None
+    ckpt: Path | None = None
+    ckpt_dir = run_dir / "checkpoints"
+    if cfg.resume:
+        if not (run_dir / "config.json").is_file():
+            raise UsageError(f"--resume: no run to resume in {run_dir} (config.json missing)")
+        saved = json.loads((run_dir / "config.json").read_text())
+        overrides = {k: getattr(cfg, k) for k in ("timesteps", "progress_bar", "verbose",
+                                                  "test_episodes", "compare") if k in given}
+        extra = sorted(given - set(overrides) - {"out", "resume"})
+        if extra:
+            print(f"note: resuming with the saved settings of {run_dir}; ignoring "
+                  f"{', '.join('--' + e.replace('_', '-') for e in extra)}", file=sys.stderr)
+        cfg = TrainConfig(**{**saved["train"], **overrides})
+        cfg.compare = tuple(cfg.compare)
+        cfg.resume = True
+        entry = saved["hyperparams_raw"]
+        latest = cb.latest_checkpoint(ckpt_dir)
+        ckpt, resume_state = latest if latest else (None, None)
+        if resume_state is None:
+            print(f"note: {run_dir} has no checkpoint yet; training starts again from step 0",
+                  file=sys.stderr)
+    else:
+        if (run_dir / "config.json").exists():
+            raise UsageError(f"--out: {run_dir} already holds a run; pass --resume to continue "
+                             f"it or choose another directory")
+        if cfg.seed == -1:
+            cfg.seed = int(np.random.default_rng().integers(0, 900_000))
+        hp_file = Path(cfg.hyperparams) if cfg.hyperparams else \
+            ROOT / "hyperparams" / f"{cfg.algo}.yml"
+        cfg.hyperparams = str(hp_file)
+        try:
+            entry = read_entry(hp_file, cfg.env)
+        except HyperparamError as exc:
+            raise UsageError(f"--hyperparams: {exc}") from None
+
+    algo_cls = algo_class(cfg.algo)
+    where = f"{cfg.hyperparams} [{cfg.env}]"
+    try:
+        hp = resolve_entry(entry, algo_cls, None, where)
+    except HyperparamError as exc:
+        raise UsageError(f"--hyperparams: {exc}") from None
+    env_kwargs = fleet_env_kwargs(cfg, hp["env_kwargs"])
+    try:
+        probe = make_fleet_env(cfg.env, env_kwargs)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"--env-kwarg: {exc}") from None
+    fleet_cfg = getattr(probe.unwrapped, "config", None)
+    if fleet_cfg is None:
+        raise UsageError(f"--env: {cfg.env} is not a fleet environment")
+    n_actions = 0 if fleet_cfg.action_type == "discrete" else int(probe.action_space.shape[0])
+    if ALGO_DISCRETE.get(cfg.algo) and fleet_cfg.action_type != "discrete":
+        raise UsageError(f"--algo {cfg.algo} needs a discrete action space")
+    if cfg.algo in ("sac", "td3") and fleet_cfg.action_type == "discrete":
+        raise UsageError(f"--algo {cfg.algo} needs action_type=continuous")
+    if "noise_type" in entry:
+        try:
+            hp = resolve_entry(entry, algo_cls, n_actions, where)
+        except HyperparamError as exc:
+            raise UsageError(f"--hyperparams: {exc}") from None
+    cfg.n_envs = cfg.n_envs or hp["n_envs"]
+    cfg.timesteps = cfg.timesteps or hp["n_timesteps"]
+    if cfg.timesteps is None:
+        raise UsageError(f"--timesteps not given and {where} has no n_timesteps")
+
+    n_resumes = 0
+    if cfg.resume and resume_state is not None:
+        n_resumes = int(resume_state.get("n_resumes", 0)) + 1
+    base_seed = cfg.seed + cfg.n_envs * n_resumes
+    if base_seed + cfg.n_envs > VALIDATION_SEED:
+        raise UsageError(f"--seed {cfg.seed}: training seeds would reach the validation seeds")
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "monitor").mkdir(exist_ok=True)
+    cmd = shlex.join(["python", "train.py", *argv])
+    with open(run_dir / "command.txt", "a") as fh:
+        fh.write(cmd + "\n")
+    config_json = {
+        "train": {**asdict(cfg), "compare": list(cfg.compare)},
+        "fleet": asdict(fleet_cfg),
+        "env_kwargs": env_kwargs,
+        "hyperparams_raw": printable(entry),
+        "hyperparams": {"policy": hp["policy"], "n_envs": cfg.n_envs,
+                        "n_timesteps": cfg.timesteps, "normalize": hp["normalize"],
+                        **{k: entry.get(k, str(v)) if callable(v) or not isinstance(
+                            v, (int, float, str, bool, list, dict, type(None))) else v
+                           for k, v in hp["algo_kwargs"].items()},
+                        "env_wrapper": entry.get("env_wrapper")},
+        "seeds": {"train": [base_seed, base_seed + cfg.n_envs - 1],
+                  "validation": [VALIDATION_SEED, VALIDATION_SEED + cfg.eval_episodes - 1],
+                  "test": [TEST_SEED, TEST_SEED + cfg.test_episodes - 1]},
+        "versions": versions(),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if cfg.resume and (run_dir / "config.json").is_file():
+        old = json.loads((run_dir / "config.json").read_text())
+        config_json["created"] = old.get("created", config_json["created"])
+        config_json["resumes"] = [*old.get("resumes", []), {
+            "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "from_timestep": resume_state["num_timesteps"] if resume_state else 0}]
+    _atomic_json(run_dir / "config.json", config_json)
+
+    # ------------------------------------------------------------------ envs and model
+    set_random_seed(base_seed)
+    factory = _EnvFactory(cfg.env, env_kwargs, hp["env_wrapper"])
+    extra_files = {}
+    if hp["env_wrapper"] is not None:
+        try:
+            wrapped = factory()
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"--hyperparams: env_wrapper: {exc}") from None
+        if hasattr(wrapped, "spec_dict"):  # an action map the saved policy must replay
+            extra_files[ACTION_WRAPPER_FILE] = json.dumps(wrapped.spec_dict())
+        wrapped.close()
+    venv = make_vec_env(factory, n_envs=cfg.n_envs, seed=base_seed,
+                        monitor_dir=str(run_dir / "monitor"),
+                        monitor_kwargs={"override_existing": not cfg.resume},
+                        vec_env_cls=SubprocVecEnv if cfg.vec_env == "subproc" else DummyVecEnv)
+    if hp["normalize"] is not None:
+        if ckpt is not None and (ckpt / VECNORMALIZE_FILE).is_file():
+            venv = VecNormalize.load(str(ckpt / VECNORMALIZE_FILE), venv)
+            venv.training = True
+        else:
+            venv = VecNormalize(venv, **hp["normalize"])
+    if ckpt is not None:
+        model = algo_cls.load(str(ckpt / "model.zip"), env=venv, device=cfg.device)
+        if (ckpt / "replay_buffer.pkl").is_file():
+            model.load_replay_buffer(str(ckpt / "replay_buffer.pkl"))
+    else:
+        model = algo_cls(hp["policy"], venv, seed=cfg.seed, device=cfg.device,
+                         verbose=cfg.verbose, **hp["algo_kwargs"])
+    logger = configure(str(run_dir / "tb"), ["stdout", "tensorboard"] if cfg.verbose
+                       else ["tensorboard"])
+    model.set_logger(logger)
+
+    hparams = {"algo": cfg.algo, "env": cfg.env, "seed": cfg.seed, "n_envs": cfg.n_envs,
+               "timesteps": cfg.timesteps, "normalize": str(hp["normalize"]),
+               **{k: v if isinstance(v, (int, float, str, bool)) else str(entry.get(k, v))
+                  for k, v in hp["algo_kwargs"].items()}}
+    metrics_cb = cb.FleetMetricsCallback(hparams)
+    eval_cb = cb.FleetEvalCallback(
+        factory, [VALIDATION_SEED + k for k in range(cfg.eval_episodes)], cfg.eval_freq,
+        run_dir, verbose=cfg.verbose, extra_files=extra_files)
+    if resume_state:
+        eval_cb.load_state(resume_state.get("eval", {}))
+        metrics_cb.episodes = int(resume_state.get("episodes", 0))
+
+    def state() -> dict[str, Any]:
+        return {"eval": eval_cb.state(), "episodes": metrics_cb.episodes,
+                "n_resumes": n_resumes}
+
+    ckpt_cb = cb.CheckpointCallback(ckpt_dir, cfg.checkpoint_freq, state, extra_files=extra_files)
+    stop_cb = cb.StopOnSignal()
+    done_steps = int(model.num_timesteps)
+    remaining = cfg.timesteps - done_steps
+    if remaining > 0:
+        print(f"training {cfg.algo} on {cfg.env}: {cfg.timesteps} steps ({done_steps} done), "
+              f"{cfg.n_envs} envs, run directory {run_dir}", file=sys.stderr)
+        import time as _time
+
+        t0 = _time.perf_counter()
+        try:
+            model.learn(total_timesteps=remaining, callback=[metrics_cb, eval_cb, ckpt_cb,
+                                                             stop_cb],
+                        progress_bar=cfg.progress_bar, reset_num_timesteps=ckpt is None)
+        except KeyboardInterrupt:
+            stop_cb.interrupted = stop_cb.interrupted or 2
+        except (EOFError, BrokenPipeError, ConnectionResetError):
+            # Ctrl-C also reaches SubprocVecEnv workers, whose pipes then close
+            if stop_cb.interrupted is None:
+                raise
+        elapsed = _time.perf_counter() - t0
+        steps = int(model.num_timesteps) - done_steps
+        if stop_cb.interrupted is not None:
+            cb.write_checkpoint(model, ckpt_dir, state(), extra_files=extra_files)
+            logger.close()
+            try:
+                venv.close()
+            except (EOFError, BrokenPipeError, ConnectionResetError):
+                pass  # workers already gone
+            print(f"interrupted at {model.num_timesteps} steps; checkpoint saved. Resume with:\n"
+                  f"  python train.py --out {shlex.quote(str(run_dir))} --resume",
+                  file=sys.stderr)
+            return 130
+        print(f"trained {steps} steps in {elapsed:.1f} s ({steps / max(elapsed, 1e-9):.0f} "
+              f"steps/s)", file=sys.stderr)
+        config_json["speed"] = {"steps": steps, "seconds": round(elapsed, 2),
+                                "steps_per_second": round(steps / max(elapsed, 1e-9), 1)}
+        _atomic_json(run_dir / "config.json", config_json)
+        if cfg.eval_freq > 0 and eval_cb.history["timesteps"][-1:] != [model.num_timesteps]:
+            eval_cb.num_timesteps = model.num_timesteps
+            eval_cb.next_eval = 0
+            eval_cb.on_step()  # a last validation point at the final step
+            logger.dump(model.num_timesteps)
+        cb.write_checkpoint(model, ckpt_dir, state(), extra_files=extra_files)
+    else:
+        print(f"{run_dir} already trained for {done_steps} >= {cfg.timesteps} steps",
+              file=sys.stderr)
+    cb.save_model_dir(model, run_dir, extra_files=extra_files)
+    logger.close()
+    venv.close()
+
+    if cfg.test_episodes > 0:
+        compare_agent(cfg, run_dir, env_kwargs, probe)
+    return 0
+
+
+#: Algorithms that need a discrete action space.
+ALGO_DISCRETE = {"dqn": True}
+
+
+def compare_agent(cfg: TrainConfig, run_dir: Path, env_kwargs: dict[str, Any], env: Any) -> None:
+    """Evaluate the trained agent and the heuristics on the held-out test seeds; print the table."""
+    from evaluate import format_table, run_evaluation
+
+    ok, missing = available_policies(tuple(cfg.compare), env)
+    if missing:
+        print(f"note: not compared (unknown to the policy registry or unsuitable for this "
+              f"env): {', '.join(missing)}", file=sys.stderr)
+    policies = [f"{cfg.algo}:{run_dir / 'model.zip'}", *ok]
+    summary = run_evaluation(cfg.env, policies, episodes=cfg.test_episodes, seed=TEST_SEED,
+                             out_dir=run_dir / "comparison", env_kwargs=env_kwargs,
+                             progress=cfg.progress_bar, plots=True)
+    print(f"\n{cfg.env}, {cfg.test_episodes} held-out episodes (seeds derived from {TEST_SEED}):")
+    print(format_table(summary))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        cfg, given = config_from_args(argv)
+        validate(cfg)
+        return train(cfg, given, argv)
+    except UsageError as exc:
+        print(f"train.py: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    sys.exit(main())

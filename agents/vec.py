@@ -207,7 +207,8 @@ def make_sb3_vec_env(env_id: str, n_envs: int = 1, seed: int | None = None,
 
 def rollout_episodes(policy: Any, env_id: str, seeds: Iterable[int] | int,
                      deterministic: bool = True, max_batch: int = 1024,
-                     env_kwargs: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
+                     env_kwargs: Mapping[str, Any] | None = None,
+                     record_first: bool = False) -> dict[str, np.ndarray]:
     """Run one episode per seed of a policy, batched, and total each episode's ledger.
 
     Episode k is the episode ``gym.make(env_id, **env_kwargs).reset(seed=seeds[k])`` gives;
@@ -229,6 +230,9 @@ def rollout_episodes(policy: Any, env_id: str, seeds: Iterable[int] | int,
         max_batch: Largest number of episodes run at once (memory: about 0.25 MB per copy
             with the default config).
         env_kwargs: ``FleetConfig`` overrides / ``config=`` preset, as for ``gym.make``.
+        record_first: Also return the per-slot trajectory of the first episode:
+            ``trace/harvest_kwh``, ``trace/demand_kwh``, ``trace/storage_kwh`` [kWh], each of
+            shape (length of that episode,).
 
     Returns:
         Arrays of shape (n_episodes,), in the order of ``seeds``: ``seed``, ``return`` (sum of
@@ -252,19 +256,29 @@ def rollout_episodes(policy: Any, env_id: str, seeds: Iterable[int] | int,
     for k in ("length", *[k for k in FLOW_KEYS if k in INT_KEYS]):
         out[k] = np.zeros(len(seed_list), dtype=np.int64)
     venv: FleetVectorEnv | None = None
+    trace: dict[str, list[float]] | None = None
     for lo in range(0, len(seed_list), max_batch):
         batch = seed_list[lo:lo + max_batch]
         n = len(batch)
         if venv is None or venv.num_envs != n:
             venv = FleetVectorEnv(n, config=config, autoreset_mode=AutoresetMode.DISABLED,
                                   **kwargs)
-        _rollout_batch(policy, venv, batch, deterministic, out, lo)
+        if record_first and lo == 0:
+            trace = {k: [] for k in TRACE_KEYS}
+        _rollout_batch(policy, venv, batch, deterministic, out, lo, trace if lo == 0 else None)
     out["seed"] = np.asarray(seed_list, dtype=np.int64)
+    if trace is not None:
+        out.update({f"trace/{k}": np.asarray(v) for k, v in trace.items()})
     return out
 
 
+#: Per-slot keys of ``info`` recorded for the first episode by ``record_first``.
+TRACE_KEYS = ("harvest_kwh", "demand_kwh", "storage_kwh")
+
+
 def _rollout_batch(policy: Any, venv: FleetVectorEnv, seeds: Sequence[int],
-                   deterministic: bool, out: dict[str, np.ndarray], lo: int) -> None:
+                   deterministic: bool, out: dict[str, np.ndarray], lo: int,
+                   trace: dict[str, list[float]] | None = None) -> None:
     n = venv.num_envs
     sl = slice(lo, lo + n)
     obs, _ = venv.reset(seed=list(seeds))
@@ -281,6 +295,9 @@ def _rollout_batch(policy: Any, venv: FleetVectorEnv, seeds: Sequence[int],
             venv.reset(options={"reset_mask": ~active})
             obs, reward, term, trunc, info = venv.step(actions)
         a = active
+        if trace is not None and a[0]:
+            for k in TRACE_KEYS:
+                trace[k].append(float(info[k][0]))
         out["return"][sl] += np.where(a, reward, 0.0)
         out["length"][sl] += a
         for k in FLOW_KEYS:

@@ -212,6 +212,8 @@ class FleetCore:
         high = at32.astype(np.float64) > cdf_at
         at32[high] = np.nextafter(at32[high], np.float32(-np.inf))
         self._cdf_at = at32.reshape(C * G, M)
+        #: Whether bin g is wide (NaN) for some model, shape (C G,).
+        self._wide_bin = np.isnan(self._cdf_at).any(axis=1)
 
     def _sample_steps(self, cls: np.ndarray, u: np.ndarray) -> np.ndarray:
         """Step count of each task under every model, shape (n, M), by inverse CDF.
@@ -231,9 +233,10 @@ class FleetCore:
         at = self._cdf_at.take(g, axis=0)  # (n, M); take is much faster than [g] on rows
         k = self._k0.take(g, axis=0)
         k += at < u[:, None]
-        wide = np.isnan(at)
-        if wide.any():  # the few bins that hold several entries: plain searchsorted
-            wide_n, wide_i = np.nonzero(wide)
+        rows = np.flatnonzero(self._wide_bin.take(g))
+        if rows.size:  # the few bins that hold several entries: plain searchsorted
+            wide_r, wide_i = np.nonzero(np.isnan(at[rows]))
+            wide_n = rows[wide_r]
             wide_c = cls[wide_n]
             for i, c in set(zip(wide_i.tolist(), wide_c.tolist())):
                 sel = wide_n[(wide_i == i) & (wide_c == c)]
@@ -296,13 +299,13 @@ class FleetCore:
             rows_sel = rows
         # Flat index of each task's slot in the (B, T, A) buffers (1-D scatters are fast).
         flat_pos = (np.repeat(rows, per_slot.sum(axis=1)) * T + slot) * self.A + pos
+        # Only ``cls`` is cleared: a task slot holding class C is padding, and no reader uses
+        # the latents or step counts of padding (the step masks them out), so those buffers
+        # keep stale values there instead of being rewritten every reset.
         self.cls[rows_sel] = C
         self.cls.reshape(-1)[flat_pos] = cls
-        self.u_solve[rows_sel] = 0.0
         self.u_solve.reshape(-1)[flat_pos] = lat[:, 1]
-        self.u_assign[rows_sel] = 0.0
         self.u_assign.reshape(-1)[flat_pos] = lat[:, 2]
-        self.steps[rows_sel] = 0
         steps_flat = self.steps.reshape(-1)
         flat_pos *= self.M
         for m in range(self.M):

@@ -39,7 +39,7 @@ from agents import POLICIES, is_model_spec, make_policy
 from agents.base import Heuristic
 from agents.heuristics import HEURISTICS, MixtureHeuristic
 from agents.oracle import solve_episode
-from agents.vec import rollout_episodes
+from agents.rollout import rollout_episodes
 from envs.spaces import serve_action
 
 #: Per-episode metrics, in table order: (key, column title, digits).

@@ -7,7 +7,9 @@ Usage::
     python evaluate.py --experiment regimes --out results/regimes
 
 Every policy runs on the same evaluation seeds (derived from ``--seed``), so differences are
-paired. ``oracle`` is the hindsight LP bound (``agents.oracle``), reported as its optimum.
+paired. ``oracle`` is the hindsight LP bound (``agents.oracle``), reported as its optimum (one
+LP per episode). Every other policy runs all its episodes side by side in the native vector
+env (:func:`batched_rollouts`), with exactly the per-episode results of a single-env loop.
 Writes ``DIR/episodes.csv`` (one row per policy and episode), ``DIR/summary.json`` and PNG plots,
 and prints a Markdown table. Library use (e.g. from a training script)::
 

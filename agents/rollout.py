@@ -47,7 +47,9 @@ def rollout_episodes(policy: Any, env_id: str, seeds: Iterable[int] | int,
     ``agents.base.Heuristic`` do). ``episode_start`` is all True on the first step of a
     batch, False after. A deterministic policy gives exactly the totals of single-env
     rollouts on the same seeds; a randomised one draws from its own generator across the
-    batch, so its episodes differ from single-env ones (their distribution does not).
+    batch, so its episodes differ from single-env ones (their distribution does not);
+    ``evaluate.batched_rollouts`` gives each episode of a heuristic the generator its seed
+    gives, and so matches single-env rollouts for randomised heuristics too.
 
     Args:
         policy: Any object with SB3's ``predict``.

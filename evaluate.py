@@ -225,8 +225,8 @@ class _PerEpisodeGenerators:
 
     def __init__(self, policy: Heuristic, seeds: Sequence[int]) -> None:
         self.policy = policy
-        # A continuous mixture rule draws nothing: its action is serve_action(mixture), an
-        # elementwise map per row (the same values for a batch as for one row).
+        # A continuous mixture rule's action is serve_action(mixture), an elementwise map per
+        # row (the same values for a batch as for one row): convert all rows in one call.
         self._mixture_rows = (isinstance(policy, MixtureHeuristic) and not policy.discrete
                               and type(policy).act is MixtureHeuristic.act)
         self.rngs = []
@@ -241,8 +241,11 @@ class _PerEpisodeGenerators:
         if episode_start is not None and np.any(episode_start):
             p.reset()
         if self._mixture_rows:  # act = serve_action(mixture): convert the batch at once
-            mixtures = np.stack([p.mixture(obs) for obs in observation])
-            return serve_action(p.config, mixtures), state
+            mixtures = []
+            for obs, rng in zip(observation, self.rngs):
+                p.rng = rng  # a rule's mixture may draw too
+                mixtures.append(p.mixture(obs))
+            return serve_action(p.config, np.stack(mixtures)), state
         actions = []
         for obs, rng in zip(observation, self.rngs):
             p.rng = rng

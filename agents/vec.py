@@ -4,14 +4,15 @@
   :class:`envs.vector_env.FleetVectorEnv` (one batched core call per step, no Python loop
   over copies), a drop-in replacement for ``make_vec_env(id, n_envs, seed=...)`` with
   ``DummyVecEnv`` + ``Monitor`` (which, and ``SubprocVecEnv``, stay available as back ends).
-* :func:`rollout_episodes`: runs N episodes of any policy with SB3's ``predict`` protocol in
-  batched rollouts and returns per-episode totals of the reward and of every ledger key.
+* :func:`rollout_episodes` (from :mod:`agents.rollout`, which does not import SB3): runs N
+  episodes of any policy with SB3's ``predict`` protocol in batched rollouts and returns
+  per-episode totals of the reward and of every ledger key.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import gymnasium as gym
@@ -19,22 +20,13 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 from stable_baselines3.common.vec_env import VecEnv
 
-from envs.config import FleetConfig
+from agents.rollout import FLOW_KEYS, TRACE_KEYS, _config_from_id, rollout_episodes
 from envs.info import FLOAT_KEYS, INT_KEYS
 from envs.reward import REWARD_TERMS
 from envs.vector_env import FleetVectorEnv
 
-#: Ledger keys of ``info`` that are flows per slot (summed over an episode by
-#: :func:`rollout_episodes`); ``storage_kwh`` is a level and ``t`` a clock, so they are not.
-FLOW_KEYS = tuple(k for k in (*FLOAT_KEYS, *INT_KEYS) if k not in ("storage_kwh", "t"))
-
-
-def _config_from_id(env_id: str) -> str | Mapping[str, Any] | FleetConfig:
-    """The ``config`` kwarg a registered id passes to ``FleetEnv``."""
-    import envs  # noqa: F401  (registers the ids)
-
-    spec = gym.spec(env_id)
-    return spec.kwargs.get("config", "critical")
+__all__ = ["BACKENDS", "FLOW_KEYS", "TRACE_KEYS", "FleetSB3VecEnv", "make_sb3_vec_env",
+           "rollout_episodes"]
 
 
 class FleetSB3VecEnv(VecEnv):
@@ -203,91 +195,3 @@ def make_sb3_vec_env(env_id: str, n_envs: int = 1, seed: int | None = None,
                             vec_env_cls=SubprocVecEnv)
     return make_vec_env(env_id, n_envs=n_envs, seed=seed, env_kwargs=kwargs,
                         vec_env_cls=DummyVecEnv)
-
-
-def rollout_episodes(policy: Any, env_id: str, seeds: Iterable[int] | int,
-                     deterministic: bool = True, max_batch: int = 1024,
-                     env_kwargs: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
-    """Run one episode per seed of a policy, batched, and total each episode's ledger.
-
-    Episode k is the episode ``gym.make(env_id, **env_kwargs).reset(seed=seeds[k])`` gives;
-    up to ``max_batch`` episodes run side by side in one :class:`FleetVectorEnv`.
-
-    The policy is called as ``policy.predict(obs, state=state, episode_start=starts,
-    deterministic=deterministic)`` with a batch of observations, shape (n, obs_dim), and must
-    return a batch of actions (n, ...) and its next state (SB3 models and
-    ``agents.base.Heuristic`` do). ``episode_start`` is all True on the first step of a
-    batch, False after. A deterministic policy gives exactly the totals of single-env
-    rollouts on the same seeds; a randomised one draws from its own generator across the
-    batch, so its episodes differ from single-env ones (their distribution does not).
-
-    Args:
-        policy: Any object with SB3's ``predict``.
-        env_id: Registered ``lrm/*`` id.
-        seeds: Episode seeds, or an int n for seeds ``0 .. n-1``.
-        deterministic: Passed to ``predict``.
-        max_batch: Largest number of episodes run at once (memory: about 0.25 MB per copy
-            with the default config).
-        env_kwargs: ``FleetConfig`` overrides / ``config=`` preset, as for ``gym.make``.
-
-    Returns:
-        Arrays of shape (n_episodes,), in the order of ``seeds``: ``seed``, ``return`` (sum of
-        rewards), ``length`` (steps), the sum over the episode of every flow key of ``info``
-        (:data:`FLOW_KEYS`: ``harvest_kwh``, ``demand_kwh``, ``aux_kwh``, ``waste_kwh``,
-        ``loss_kwh`` [kWh]; ``arrived``, ``served``, ``correct``, ``dropped`` [tasks]),
-        ``final_storage_kwh`` (store level at the end [kWh]) and ``reward_terms/<name>`` (sum
-        of each reward term, natural units, see ``envs.reward.REWARD_TERMS``).
-    """
-    seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
-    if not seed_list:
-        raise ValueError("seeds must name at least one episode")
-    if max_batch < 1:
-        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-    kwargs = dict(env_kwargs or {})
-    config = kwargs.pop("config", _config_from_id(env_id))
-    kwargs.pop("render_mode", None)
-    keys = ("return", "length", *FLOW_KEYS, "final_storage_kwh",
-            *[f"reward_terms/{k}" for k in REWARD_TERMS])
-    out = {k: np.zeros(len(seed_list)) for k in keys}
-    for k in ("length", *[k for k in FLOW_KEYS if k in INT_KEYS]):
-        out[k] = np.zeros(len(seed_list), dtype=np.int64)
-    venv: FleetVectorEnv | None = None
-    for lo in range(0, len(seed_list), max_batch):
-        batch = seed_list[lo:lo + max_batch]
-        n = len(batch)
-        if venv is None or venv.num_envs != n:
-            venv = FleetVectorEnv(n, config=config, autoreset_mode=AutoresetMode.DISABLED,
-                                  **kwargs)
-        _rollout_batch(policy, venv, batch, deterministic, out, lo)
-    out["seed"] = np.asarray(seed_list, dtype=np.int64)
-    return out
-
-
-def _rollout_batch(policy: Any, venv: FleetVectorEnv, seeds: Sequence[int],
-                   deterministic: bool, out: dict[str, np.ndarray], lo: int) -> None:
-    n = venv.num_envs
-    sl = slice(lo, lo + n)
-    obs, _ = venv.reset(seed=list(seeds))
-    active = np.ones(n, dtype=bool)
-    starts = np.ones(n, dtype=bool)
-    state = None
-    while active.any():
-        actions, state = policy.predict(obs, state=state, episode_start=starts,
-                                        deterministic=deterministic)
-        starts = np.zeros(n, dtype=bool)
-        if active.all():
-            obs, reward, term, trunc, info = venv.step(actions)
-        else:  # some episodes have ended (an env that terminates early): reset, then ignore
-            venv.reset(options={"reset_mask": ~active})
-            obs, reward, term, trunc, info = venv.step(actions)
-        a = active
-        out["return"][sl] += np.where(a, reward, 0.0)
-        out["length"][sl] += a
-        for k in FLOW_KEYS:
-            out[k][sl] += np.where(a, info[k], 0)
-        for k in REWARD_TERMS:
-            out[f"reward_terms/{k}"][sl] += np.where(a, info["reward_terms"][k], 0.0)
-        done = (term | trunc) & a
-        out["final_storage_kwh"][sl] = np.where(done, info["storage_kwh"],
-                                                out["final_storage_kwh"][sl])
-        active = a & ~done

@@ -204,8 +204,16 @@ class FleetCore:
                 at = padded[idx[:-1]]
                 at[idx[1:] - idx[:-1] > 1] = np.nan
                 cdf_at[c, :, i] = at
-        self._k0 = k0.reshape(C * G, M)
-        self._cdf_at = cdf_at.reshape(C * G, M)
+        self._k0 = k0.reshape(C * G, M).astype(self._k_dtype)
+        # The quantiles u are float32, so ``cdf_at < u`` (float64) equals ``at32 < u`` with
+        # at32 the largest float32 <= cdf_at: if cdf_at is a float32 they are equal, else no
+        # float32 lies strictly between at32 and cdf_at. Half the bytes to gather; NaN stays.
+        at32 = cdf_at.astype(np.float32)
+        high = at32.astype(np.float64) > cdf_at
+        at32[high] = np.nextafter(at32[high], np.float32(-np.inf))
+        self._cdf_at = at32.reshape(C * G, M)
+        #: Whether bin g is wide (NaN) for some model, shape (C G,).
+        self._wide_bin = np.isnan(self._cdf_at).any(axis=1)
 
     def _sample_steps(self, cls: np.ndarray, u: np.ndarray) -> np.ndarray:
         """Step count of each task under every model, shape (n, M), by inverse CDF.
@@ -215,22 +223,26 @@ class FleetCore:
 
         Args:
             cls: Class of each task, shape (n,).
-            u: Step-count quantile of each task in [0, 1), shape (n,).
+            u: Step-count quantile of each task in [0, 1), float32 (the latents' type),
+                shape (n,).
         """
         G = self.GUIDE_BINS
-        u = u.astype(np.float64)
+        u = np.asarray(u, dtype=np.float32)  # the latents are float32 (exact comparisons)
         cls = cls.astype(np.intp)
-        g = cls * G + (u * G).astype(np.intp)
+        g = cls * G + (u * np.float32(G)).astype(np.intp)  # u * 2**14 is exact in float32
         at = self._cdf_at.take(g, axis=0)  # (n, M); take is much faster than [g] on rows
-        k = self._k0.take(g, axis=0) + (at < u[:, None])
-        wide_n, wide_i = np.nonzero(np.isnan(at))
-        if wide_n.size:  # the few bins that hold several entries: plain searchsorted
+        k = self._k0.take(g, axis=0)
+        k += at < u[:, None]
+        rows = np.flatnonzero(self._wide_bin.take(g))
+        if rows.size:  # the few bins that hold several entries: plain searchsorted
+            wide_r, wide_i = np.nonzero(np.isnan(at[rows]))
+            wide_n = rows[wide_r]
             wide_c = cls[wide_n]
             for i, c in set(zip(wide_i.tolist(), wide_c.tolist())):
                 sel = wide_n[(wide_i == i) & (wide_c == c)]
                 k[sel, i] = self.config.class_skills[c] + np.searchsorted(
-                    self.tables.cdf[i][c], u[sel], side="left")
-        return k.astype(self._k_dtype)
+                    self.tables.cdf[i][c], u[sel].astype(np.float64), side="left")
+        return k
 
     def reset_copy(self, b: int, arrivals_rng: np.random.Generator,
                    harvest_rng: np.random.Generator, tasks_rng: np.random.Generator) -> None:
@@ -287,13 +299,13 @@ class FleetCore:
             rows_sel = rows
         # Flat index of each task's slot in the (B, T, A) buffers (1-D scatters are fast).
         flat_pos = (np.repeat(rows, per_slot.sum(axis=1)) * T + slot) * self.A + pos
+        # Only ``cls`` is cleared: a task slot holding class C is padding, and no reader uses
+        # the latents or step counts of padding (the step masks them out), so those buffers
+        # keep stale values there instead of being rewritten every reset.
         self.cls[rows_sel] = C
         self.cls.reshape(-1)[flat_pos] = cls
-        self.u_solve[rows_sel] = 0.0
         self.u_solve.reshape(-1)[flat_pos] = lat[:, 1]
-        self.u_assign[rows_sel] = 0.0
         self.u_assign.reshape(-1)[flat_pos] = lat[:, 2]
-        self.steps[rows_sel] = 0
         steps_flat = self.steps.reshape(-1)
         flat_pos *= self.M
         for m in range(self.M):

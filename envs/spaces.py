@@ -128,13 +128,17 @@ def single_action_mixture(config: FleetConfig, action: object, space: spaces.Spa
     if a.shape != space.shape:
         raise ValueError(f"action must have shape {space.shape} (classes x configurations), "
                          f"got shape {a.shape}")
-    if not np.maximum.reduce(np.abs(a), axis=None) <= 1.0:  # also rejects NaN
-        raise ValueError(f"action entries must be finite and in [-1, 1], got min {a.min()!r}, "
-                         f"max {a.max()!r}")
     w = a.reshape(len(config.class_names), -1) + 1.0  # (C, J)
     w *= 0.5
     s = np.add.reduce(w, axis=-1, keepdims=True)
-    if min(s.ravel().tolist()) <= 0.0:
+    # Range check on Python floats (cheaper than numpy reductions on 1-D actions this small).
+    # min/max may skip a NaN, but a NaN entry makes its class sum NaN, which fails 0 <= x.
+    flat = a.ravel().tolist()
+    sums = s.ravel().tolist()
+    if not (min(flat) >= -1.0 and max(flat) <= 1.0 and all(0.0 <= x for x in sums)):
+        raise ValueError(f"action entries must be finite and in [-1, 1], got min {a.min()!r}, "
+                         f"max {a.max()!r}")
+    if min(sums) <= 0.0:
         empty = s <= 0.0
         w = np.where(empty, 1.0, w)
         s = np.where(empty, float(w.shape[1]), s)

@@ -43,7 +43,8 @@ VALIDATION_SEED = 1_000_000
 #: First seed of the held-out test episodes of the final comparison.
 TEST_SEED = 2_000_000
 #: Heuristics the final comparison runs besides the trained agent (those available).
-DEFAULT_COMPARE = ("random", "cheapest", "mean_matching", "variance_aware", "oracle")
+DEFAULT_COMPARE = ("random", "cheapest", "mean_matching", "variance_aware", "variance_feedback",
+                   "oracle")
 
 
 @dataclass

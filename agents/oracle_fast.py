@@ -1,0 +1,211 @@
+"""Exact hindsight bound for envs without a queue, through per-slot value curves.
+
+Same relaxation as :mod:`agents.oracle` (each task a convex combination of the vertices of its
+(energy, correct) hull; the same ledger of auxiliary draw, waste, store, efficiencies and
+leftover), hence the same optimum, from a much smaller linear program.
+
+Reduction. Without a queue, the tasks of slot t meet the rest of the episode only through the
+slot's demand D_t. A task's upper hull, from its cheapest option to its dearest, has at most
+three segments (energy increment, value increment): "up" from the cheapest failing to the
+cheapest correct option (when failing is cheaper), "flat" along the correct options (or along
+the failing ones for a task that cannot succeed) and "down" from the dearest correct to a
+dearer failing option. The best value of slot t at demand D, V_t(D), is the upper envelope of
+the Minkowski sum of its tasks' hulls: a concave piecewise-linear function whose pieces are the
+tasks' segments taken in decreasing order of slope. The LP therefore needs one bounded
+variable x_k in [0, len_k] per segment (pieces of equal slope in a slot merged) and no
+per-task row: for a fixed total, maximising sum slope_k x_k fills the steepest pieces first.
+
+Pruning (exact). The shadow price mu_t of demand in slot t lies in [-w_waste, w_aux] (per
+reference demand D_ref): extra demand can always be met by auxiliary energy, less demand can
+always be wasted. A piece whose value per D_ref exceeds w_aux is full in every optimum (moved
+into the slot's fixed demand); one below -w_waste is empty in every optimum (dropped).
+
+Linear program (energies in units of D_ref)::
+
+    max  w_v sum_k s_k x_k - w_aux sum U_t - w_waste sum W_t - w_leftover L
+    s.t. sum_{k in t} x_k + p_t + W_t - eta_d q_t - U_t = H_t - base_t        (balance)
+         S_t = S_{t-1} + eta_c p_t - q_t,  0 <= S_t <= S_max                  (store)
+         0 <= x_k <= len_k;  L >= S_T - S_0,  L >= 0;  U, W, p, q >= 0
+
+base_t is the idle energy, the start (cheapest) point of every task and the full pieces.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from scipy import sparse
+from scipy.optimize import linprog
+
+from agents.oracle import episode_tasks
+from envs.dynamics import FleetCore
+from envs.reward import reward_weights
+
+
+def fast_applies(core: FleetCore) -> bool:
+    """True if the per-slot reduction is exact for the core's config (no queue, no caps)."""
+    cfg = core.config
+    return not (cfg.queue_enabled or cfg.class_deadlines
+                or any(math.isfinite(x) for x in cfg.model_tokens_per_slot))
+
+
+def _segments(core: FleetCore, b: int) -> dict[str, Any]:
+    """Start point and upper-hull pieces of every task of copy ``b``'s episode.
+
+    Returns:
+        ``slot``, ``cls`` of each task (n,), ``start_kwh`` [kWh], ``start_correct`` (n,), and
+        the pieces as flat arrays: ``seg_slot``, ``seg_kwh`` (length [kWh], > 0),
+        ``seg_value`` (value increment), ``seg_correct`` (correct increment: +1, 0 or -1).
+    """
+    tasks = episode_tasks(core, b)
+    values = core.values[tasks.cls].astype(np.float64)
+    f0, f1, c0, c1 = (tasks.option_kwh[:, k] for k in range(4))
+    has_f, has_c = np.isfinite(f0), np.isfinite(c0)
+    start_correct = has_c & (c0 <= f0)
+    start_kwh = np.minimum(f0, c0)
+    both = has_f & has_c
+    up = both & (f0 < c0)
+    flat_lo, flat_hi = np.where(has_c, c0, f0), np.where(has_c, c1, f1)
+    flat = flat_hi > flat_lo
+    down = both & (f1 > c1)
+    zeros = np.zeros_like(values)
+    masks = (up, flat, down)
+    lengths = (c0 - f0, flat_hi - flat_lo, f1 - c1)
+    dval = (values, zeros, -values)
+    dcorr = (1.0, 0.0, -1.0)
+    return {
+        "slot": tasks.slot, "cls": tasks.cls, "start_kwh": start_kwh,
+        "start_correct": start_correct, "values": values,
+        "seg_slot": np.concatenate([tasks.slot[m] for m in masks]),
+        "seg_kwh": np.concatenate([ln[m] for ln, m in zip(lengths, masks)]),
+        "seg_value": np.concatenate([v[m] for v, m in zip(dval, masks)]),
+        "seg_correct": np.concatenate([np.full(int(m.sum()), d) for d, m in zip(dcorr, masks)]),
+    }
+
+
+def fast_solve(core: FleetCore, b: int = 0) -> dict[str, Any] | None:
+    """Solve the reduced hindsight LP of copy ``b``'s current episode (call after its reset).
+
+    Args:
+        core: The env's simulator core.
+        b: Copy index.
+
+    Returns:
+        ``None`` if the config has a queue, deadlines or throughput caps (use
+        :func:`agents.oracle.solve_episode`); else a dict with ``reward`` (the bound),
+        ledger totals ``aux_kwh``, ``waste_kwh``, ``leftover_kwh`` [kWh], ``value_correct``,
+        ``correct`` (fractional count), ``arrived``, per-slot ``harvest_kwh``, ``demand_kwh``,
+        ``storage_kwh`` [kWh] and ``n_pieces`` (LP variables for the tasks).
+    """
+    if not fast_applies(core):
+        return None
+    cfg = core.config
+    T = core.T
+    d_ref = core.ref_demand_kwh
+    w_v = reward_weights(core)["value_correct"]
+    seg = _segments(core, b)
+    s_slot, s_kwh = seg["seg_slot"], seg["seg_kwh"]
+    s_val, s_cor = seg["seg_value"], seg["seg_correct"]
+    # Objective value of a piece per D_ref of energy.
+    slope = w_v * s_val / (s_kwh / d_ref)
+    full = slope > cfg.w_aux
+    keep = ~full & (slope >= -cfg.w_waste)
+    base = np.full(T, core.idle_kwh)
+    np.add.at(base, seg["slot"], seg["start_kwh"])
+    np.add.at(base, s_slot[full], s_kwh[full])
+    fixed_value = float(np.sum(seg["values"][seg["start_correct"]]) + np.sum(s_val[full]))
+    fixed_correct = float(np.sum(seg["start_correct"]) + np.sum(s_cor[full]))
+    # Merge pieces of equal slope within a slot (sorted by slot, then decreasing slope).
+    s_slot, s_kwh, s_val, s_cor, slope = (a[keep] for a in (s_slot, s_kwh, s_val, s_cor, slope))
+    order = np.lexsort((-slope, s_slot))
+    s_slot, s_kwh, s_val, s_cor, slope = (a[order] for a in (s_slot, s_kwh, s_val, s_cor, slope))
+    new = np.ones(s_slot.size, dtype=bool)
+    new[1:] = (s_slot[1:] != s_slot[:-1]) | (slope[1:] != slope[:-1])
+    starts = np.flatnonzero(new)
+    g_slot = s_slot[starts]
+    if starts.size:
+        g_kwh = np.add.reduceat(s_kwh, starts)
+        g_val = np.add.reduceat(s_val, starts)
+        g_cor = np.add.reduceat(s_cor, starts)
+    else:
+        g_kwh = g_val = g_cor = np.zeros(0)
+    nx = g_slot.size
+
+    # Variable layout: x (nx) | U (T) | W (T) | p (T) | q (T) | S (T) | L (1)
+    o_u, o_w, o_p, o_q, o_s = nx, nx + T, nx + 2 * T, nx + 3 * T, nx + 4 * T
+    o_l = nx + 5 * T
+    n_var = o_l + 1
+    t_idx = np.arange(T)
+    eta_c, eta_d = float(cfg.charge_efficiency), float(cfg.discharge_efficiency)
+    rows = [g_slot, t_idx, t_idx, t_idx, t_idx,
+            T + t_idx, T + t_idx[1:], T + t_idx, T + t_idx]
+    cols = [np.arange(nx), o_p + t_idx, o_w + t_idx, o_q + t_idx, o_u + t_idx,
+            o_s + t_idx, o_s + t_idx[:-1], o_p + t_idx, o_q + t_idx]
+    vals = [np.ones(nx), np.ones(T), np.ones(T), np.full(T, -eta_d), np.full(T, -1.0),
+            np.ones(T), -np.ones(T - 1), np.full(T, -eta_c), np.ones(T)]
+    a_eq = sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                             shape=(2 * T, n_var))
+    harvest = np.asarray(core.harvest[b], dtype=np.float64).copy()
+    s0 = cfg.initial_storage_kwh / d_ref
+    b_eq = np.concatenate([(harvest - base) / d_ref, np.zeros(T)])
+    b_eq[T] += s0
+    a_ub = sparse.csr_matrix(([1.0, -1.0], ([0, 0], [o_s + T - 1, o_l])), shape=(1, n_var))
+    c = np.zeros(n_var)
+    g_len = g_kwh / d_ref
+    c[:nx] = -w_v * g_val / g_len  # value per D_ref of each merged piece
+    c[o_u:o_u + T] = cfg.w_aux
+    c[o_w:o_w + T] = cfg.w_waste
+    c[o_l] = cfg.w_leftover
+    bounds = np.zeros((n_var, 2))
+    bounds[:, 1] = np.inf
+    bounds[:nx, 1] = g_len
+    if math.isfinite(cfg.storage_kwh):
+        bounds[o_s:o_s + T, 1] = cfg.storage_kwh / d_ref
+    res = linprog(c, A_ub=a_ub, b_ub=[s0], A_eq=a_eq, b_eq=b_eq, bounds=bounds,
+                  method="highs")
+    if res.status != 0:  # pragma: no cover - always feasible (U absorbs any deficit)
+        raise RuntimeError(f"reduced hindsight LP failed: {res.message}")
+    z = res.x
+    frac = np.clip(z[:nx] / g_len, 0.0, 1.0) if nx else np.zeros(0)
+    demand = base.copy()
+    np.add.at(demand, g_slot, frac * g_kwh)
+    n = int(seg["slot"].size)
+    return {
+        "reward": w_v * fixed_value - float(res.fun),
+        "aux_kwh": float(z[o_u:o_u + T].sum()) * d_ref,
+        "waste_kwh": float(z[o_w:o_w + T].sum()) * d_ref,
+        "leftover_kwh": float(z[o_l]) * d_ref,
+        "value_correct": fixed_value + float(frac @ g_val),
+        "correct": fixed_correct + float(frac @ g_cor),
+        "arrived": n, "harvest_kwh": harvest, "demand_kwh": demand,
+        "storage_kwh": z[o_s:o_s + T] * d_ref, "n_pieces": nx,
+    }
+
+
+def fast_bound(core: FleetCore, b: int = 0) -> float | None:
+    """The hindsight bound of copy ``b``'s current episode, or ``None`` with a queue."""
+    sol = fast_solve(core, b)
+    return None if sol is None else sol["reward"]
+
+
+def fast_oracle_episode(env: gym.Env, seed: int, record: bool = False) -> dict[str, Any] | None:
+    """:func:`evaluate.oracle_episode` through the reduced LP (same keys), or ``None`` when the
+    env has a queue, deadlines or throughput caps (the caller then uses the general LP)."""
+    if not fast_applies(env.unwrapped.core):
+        return None
+    env.reset(seed=seed)
+    sol = fast_solve(env.unwrapped.core, 0)
+    out: dict[str, Any] = {
+        "reward": sol["reward"], "aux_kwh": sol["aux_kwh"], "waste_kwh": sol["waste_kwh"],
+        "leftover_kwh": sol["leftover_kwh"], "value_correct": sol["value_correct"],
+        "harvest_kwh": float(sol["harvest_kwh"].sum()),
+        "demand_kwh": float(sol["demand_kwh"].sum()),
+        "correct": sol["correct"], "arrived": sol["arrived"],
+        "accuracy": sol["correct"] / sol["arrived"] if sol["arrived"] else math.nan}
+    if record:
+        out.update(harvest=sol["harvest_kwh"], demand=sol["demand_kwh"],
+                   storage=sol["storage_kwh"])
+    return out

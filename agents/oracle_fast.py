@@ -134,10 +134,10 @@ def fast_solve(core: FleetCore, b: int = 0) -> dict[str, Any] | None:
         g_kwh = g_val = g_cor = np.zeros(0)
     nx = g_slot.size
 
-    # Variable layout: x (nx) | U (T) | W (T) | p (T) | q (T) | S (T) | L (1)
+    # Variable layout: x (nx) | U (T) | W (T) | p (T) | q (T) | S (T) | L (1) | M (1)
     o_u, o_w, o_p, o_q, o_s = nx, nx + T, nx + 2 * T, nx + 3 * T, nx + 4 * T
     o_l = nx + 5 * T
-    n_var = o_l + 1
+    n_var = o_l + 2
     t_idx = np.arange(T)
     eta_c, eta_d = float(cfg.charge_efficiency), float(cfg.discharge_efficiency)
     rows = [g_slot, t_idx, t_idx, t_idx, t_idx,
@@ -146,13 +146,16 @@ def fast_solve(core: FleetCore, b: int = 0) -> dict[str, Any] | None:
             o_s + t_idx, o_s + t_idx[:-1], o_p + t_idx, o_q + t_idx]
     vals = [np.ones(nx), np.ones(T), np.ones(T), np.full(T, -eta_d), np.full(T, -1.0),
             np.ones(T), -np.ones(T - 1), np.full(T, -eta_c), np.ones(T)]
-    a_eq = sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                             shape=(2 * T, n_var))
+    # Leftover row 2T: S_T - L + M = S_0 with a slack M >= 0 (L >= S_T - S_0, no A_ub).
+    rows += [np.array([2 * T, 2 * T, 2 * T])]
+    cols += [np.array([o_s + T - 1, o_l, o_l + 1])]
+    vals += [np.array([1.0, -1.0, 1.0])]
+    a_eq = sparse.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                             shape=(2 * T + 1, n_var))
     harvest = np.asarray(core.harvest[b], dtype=np.float64).copy()
     s0 = cfg.initial_storage_kwh / d_ref
-    b_eq = np.concatenate([(harvest - base) / d_ref, np.zeros(T)])
+    b_eq = np.concatenate([(harvest - base) / d_ref, np.zeros(T), [s0]])
     b_eq[T] += s0
-    a_ub = sparse.csr_matrix(([1.0, -1.0], ([0, 0], [o_s + T - 1, o_l])), shape=(1, n_var))
     c = np.zeros(n_var)
     g_len = g_kwh / d_ref
     c[:nx] = -w_v * g_val / g_len  # value per D_ref of each merged piece
@@ -164,8 +167,9 @@ def fast_solve(core: FleetCore, b: int = 0) -> dict[str, Any] | None:
     bounds[:nx, 1] = g_len
     if math.isfinite(cfg.storage_kwh):
         bounds[o_s:o_s + T, 1] = cfg.storage_kwh / d_ref
-    res = linprog(c, A_ub=a_ub, b_ub=[s0], A_eq=a_eq, b_eq=b_eq, bounds=bounds,
-                  method="highs")
+    # Dual simplex without presolve: fastest here (bounded columns, 2T + 1 rows).
+    res = linprog(c, A_eq=a_eq, b_eq=b_eq, bounds=bounds, method="highs-ds",
+                  options={"presolve": False})
     if res.status != 0:  # pragma: no cover - always feasible (U absorbs any deficit)
         raise RuntimeError(f"reduced hindsight LP failed: {res.message}")
     z = res.x

@@ -108,3 +108,15 @@ def test_speed_ratio_is_reported() -> None:
     general, fast = (t1 - t0) / 3, (t2 - t1) / 3
     print(f"\nhindsight bound per 288-slot episode: general LP {general * 1e3:.1f} ms, "
           f"reduced LP {fast * 1e3:.1f} ms, speed-up x{general / fast:.1f}")
+
+
+def test_direct_highs_and_linprog_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    import agents.oracle_fast as of
+
+    env = gym.make(*CASES[3][:1], **CASES[3][1])
+    env.reset(seed=4)
+    core = env.unwrapped.core
+    monkeypatch.setattr(of, "solve_lp", of._solve_linprog)
+    via_linprog = of.fast_solve(core)["reward"]
+    monkeypatch.setattr(of, "solve_lp", of._solve_core if of._hc is not None else of._solve_linprog)
+    assert of.fast_solve(core)["reward"] == pytest.approx(via_linprog, rel=REL)

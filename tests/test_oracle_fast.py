@@ -27,6 +27,13 @@ CASES = [
                          "initial_storage_kwh": 0.005, "action_type": "discrete"}),
     ("lrm/SolarWinter-v0", {"w_aux": 20.0, "storage_kwh": 0.2, "initial_storage_kwh": 0.1,
                             "w_waste": 2.0}),
+    # Optima that draw auxiliary energy (cheap aux, lossy finite store, idle power) ...
+    ("lrm/UnderSupply-v0", {"provisioning": 0.1, "w_aux": 0.2, "idle_power_kw": 0.01,
+                            "charge_efficiency": 0.9, "discharge_efficiency": 0.8,
+                            "storage_kwh": 0.02}),
+    # ... and that leave energy in the store (leftover cheaper than waste).
+    ("lrm/OverSupply-v0", {"provisioning": 3.0, "w_waste": 2.0, "w_leftover": 0.3,
+                           "harvest_cv": 1.0}),
 ]
 # Both LPs are solved by HiGHS to ~1e-7 relative (primal/dual feasibility tolerances); two
 # optima of the same LP may differ by that much, not by more.
@@ -51,6 +58,10 @@ def test_reduced_lp_equals_the_general_lp(env_id: str, kwargs: dict) -> None:
                  + w["waste_kwh"] * fast["waste_kwh"] + w["leftover_kwh"] * fast["leftover_kwh"])
         assert terms == pytest.approx(fast["reward"], rel=REL, abs=REL)
         assert 0 <= fast["correct"] <= fast["arrived"]
+        if kwargs.get("w_aux") == 0.2:
+            assert fast["aux_kwh"] > 0.1, "this case must exercise the auxiliary draw"
+        if kwargs.get("w_leftover") == 0.3:
+            assert fast["leftover_kwh"] > 0.001, "this case must exercise the leftover"
 
 
 def test_reduced_plan_conserves_energy() -> None:

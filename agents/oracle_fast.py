@@ -187,18 +187,25 @@ def fast_solve(core: FleetCore, b: int = 0) -> dict[str, Any] | None:
         g_kwh = g_val = g_cor = np.zeros(0)
     nx = g_slot.size
 
-    # Variable layout: x (nx) | U (T) | W (T) | p (T) | q (T) | S (T) | L (1) | M (1)
-    o_u, o_w, o_p, o_q, o_s = nx, nx + T, nx + 2 * T, nx + 3 * T, nx + 4 * T
-    o_l = nx + 5 * T
+    # Variable layout: x (nx) | U (T) | W (T) | p (T) | q (nq) | S (T) | L (1) | M (1). With
+    # lossless storage (eta_c = eta_d = 1) p is the free net charge and q is absent (nq = 0).
+    eta_c, eta_d = float(cfg.charge_efficiency), float(cfg.discharge_efficiency)
+    lossless = eta_c == 1.0 and eta_d == 1.0
+    nq = 0 if lossless else T
+    o_u, o_w, o_p, o_q = nx, nx + T, nx + 2 * T, nx + 3 * T
+    o_s = o_q + nq
+    o_l = o_s + T
     n_var = o_l + 2
     t_idx = np.arange(T)
-    eta_c, eta_d = float(cfg.charge_efficiency), float(cfg.discharge_efficiency)
-    rows = [g_slot, t_idx, t_idx, t_idx, t_idx,
-            T + t_idx, T + t_idx[1:], T + t_idx, T + t_idx]
-    cols = [np.arange(nx), o_p + t_idx, o_w + t_idx, o_q + t_idx, o_u + t_idx,
-            o_s + t_idx, o_s + t_idx[:-1], o_p + t_idx, o_q + t_idx]
-    vals = [np.ones(nx), np.ones(T), np.ones(T), np.full(T, -eta_d), np.full(T, -1.0),
-            np.ones(T), -np.ones(T - 1), np.full(T, -eta_c), np.ones(T)]
+    rows = [g_slot, t_idx, t_idx, t_idx, T + t_idx, T + t_idx[1:], T + t_idx]
+    cols = [np.arange(nx), o_p + t_idx, o_w + t_idx, o_u + t_idx, o_s + t_idx,
+            o_s + t_idx[:-1], o_p + t_idx]
+    vals = [np.ones(nx), np.ones(T), np.ones(T), np.full(T, -1.0), np.ones(T), -np.ones(T - 1),
+            np.full(T, -eta_c)]
+    if nq:
+        rows += [t_idx, T + t_idx]
+        cols += [o_q + t_idx, o_q + t_idx]
+        vals += [np.full(T, -eta_d), np.ones(T)]
     # Leftover row 2T: S_T - L + M = S_0 with a slack M >= 0 (L >= S_T - S_0, no A_ub).
     rows += [np.array([2 * T, 2 * T, 2 * T])]
     cols += [np.array([o_s + T - 1, o_l, o_l + 1])]
@@ -218,6 +225,8 @@ def fast_solve(core: FleetCore, b: int = 0) -> dict[str, Any] | None:
     bounds = np.zeros((n_var, 2))
     bounds[:, 1] = np.inf
     bounds[:nx, 1] = g_len
+    if lossless:
+        bounds[o_p:o_p + T, 0] = -np.inf
     if math.isfinite(cfg.storage_kwh):
         bounds[o_s:o_s + T, 1] = cfg.storage_kwh / d_ref
     z, fun = solve_lp(c, a_eq, b_eq, bounds[:, 0], bounds[:, 1])

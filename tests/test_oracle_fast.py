@@ -131,3 +131,22 @@ def test_direct_highs_and_linprog_agree(monkeypatch: pytest.MonkeyPatch) -> None
     via_linprog = of.fast_solve(core)["reward"]
     monkeypatch.setattr(of, "solve_lp", of._solve_core if of._hc is not None else of._solve_linprog)
     assert of.fast_solve(core)["reward"] == pytest.approx(via_linprog, rel=REL)
+
+
+def test_wired_into_run_evaluation(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import evaluate
+
+    general = evaluate.run_evaluation("lrm/Critical-v0", ["cheapest", "oracle"], 2, 5,
+                                      out_dir=tmp_path / "a", env_kwargs={"horizon": 48},
+                                      progress=False)
+    plain = evaluate.oracle_episode
+    monkeypatch.setattr(evaluate, "oracle_episode", lambda env, s, record=False: (
+        fast_oracle_episode(env, s, record) or plain(env, s, record)))
+    fast = evaluate.run_evaluation("lrm/Critical-v0", ["cheapest", "oracle"], 2, 5,
+                                   out_dir=tmp_path / "b", env_kwargs={"horizon": 48},
+                                   progress=False)
+    # Only the optimum is unique: the ledger of two optimal plans may differ.
+    assert (fast["policies"]["oracle"]["reward"]["mean"]
+            == pytest.approx(general["policies"]["oracle"]["reward"]["mean"], rel=REL))
+    assert 0.0 <= fast["policies"]["oracle"]["accuracy"]["mean"] <= 1.0
+    assert (tmp_path / "b" / "episode.png").is_file()

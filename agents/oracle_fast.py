@@ -167,8 +167,8 @@ def fast_solve(core: FleetCore, b: int = 0) -> dict[str, Any] | None:
     full = slope > cfg.w_aux
     keep = ~full & (slope >= -cfg.w_waste)
     base = np.full(T, core.idle_kwh)
-    np.add.at(base, seg["slot"], seg["start_kwh"])
-    np.add.at(base, s_slot[full], s_kwh[full])
+    base += np.bincount(seg["slot"], weights=seg["start_kwh"], minlength=T)
+    base += np.bincount(s_slot[full], weights=s_kwh[full], minlength=T)
     fixed_value = float(np.sum(seg["values"][seg["start_correct"]]) + np.sum(s_val[full]))
     fixed_correct = float(np.sum(seg["start_correct"]) + np.sum(s_cor[full]))
     # Merge pieces of equal slope within a slot (sorted by slot, then decreasing slope).
@@ -232,7 +232,7 @@ def fast_solve(core: FleetCore, b: int = 0) -> dict[str, Any] | None:
     z, fun = solve_lp(c, a_eq, b_eq, bounds[:, 0], bounds[:, 1])
     frac = np.clip(z[:nx] / g_len, 0.0, 1.0) if nx else np.zeros(0)
     demand = base.copy()
-    np.add.at(demand, g_slot, frac * g_kwh)
+    demand += np.bincount(g_slot, weights=frac * g_kwh, minlength=T)
     n = int(seg["slot"].size)
     return {
         "reward": w_v * fixed_value - fun,

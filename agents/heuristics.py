@@ -13,6 +13,7 @@ hidden simulator state. Each works with both action types:
 
 from __future__ import annotations
 
+import functools
 import math
 
 import gymnasium as gym
@@ -20,6 +21,7 @@ import numpy as np
 
 from agents.base import Heuristic
 from agents.lp import (
+    DEFAULT_CAP_FRACTION,
     RoutingModel,
     clip_target,
     max_accuracy,
@@ -27,6 +29,7 @@ from agents.lp import (
     min_second_moment_mixture,
     routing_model,
 )
+from envs.config import FleetConfig
 from envs.outcomes import config_moments, reference_demand_kwh
 from envs.realistic import queued_action
 from envs.spaces import STORE_SCALE_SLOTS, observation_names, serve_action
@@ -273,7 +276,8 @@ class VarianceFeedbackPolicy(MixtureHeuristic):
         self.z = float(safety_z)
         self.accuracy_slack = float(accuracy_slack)
         self.grid = grid
-        self._means, self._frontier = self._build_frontier(self.model)
+        _, self._means, self._frontier = _level_frontier(self.config, DEFAULT_CAP_FRACTION,
+                                                         self.accuracy_slack, grid)
         centre = min_second_moment_mixture(
             self.model, self.model.mean_harvest_kwh,
             max_accuracy(self.model, self.model.mean_harvest_kwh) - accuracy_slack)
@@ -296,14 +300,6 @@ class VarianceFeedbackPolicy(MixtureHeuristic):
             self._setup_queue(names, centre)
 
     # ------------------------------------------------------------------ paper loop
-    def _build_frontier(self, model: RoutingModel) -> tuple[np.ndarray, np.ndarray]:
-        lo, hi = model.demand_range()
-        means = np.linspace(lo, hi, self.grid)
-        frontier = np.stack([
-            min_second_moment_mixture(model, d, max_accuracy(model, d) - self.accuracy_slack)
-            for d in means])
-        return means, frontier
-
     def store_kwh(self, observation: np.ndarray) -> float:
         """Store level [kWh] recovered from the observation's normalised ``store`` feature."""
         x = float(observation[self._i_store])
@@ -387,8 +383,8 @@ class VarianceFeedbackPolicy(MixtureHeuristic):
         k = int(math.ceil(math.log(max(rho, 1e-3)) / math.log(1.25) - 1e-9))
         k = max(k, -6)
         if k not in self._levels:  # head room below the feasible minimum is raised to it
-            model = routing_model(self.config, cap_fraction=min(1.0, self.cap_fraction / 1.25**k))
-            self._levels[k] = (model, *self._build_frontier(model))
+            self._levels[k] = _level_frontier(self.config, min(1.0, self.cap_fraction / 1.25**k),
+                                              self.accuracy_slack, self.grid)
         return self._levels[k]
 
     def _queue_mixture(self, observation: np.ndarray) -> np.ndarray:
@@ -427,6 +423,21 @@ class VarianceFeedbackPolicy(MixtureHeuristic):
                                                                         p=q / q.sum()))
             return np.int64(j + (self.n_configs if np.any(defer > 0) else 0))
         return queued_action(x, defer)
+
+
+@functools.lru_cache(maxsize=64)
+def _level_frontier(config: FleetConfig, cap_fraction: float, accuracy_slack: float,
+                    grid: int) -> tuple[RoutingModel, np.ndarray, np.ndarray]:
+    """Routing model and frontier (means, mixtures) at one cap head room (cached: a frontier
+    costs 2 x grid linear programs and depends only on these public parameters)."""
+    model = routing_model(config, cap_fraction=cap_fraction)
+    lo, hi = model.demand_range()
+    means = np.linspace(lo, hi, grid)
+    frontier = np.stack([
+        min_second_moment_mixture(model, d, max_accuracy(model, d) - accuracy_slack)
+        for d in means])
+    frontier.setflags(write=False)
+    return model, means, frontier
 
 
 class ScalingLawPolicy(MixtureHeuristic):

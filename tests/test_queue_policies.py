@@ -122,8 +122,6 @@ def test_queue_options_cover_every_configuration() -> None:
     env.reset(seed=2)
     core = env.unwrapped.core
     op = queue_options(core)
-    from agents.oracle import episode_tasks  # noqa: F401  (same outcome rule)
-
     n = op.slot.size
     cls_all = core.cls[0]
     slot, pos = np.nonzero(cls_all < core.C)

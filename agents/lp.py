@@ -14,6 +14,12 @@ Two action types share this module:
   mean ``lambda mbar_j`` and second moment ``lambda sbar_j + (lambda mbar_j)^2``; both are
   linear in q, so the same programs apply with one row of variables.
 
+Throughput caps (envs with ``model_tokens_per_slot``): the expected output tokens a mixture
+puts on model i per slot, ``lambda * sum_c phi_c sum_{j on i} pi_cj tok_cj`` (tok = mean tokens
+of a task, from the energy means), is linear in pi too; with caps every program adds
+"expected load <= cap_fraction * cap" per capped model, leaving head room for the
+fluctuations of the load around its mean. Without caps the programs are unchanged.
+
 All energies are in kWh per slot. Only the config is used (public model parameters).
 """
 
@@ -25,7 +31,7 @@ import numpy as np
 from scipy.optimize import linprog
 
 from envs.config import FleetConfig
-from envs.outcomes import config_moments, idle_energy_kwh, reference_demand_kwh
+from envs.outcomes import J_PER_KWH, config_moments, idle_energy_kwh, reference_demand_kwh
 from envs.processes import make_harvest_process
 
 
@@ -43,6 +49,10 @@ class RoutingModel:
         mean_harvest_kwh: Mean harvest per slot from the config [kWh].
         var_harvest_kwh2: Variance of the harvest per slot [kWh^2].
         energy_mean_kwh: Per-task energy means m[c, j] [kWh] (for reporting).
+        load: Expected tokens per slot on each capped model per unit of each variable, shape
+            (K, R, J) for the K capped models; None without caps.
+        load_limit: Largest admissible expected load of each capped model [tokens/slot],
+            shape (K,) (``cap_fraction`` times its cap); None without caps.
     """
 
     class_blind: bool
@@ -54,6 +64,8 @@ class RoutingModel:
     mean_harvest_kwh: float
     var_harvest_kwh2: float
     energy_mean_kwh: np.ndarray
+    load: np.ndarray | None = None
+    load_limit: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -61,7 +73,9 @@ class RoutingModel:
         return self.mean.shape  # type: ignore[return-value]
 
     def demand_range(self) -> tuple[float, float]:
-        """Smallest and largest achievable mean slot demand [kWh]."""
+        """Smallest and largest achievable mean slot demand [kWh] (within the load limits)."""
+        if self.load is not None:
+            return _capped_demand_range(self)
         lo = float(self.mean.min(axis=1).sum()) + self.idle_kwh
         hi = float(self.mean.max(axis=1).sum()) + self.idle_kwh
         return lo, hi
@@ -80,8 +94,16 @@ class RoutingModel:
                 "value": float(np.sum(self.value * x))}
 
 
+#: Default share of each throughput cap a static mixture may fill on average (envs with caps).
+#: Arrivals peak during the day and token counts are heavy-tailed, so a static mixture needs
+#: wide head room: on lrm/R1Trace-v0 (seeds 1001-1003, disjoint from evaluate.py's) the
+#: reward of mean_matching was flat for 0.25-0.35 and fell steeply above (0.7: -75 %).
+DEFAULT_CAP_FRACTION = 0.3
+
+
 def routing_model(config: FleetConfig, class_blind: bool | None = None,
-                  energy_bias_kwh: float = 0.0) -> RoutingModel:
+                  energy_bias_kwh: float = 0.0,
+                  cap_fraction: float = DEFAULT_CAP_FRACTION) -> RoutingModel:
     """Coefficients of the routing LPs for ``config``.
 
     Args:
@@ -90,7 +112,12 @@ def routing_model(config: FleetConfig, class_blind: bool | None = None,
             ``config.action_type``.
         energy_bias_kwh: Added to every per-task energy mean before building the model [kWh]
             (a router's prediction error; negative = the router underestimates energy).
+        cap_fraction: Share of each model's throughput cap the mixture may fill on average,
+            in (0, 1]; used only if the config sets ``model_tokens_per_slot``. Raised to the
+            smallest share some mixture achieves if it is below it.
     """
+    if not 0.0 < cap_fraction <= 1.0:
+        raise ValueError(f"cap_fraction must be in (0, 1], got {cap_fraction!r}")
     if class_blind is None:
         class_blind = config.action_type == "discrete"
     mom = config_moments(config)
@@ -103,17 +130,72 @@ def routing_model(config: FleetConfig, class_blind: bool | None = None,
     second = lam * phi * s
     acc = phi * mom.accuracy
     val = phi * vals * mom.accuracy
+    load = load_limit = None
+    caps = np.asarray(config.model_tokens_per_slot, dtype=np.float64)
+    if caps.size and np.isfinite(caps).any():
+        model_of = np.repeat(np.arange(config.n_models), len(config.token_budgets))
+        jpt = np.asarray(config.model_j_per_token, dtype=np.float64)
+        tok = lam * phi * mom.energy_mean_kwh * J_PER_KWH / jpt[model_of][None, :]  # (C, J)
+        capped = np.flatnonzero(np.isfinite(caps))
+        load = np.stack([np.where(model_of[None, :] == m, tok, 0.0) for m in capped])
     if class_blind:
         mbar = mean.sum(axis=0, keepdims=True)
         second = second.sum(axis=0, keepdims=True) + mbar**2
         mean, acc, val = mbar, acc.sum(axis=0, keepdims=True), val.sum(axis=0, keepdims=True)
+        if load is not None:
+            load = load.sum(axis=1, keepdims=True)
+    if load is not None:
+        load_limit = max(cap_fraction, _min_cap_fraction(load, caps[capped])) * caps[capped]
     harvest = make_harvest_process(config, config.provisioning
                                    * reference_demand_kwh(config, mom))
     return RoutingModel(class_blind=class_blind, mean=mean, second=second, accuracy=acc,
                         value=val, idle_kwh=idle_energy_kwh(config),
                         mean_harvest_kwh=float(harvest.mean_kwh),
                         var_harvest_kwh2=float(harvest.var_kwh2),
-                        energy_mean_kwh=mom.energy_mean_kwh)
+                        energy_mean_kwh=mom.energy_mean_kwh, load=load, load_limit=load_limit)
+
+
+def _min_cap_fraction(load: np.ndarray, caps: np.ndarray) -> float:
+    """Smallest f such that some mixture keeps every expected load <= f * cap (a minimax LP),
+    raised by 1e-3 relative so the programs stay feasible at it (solver tolerances)."""
+    k, r, j = load.shape
+    n = r * j
+    a_eq = np.zeros((r, n + 1))
+    for row in range(r):
+        a_eq[row, row * j:(row + 1) * j] = 1.0
+    a_ub = np.hstack([load.reshape(k, n) / caps[:, None], -np.ones((k, 1))])
+    c = np.zeros(n + 1)
+    c[-1] = 1.0
+    res = linprog(c, A_ub=a_ub, b_ub=np.zeros(k), A_eq=a_eq, b_eq=np.ones(r),
+                  bounds=[(0.0, 1.0)] * n + [(0.0, None)], method="highs")
+    if res.status != 0:  # pragma: no cover - the LP is always feasible
+        raise RuntimeError(f"cap head-room LP failed: {res.message}")
+    return float(res.x[-1]) * (1.0 + 1e-3)
+
+
+def _load_rows(model: RoutingModel) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Inequality rows ``load . x <= load_limit`` (scaled to O(1)), or (None, None)."""
+    if model.load is None:
+        return None, None
+    lim = np.maximum(model.load_limit, 1e-300)
+    return model.load.reshape(len(lim), -1) / lim[:, None], np.ones(len(lim))
+
+
+def _capped_demand_range(model: RoutingModel) -> tuple[float, float]:
+    r, j = model.shape
+    a_eq = np.zeros((r, r * j))
+    for row in range(r):
+        a_eq[row, row * j:(row + 1) * j] = 1.0
+    a_ub, b_ub = _load_rows(model)
+    out = []
+    for sign in (1.0, -1.0):
+        res = linprog(sign * model.mean.ravel(), A_ub=a_ub, b_ub=b_ub, A_eq=a_eq,
+                      b_eq=np.ones(r), bounds=(0.0, 1.0), method="highs")
+        if res.status != 0:
+            raise ValueError(f"no mixture keeps the expected load within the throughput caps "
+                             f"(limits {model.load_limit} tokens/slot): {res.message}")
+        out.append(float(model.mean.ravel() @ res.x) + model.idle_kwh)
+    return out[0], out[1]
 
 
 def _solve(model: RoutingModel, objective: np.ndarray, target_kwh: float,
@@ -131,6 +213,10 @@ def _solve(model: RoutingModel, objective: np.ndarray, target_kwh: float,
     if floor is not None:
         a_ub = -model.accuracy.ravel()[None, :]
         b_ub = np.array([-floor])
+    if model.load is not None:
+        l_ub, l_b = _load_rows(model)
+        a_ub = l_ub if a_ub is None else np.vstack([a_ub, l_ub])
+        b_ub = l_b if b_ub is None else np.concatenate([b_ub, l_b])
     res = linprog(objective.ravel(), A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq,
                   bounds=(0.0, 1.0), method="highs")
     if res.status != 0:

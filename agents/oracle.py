@@ -29,6 +29,10 @@ additionally allows fractional tasks (convex combinations of configurations), vo
 voluntary auxiliary draw and simultaneous charge and discharge. Its optimum is therefore at
 least the reward of every causal policy on the same episode.
 
+Queues. On envs with deadlines or throughput caps :func:`solve_episode` solves the queue LP of
+:mod:`agents.oracle_queue` instead (tasks may wait until their deadline or be dropped; caps
+hold); the reduction above does not apply there.
+
 Realisation. ``evaluate.py`` reports the LP optimum (the bound) for ``oracle``. The
 :class:`HindsightOracle` can also act (``predict``): in each slot it sends class c to the
 configurations the LP chose for that slot's class-c tasks in proportion; the simulator then
@@ -46,8 +50,10 @@ import numpy as np
 from scipy import sparse
 from scipy.optimize import linprog
 
+from agents.oracle_queue import QueuePlan, solve_queue_lp
 from envs.dynamics import FleetCore
 from envs.outcomes import J_PER_KWH
+from envs.realistic import queued_action
 from envs.reward import reward_weights
 from envs.spaces import serve_action
 
@@ -123,8 +129,10 @@ class OracleSolution:
         correct: Tasks answered correctly (fractional count).
         arrived: Tasks that arrived.
         harvest_kwh, demand_kwh, storage_kwh: Per-slot trajectories, shape (T,) [kWh].
-        weights: LP weight of each task's hull vertex, shape (n, 4), rows summing to 1.
-        tasks: The episode's tasks.
+        weights: LP weight of each task's hull vertex, shape (n, 4), rows summing to 1
+            (None on envs with a queue).
+        tasks: The episode's tasks (None on envs with a queue).
+        plan: Per-slot plan of the queue LP (envs with a queue only, else None).
     """
 
     reward: float
@@ -137,12 +145,19 @@ class OracleSolution:
     harvest_kwh: np.ndarray
     demand_kwh: np.ndarray
     storage_kwh: np.ndarray
-    weights: np.ndarray
-    tasks: EpisodeTasks
+    weights: np.ndarray | None
+    tasks: EpisodeTasks | None
+    plan: QueuePlan | None = None
 
 
 def solve_episode(core: FleetCore, b: int = 0) -> OracleSolution:
-    """Solve the hindsight LP of copy ``b``'s current episode (call right after its reset)."""
+    """Solve the hindsight LP of copy ``b``'s current episode (call right after its reset).
+
+    On envs with a queue (deadlines or throughput caps) this is the queue LP of
+    :mod:`agents.oracle_queue` (tasks may wait until their deadline or be dropped; caps hold).
+    """
+    if getattr(core, "queued", False):
+        return OracleSolution(**solve_queue_lp(core, b), weights=None, tasks=None)
     cfg = core.config
     T = core.T
     tasks = episode_tasks(core, b)
@@ -248,6 +263,7 @@ class HindsightOracle:
         self.solution: OracleSolution | None = None
         self._key: bytes | None = None
         self._mix: np.ndarray | None = None
+        self._served: np.ndarray | None = None
 
     def seed(self, seed: int | None) -> None:
         """Reseed the policy's generator."""
@@ -263,12 +279,16 @@ class HindsightOracle:
         self.solution = solve_episode(core, 0)
         self._key = core.harvest[0].tobytes()
         sol, cfg = self.solution, self.config
-        mix = np.zeros((cfg.horizon, cfg.n_classes, cfg.n_configs))
-        tk = sol.tasks
-        for col in range(4):
-            has = tk.option_j[:, col] >= 0
-            np.add.at(mix, (tk.slot[has], tk.cls[has], tk.option_j[has, col]),
-                      sol.weights[has, col])
+        if sol.plan is not None:  # queue LP: planned mixture and service counts per slot
+            mix = sol.plan.mixture
+            self._served = sol.plan.served
+        else:
+            mix = np.zeros((cfg.horizon, cfg.n_classes, cfg.n_configs))
+            tk = sol.tasks
+            for col in range(4):
+                has = tk.option_j[:, col] >= 0
+                np.add.at(mix, (tk.slot[has], tk.cls[has], tk.option_j[has, col]),
+                          sol.weights[has, col])
         tot = mix.sum(axis=-1, keepdims=True)
         self._mix = np.where(tot > 0, mix / np.maximum(tot, 1e-300), 1.0 / cfg.n_configs)
         return self.solution
@@ -283,7 +303,18 @@ class HindsightOracle:
             self.plan()
         t = min(int(core.t[0]), self.config.horizon - 1)
         mix = self._mix[t]
+        defer = None
+        if self.solution.plan is not None:  # keep waiting what the plan serves later
+            pending = core.queue_len[0] + core.arrivals[0, t]
+            planned = self._served[t]
+            defer = np.where(pending > 0, np.clip(1.0 - planned / np.maximum(pending, 1), 0, 1),
+                             0.0)
         if self.config.action_type == "discrete":
             w = self.config.class_shares @ mix
-            return np.int64(self.rng.choice(self.config.n_configs, p=w / w.sum())), state
+            j = int(self.rng.choice(self.config.n_configs, p=w / w.sum()))
+            if defer is not None and float(self.config.class_shares @ defer) > 0.5:
+                j += self.config.n_configs
+            return np.int64(j), state
+        if defer is not None:
+            return queued_action(mix, defer), state
         return serve_action(self.config, mix), state

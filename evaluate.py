@@ -241,6 +241,11 @@ class _PerEpisodeGenerators:
         p = self.policy
         if episode_start is not None and np.any(episode_start):
             p.reset()
+        batch = getattr(p, "mixture_batch", None)
+        if batch is not None and not getattr(p, "discrete", True):
+            mixtures_b = batch(np.asarray(observation))
+            if mixtures_b is not None:  # a rule with a vectorised form (no random draws)
+                return serve_action(p.config, mixtures_b), state
         if self._mixture_rows:  # act = serve_action(mixture): convert the batch at once
             mixtures = []
             for obs, rng in zip(observation, self.rngs):

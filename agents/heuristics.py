@@ -343,6 +343,36 @@ class VarianceFeedbackPolicy(MixtureHeuristic):
         return self._interpolate(self._means, self._frontier, self.model,
                                  self.target_demand(observation))
 
+    def mixture_batch(self, observations: np.ndarray) -> np.ndarray | None:
+        """:meth:`mixture` of a batch of observations (B, dim) -> (B, C, J), or None.
+
+        The paper loop only (None on queue envs, where the rule keeps per-episode state);
+        the same operations as the one-observation path, so the same mixtures.
+        """
+        if self.queue_aware:
+            return None
+        obs = np.asarray(observations)
+        cfg = self.config
+        x = obs[:, self._i_store].astype(np.float64)
+        if math.isinf(cfg.storage_kwh):
+            store = x * self._s_ref / np.maximum(1.0 - x, 1e-9)
+        else:
+            store = x * cfg.storage_kwh
+        t = obs[:, self._i_progress].astype(np.float64) * cfg.horizon
+        horizon = np.minimum(self.tau, np.maximum(cfg.horizon - t, 1.0))
+        margin = self.z * self.sigma * np.sqrt(horizon / 2.0)
+        if math.isfinite(cfg.storage_kwh):
+            margin = np.minimum(margin, 0.5 * cfg.storage_kwh)
+        target = self.model.mean_harvest_kwh + (store - margin) / horizon
+        lo, hi = self.model.demand_range()
+        d = np.minimum(np.maximum(target, lo), hi)
+        means, frontier = self._means, self._frontier
+        k = np.clip(np.searchsorted(means, d) - 1, 0, len(means) - 2)
+        gap = means[k + 1] - means[k]
+        w = np.where(gap > 0, (d - means[k]) / np.where(gap > 0, gap, 1.0), 0.0)
+        w = np.minimum(np.maximum(w, 0.0), 1.0)[:, None, None]
+        return (1.0 - w) * frontier[k] + w * frontier[k + 1]
+
     # ------------------------------------------------------------------ queue rules
     def _setup_queue(self, names: list[str], centre: np.ndarray) -> None:
         cfg = self.config

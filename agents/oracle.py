@@ -42,7 +42,6 @@ below the bound. Only the bound is claimed.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -50,7 +49,7 @@ import numpy as np
 from scipy import sparse
 from scipy.optimize import linprog
 
-from agents.oracle_queue import QueuePlan, solve_queue_lp
+from agents.oracle_queue import QueuePlan, ledger_costs_and_bounds, solve_queue_lp
 from envs.dynamics import FleetCore
 from envs.outcomes import J_PER_KWH
 from envs.realistic import queued_action
@@ -208,16 +207,8 @@ def solve_episode(core: FleetCore, b: int = 0) -> OracleSolution:
          (np.concatenate([task_of, [n, n]]), np.concatenate([np.arange(nx), [o_s + T - 1, o_l]]))),
         shape=(n + 1, n_var))
     b_ub = np.concatenate([np.ones(n), [s0]])
-    c = np.zeros(n_var)
+    c, bounds = ledger_costs_and_bounds(cfg, n_var, nx, o_u, o_w, o_l, o_s, T, d_ref)
     c[:nx] = -w_v * dval
-    c[o_u:o_u + T] = cfg.w_aux
-    c[o_w:o_w + T] = cfg.w_waste
-    c[o_l] = cfg.w_leftover
-    bounds = np.zeros((n_var, 2))
-    bounds[:, 1] = np.inf
-    bounds[:nx, 1] = 1.0
-    if math.isfinite(cfg.storage_kwh):
-        bounds[o_s:o_s + T, 1] = cfg.storage_kwh / d_ref
     res = linprog(c, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq, bounds=bounds,
                   method="highs")
     if res.status != 0:  # pragma: no cover - always feasible (U absorbs any deficit)

@@ -54,6 +54,7 @@ import numpy as np
 from scipy import sparse
 from scipy.optimize import linprog
 
+from envs.config import FleetConfig
 from envs.dynamics import FleetCore
 from envs.outcomes import J_PER_KWH
 from envs.reward import reward_weights
@@ -143,6 +144,26 @@ class QueuePlan:
     dropped: float
 
 
+def ledger_costs_and_bounds(cfg: FleetConfig, n_var: int, nx: int, o_u: int, o_w: int, o_l: int,
+                            o_s: int, T: int, d_ref: float) -> tuple[np.ndarray, np.ndarray]:
+    """Objective and bounds of the ledger part of a hindsight LP (shared by both oracles).
+
+    Columns: ``nx`` task-option columns in [0, 1] first (their costs are left at 0 for the
+    caller), then auxiliary ``o_u``, waste ``o_w`` (T each), the store ``o_s`` (T, capped at
+    S_max / D_ref) and leftover ``o_l``; every other column in [0, inf).
+    """
+    c = np.zeros(n_var)
+    c[o_u:o_u + T] = cfg.w_aux
+    c[o_w:o_w + T] = cfg.w_waste
+    c[o_l] = cfg.w_leftover
+    bounds = np.zeros((n_var, 2))
+    bounds[:, 1] = np.inf
+    bounds[:nx, 1] = 1.0
+    if math.isfinite(cfg.storage_kwh):
+        bounds[o_s:o_s + T, 1] = cfg.storage_kwh / d_ref
+    return c, bounds
+
+
 def solve_queue_lp(core: FleetCore, b: int = 0) -> dict:
     """Solve the queue LP of copy ``b``'s current episode (call right after its reset).
 
@@ -221,16 +242,8 @@ def solve_queue_lp(core: FleetCore, b: int = 0) -> dict:
     b_ub.append(np.array([s0]))
     a_ub = sparse.csr_matrix((np.concatenate(v_ub), (np.concatenate(r_ub), np.concatenate(c_ub))),
                              shape=(row_l + 1, n_var))
-    c = np.zeros(n_var)
+    c, bounds = ledger_costs_and_bounds(cfg, n_var, nx, o_u, o_w, o_l, o_s, T, d_ref)
     c[:nx] = -(w_v * values[op.task] * op.correct + w_d)
-    c[o_u:o_u + T] = cfg.w_aux
-    c[o_w:o_w + T] = cfg.w_waste
-    c[o_l] = cfg.w_leftover
-    bounds = np.zeros((n_var, 2))
-    bounds[:, 1] = np.inf
-    bounds[:nx, 1] = 1.0
-    if math.isfinite(cfg.storage_kwh):
-        bounds[o_s:o_s + T, 1] = cfg.storage_kwh / d_ref
     res = linprog(c, A_ub=a_ub, b_ub=np.concatenate(b_ub), A_eq=a_eq, b_eq=b_eq,
                   bounds=bounds, method="highs")
     if res.status != 0:  # pragma: no cover - always feasible (drop everything, draw aux)

@@ -110,7 +110,7 @@ def net_energy(config: FleetConfig, mixture: np.ndarray | None = None,
     var_h = (config.harvest_cv * mean_h) ** 2
     mean_d, var_d = demand_moments(config, pi, moments)
     phi = np.asarray(config.class_shares)[:, None]
-    m, v = moments.energy_mean_kwh, moments.energy_var_kwh2
+    v = moments.energy_var_kwh2
     within = config.arrival_rate * float(np.sum(phi * pi * v))
     return NetEnergy(mean_harvest=mean_h, var_harvest=var_h, mean_demand=mean_d,
                      var_demand=var_d, var_within=within, var_between=var_d - within,

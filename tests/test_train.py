@@ -213,7 +213,7 @@ def test_off_policy_resume_restores_the_replay_buffer(tmp_path: Path) -> None:
     ckpt, state = latest_checkpoint(out / "checkpoints")
     model = algo_class("sac").load(str(ckpt / "model.zip"))
     model.load_replay_buffer(str(ckpt / "replay_buffer.pkl"))
-    # every transition of both sessions is in the buffer: (pos rows) x (2 envs)
+    # every transition of both runs is in the buffer: (pos rows) x (2 envs)
     assert state["num_timesteps"] == 400
     assert model.replay_buffer.pos * 2 == 400
 

@@ -14,8 +14,8 @@ The run directory holds ``model.zip`` and ``vecnormalize.pkl`` (load them with
 
 Seeds: training sub-env ``i`` starts from seed ``seed + i`` (plus ``n_envs`` per resume), all
 below :data:`VALIDATION_SEED`; periodic evaluation uses the fixed validation seeds
-``VALIDATION_SEED + k`` and the final comparison the held-out test seeds ``TEST_SEED + k``, so
-the three sets are disjoint.
+``VALIDATION_SEED + k`` and the final comparison held-out test seeds derived from ``TEST_SEED``
+(``evaluate.evaluation_seeds``), so the three sets are disjoint.
 """
 
 from __future__ import annotations
@@ -422,7 +422,7 @@ def train(cfg: TrainConfig, given: set[str], argv: list[str]) -> int:
                         "env_wrapper": entry.get("env_wrapper")},
         "seeds": {"train": [base_seed, base_seed + cfg.n_envs - 1],
                   "validation": [VALIDATION_SEED, VALIDATION_SEED + cfg.eval_episodes - 1],
-                  "test": [TEST_SEED, TEST_SEED + cfg.test_episodes - 1]},
+                  "test": {"derived_from": TEST_SEED, "episodes": cfg.test_episodes}},
         "versions": versions(),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import gymnasium as gym
 import pytest
@@ -104,21 +103,6 @@ def test_drop_in_for_oracle_episode() -> None:
     assert fast["reward"] == pytest.approx(general["reward"], rel=REL)
     assert fast["harvest_kwh"] == general["harvest_kwh"]
     assert fast["storage"].shape == general["storage"].shape
-
-
-def test_speed_ratio_is_reported() -> None:
-    env = gym.make("lrm/UnderSupply-v0", w_aux=50.0, provisioning=0.4)
-    seeds = range(3)
-    t0 = time.perf_counter()
-    for s in seeds:
-        oracle_episode(env, s)
-    t1 = time.perf_counter()
-    for s in seeds:
-        fast_oracle_episode(env, s)
-    t2 = time.perf_counter()
-    general, fast = (t1 - t0) / 3, (t2 - t1) / 3
-    print(f"\nhindsight bound per 288-slot episode: general LP {general * 1e3:.1f} ms, "
-          f"reduced LP {fast * 1e3:.1f} ms, speed-up x{general / fast:.1f}")
 
 
 def test_direct_highs_and_linprog_agree(monkeypatch: pytest.MonkeyPatch) -> None:

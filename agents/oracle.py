@@ -49,7 +49,12 @@ import numpy as np
 from scipy import sparse
 from scipy.optimize import linprog
 
-from agents.oracle_queue import QueuePlan, ledger_costs_and_bounds, solve_queue_lp
+from agents.oracle_queue import (
+    QueuePlan,
+    episode_latents,
+    ledger_costs_and_bounds,
+    solve_queue_lp,
+)
 from envs.dynamics import FleetCore
 from envs.outcomes import J_PER_KWH
 from envs.realistic import queued_action
@@ -82,11 +87,7 @@ class EpisodeTasks:
 def episode_tasks(core: FleetCore, b: int = 0) -> EpisodeTasks:
     """Outcome of every task of copy ``b``'s episode under every configuration, reduced to the
     vertices of its (energy, correct) hull (reads the core's hindsight arrays)."""
-    cls_all = core.cls[b]
-    slot, pos = np.nonzero(cls_all < core.C)
-    cls = cls_all[slot, pos].astype(np.intp)
-    steps = core.steps[b][slot, pos].astype(np.int64)  # (n, M)
-    u_solve = core.u_solve[b][slot, pos]
+    slot, cls, steps, u_solve = episode_latents(core, b)
     n = slot.size
     energy = np.empty((n, core.J))
     correct = np.empty((n, core.J), dtype=bool)

@@ -82,13 +82,20 @@ class QueueOptions:
     correct: np.ndarray
 
 
-def queue_options(core: FleetCore, b: int = 0) -> QueueOptions:
-    """Per-model option pairs of every task of copy ``b``'s episode (see the module docstring)."""
+def episode_latents(core: FleetCore, b: int = 0
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every task of copy ``b``'s episode, in slot order: (arrival slot, class, step count
+    under each model (n, M), solvability quantile), read from the core's hindsight arrays."""
     cls_all = core.cls[b]
     slot, pos = np.nonzero(cls_all < core.C)
     cls = cls_all[slot, pos].astype(np.intp)
-    steps = core.steps[b][slot, pos].astype(np.int64)  # (n, M)
-    u_solve = core.u_solve[b][slot, pos]
+    steps = core.steps[b][slot, pos].astype(np.int64)
+    return slot, cls, steps, core.u_solve[b][slot, pos]
+
+
+def queue_options(core: FleetCore, b: int = 0) -> QueueOptions:
+    """Per-model option pairs of every task of copy ``b``'s episode (see the module docstring)."""
+    slot, cls, steps, u_solve = episode_latents(core, b)
     n = slot.size
     deadlines = np.asarray(core.config.class_deadlines or (0,) * core.C, dtype=np.int64)
     deadline = np.minimum(slot + deadlines[cls], core.T - 1)

@@ -27,9 +27,9 @@ from envs.config import PRESETS, FleetConfig
 from envs.dynamics import FleetCore
 from envs.outcomes import reference_mixture
 from envs.theory import (
-    OVERSHOOT,
     crossover_slots,
     expected_aux_critical,
+    expected_aux_drift,
     net_energy,
     saturation,
 )
@@ -79,26 +79,6 @@ def simulate_static(config: FleetConfig, mixture: np.ndarray, episodes: int, see
         if progress is not None:
             progress(b)
     return StaticRun(cum_aux=cum_aux, unused=unused)
-
-
-def expected_aux_drift(sigma: float, drift: float, horizon: np.ndarray) -> np.ndarray:
-    """E[sum U] for a per-slot deficit drift ``drift`` >= 0 and volatility sigma (O5, smooth).
-
-    The cumulative auxiliary draw of an unbounded store that starts empty is the running
-    maximum of the cumulative deficit. For a Brownian motion with drift a and volatility sigma,
-    E[max_{s<=T}] = a T Phi(x) + sigma sqrt(T) phi(x) + sigma^2/(2a) (2 Phi(x) - 1),
-    x = a sqrt(T) / sigma; it is sigma sqrt(2T/pi) at a = 0 and a T + sigma^2/(2a) for T >> T*.
-    The random walk's overshoot correction -0.58 sigma (O4) is applied as well.
-    """
-    from scipy.stats import norm
-
-    t = np.asarray(horizon, dtype=np.float64)
-    if drift <= 0:
-        return expected_aux_critical(sigma, t)
-    x = drift * np.sqrt(t) / sigma
-    m = (drift * t * norm.cdf(x) + sigma * np.sqrt(t) * norm.pdf(x)
-         + sigma**2 / (2 * drift) * (2 * norm.cdf(x) - 1))
-    return m - OVERSHOOT * sigma
 
 
 def loglog_slope(t: np.ndarray, y: np.ndarray) -> float:

@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import betainc
+from scipy.special import betainc, ndtr
 
 from envs.config import FleetConfig
 from envs.outcomes import (
@@ -144,21 +144,33 @@ def expected_aux_critical(sigma: float, horizon: int | np.ndarray) -> float | np
     return float(out) if out.ndim == 0 else out
 
 
-def expected_aux_routing_error(sigma: float, rate: float, delta: float,
-                               horizon: int | np.ndarray) -> float | np.ndarray:
-    """O5: with a per-task energy error delta the drift is -rate*delta and E[sum U] bends from
-    sigma sqrt(2T/pi) to about rate*delta*T + sigma^2 / (2 rate delta).
+def expected_aux_drift(sigma: float, drift: float,
+                       horizon: int | np.ndarray) -> float | np.ndarray:
+    """E[sum U] for a per-slot deficit drift ``drift`` >= 0 and volatility sigma (O5, smooth).
 
-    Returns the larger of the two asymptotes (a smooth bound good on both sides of T*).
+    The cumulative auxiliary draw of an unbounded store that starts empty is the running
+    maximum of the cumulative deficit. For a Brownian motion with drift a and volatility sigma,
+    E[max_{s<=T}] = a T Phi(x) + sigma sqrt(T) phi(x) + sigma^2/(2a) (2 Phi(x) - 1),
+    x = a sqrt(T) / sigma; it is sigma sqrt(2T/pi) at a = 0 and a T + sigma^2/(2a) for T >> T*.
+    The random walk's overshoot correction -0.58 sigma (O4) is applied as well.
     """
     t = np.asarray(horizon, dtype=np.float64)
-    diffusive = sigma * (np.sqrt(2.0 * t / math.pi) - OVERSHOOT)
-    if delta <= 0:
-        out = diffusive
-    else:
-        drift = rate * delta
-        out = np.maximum(diffusive, drift * t + sigma**2 / (2.0 * drift))
+    if drift <= 0:
+        return expected_aux_critical(sigma, t)
+    x = drift * np.sqrt(t) / sigma
+    cdf = ndtr(x)
+    pdf = np.exp(-x**2 / 2.0) / math.sqrt(2.0 * math.pi)
+    out = (drift * t * cdf + sigma * np.sqrt(t) * pdf
+           + sigma**2 / (2 * drift) * (2 * cdf - 1)) - OVERSHOOT * sigma
     return float(out) if np.ndim(out) == 0 else out
+
+
+def expected_aux_routing_error(sigma: float, rate: float, delta: float,
+                               horizon: int | np.ndarray) -> float | np.ndarray:
+    """O5: a per-task energy error delta gives the drift -rate*delta, and E[sum U] bends from
+    sigma sqrt(2T/pi) to about rate*delta*T + sigma^2 / (2 rate delta) around T* (see
+    :func:`expected_aux_drift`)."""
+    return expected_aux_drift(sigma, rate * max(delta, 0.0), horizon)
 
 
 def crossover_slots(sigma: float, rate: float, delta: float) -> float:

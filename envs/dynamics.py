@@ -18,8 +18,10 @@ With charge/discharge efficiencies below 1 the conversion losses are reported se
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 
 import numpy as np
 
@@ -83,6 +85,28 @@ class SlotResult:
                 int(self.dropped[b]), float(self.value_correct[b]))
 
 
+#: Per-copy state a B = 1 fast-path step keeps as Python scalars (``single_state``) until read.
+SINGLE_STATE = ("t", "storage", "last_harvest", "last_demand", "last_aux", "last_waste",
+                "net_mean", "net_m2")
+
+
+def _state_array(name: str) -> property:
+    """A state array of :class:`FleetCore` that first takes in the pending fast-path state."""
+    key = "_" + name
+
+    def get(self: FleetCore) -> np.ndarray:
+        if self.single_state is not None:
+            self._sync_single()
+        return self.__dict__[key]
+
+    def set(self: FleetCore, value: np.ndarray) -> None:
+        if self.single_state is not None:
+            self._sync_single()
+        self.__dict__[key] = value
+
+    return property(get, set, doc=f"State array ``{name}``, shape (B,).")
+
+
 class FleetCore:
     """B copies of the fleet model held in arrays with a leading batch axis.
 
@@ -98,6 +122,15 @@ class FleetCore:
         harvest: (B, T) harvest of every slot of the episode [kWh].
         arrivals: (B, T, C) arrivals per slot and class [tasks].
     """
+
+    t = _state_array("t")
+    storage = _state_array("storage")
+    last_harvest = _state_array("last_harvest")
+    last_demand = _state_array("last_demand")
+    last_aux = _state_array("last_aux")
+    last_waste = _state_array("last_waste")
+    net_mean = _state_array("net_mean")
+    net_m2 = _state_array("net_m2")
 
     def __init__(self, config: FleetConfig, batch_size: int = 1) -> None:
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -122,6 +155,7 @@ class FleetCore:
         self.budget_of = self.tables.budget_of
         self.solvable = self.tables.solvable  # (M, C)
         self._solv_flat = self.solvable.ravel()
+        self._solvable_by_class = np.ascontiguousarray(self.solvable.T)  # (C, M)
         self.omega = config.step_tokens
         self.s_max = float(config.storage_kwh)
         self.eta_c = float(config.charge_efficiency)
@@ -132,6 +166,10 @@ class FleetCore:
         self._build_guides()
         self._alloc(self.A)
         B = self.B
+        #: Copy 0's state after a B = 1 fast-path step, as Python scalars in the order of
+        #: :data:`SINGLE_STATE`, not yet written to the state arrays (they take it in when
+        #: read); None when the arrays are current.
+        self.single_state: tuple | None = None
         self.t = np.zeros(B, dtype=np.int64)
         self.storage = np.zeros(B)
         self.last_harvest = np.zeros(B)
@@ -146,16 +184,16 @@ class FleetCore:
         self.n_slot = np.zeros((B, self.T), dtype=np.int64)
         self._rows = np.arange(B)
         self._rows2 = self._rows[:, None]
-        # Per-copy outcome table of the B = 1 fast path (see _build_single_table).
-        self._table: np.ndarray | None = None
-        self._table_buf: np.ndarray | None = None
-        self._slot_start: list[int] = []
-        self._task_cls = np.zeros(0, dtype=np.intp)
-        self._task_u = np.zeros((0, 1))
-        self._tasks = np.zeros(0, dtype=np.intp)
-        self._harvest_list: list[float] = []
+        # Episode of the B = 1 fast path as Python lists (see _build_single_lists); None when
+        # the fast path is off (B > 1, an episode too large, or a subclass that needs step).
+        self._single: tuple[list, ...] | None = None
         self._vals = [float(v) for v in self.values]
         self._jpt = [float(e) for e in self.j_per_token]
+        self._model_l = self.model_of.tolist()
+        self._budget_l = self.budget_of.tolist()
+        #: Most steps within each configuration's budget, and a count above all of them.
+        self._max_steps_l = [b // self.omega for b in self._budget_l]
+        self._never_steps = max(self._max_steps_l) + 1
 
     # ------------------------------------------------------------------ buffers
     def _alloc(self, a: int) -> None:
@@ -314,7 +352,7 @@ class FleetCore:
         self.n_slot[rows_sel] = per_slot
         self.harvest[rows_sel] = np.stack(harvest_l)
         if self.B == 1:
-            self._build_single_table(per_slot[0], cls, lat, steps, harvest_l[0])
+            self._build_single_lists(counts[0], cls, lat, steps, harvest_l[0])
         self.t[rows_sel] = 0
         self.storage[rows_sel] = cfg.initial_storage_kwh
         self.last_harvest[rows_sel] = 0.0
@@ -334,15 +372,28 @@ class FleetCore:
         """Configuration index of every task slot of the current slot, shape (B, A).
 
         Args:
-            mixtures: Mixture weights per class, shape (B, C, J), rows summing to 1.
+            mixtures: Non-negative mixture weights per class, shape (B, C, J), each row with a
+                positive sum (normalised here; see :meth:`step`).
         """
         rows, t = self._rows, self.t
         cls = self.cls[rows, t].astype(np.intp)
         np.minimum(cls, self.C - 1, out=cls)
-        cum = np.cumsum(mixtures, axis=-1)[:, :, :-1]  # (B, C, J-1)
-        cum_task = cum[rows[:, None], cls]  # (B, A, J-1)
-        u = self.u_assign[rows, t]
-        return (u[..., None] >= cum_task).sum(axis=-1)
+        B, C, J = self.B, self.C, self.J
+        cum = self._cum_weights(np.asarray(mixtures, dtype=np.float64).reshape(B * C, J))
+        idx = rows[:, None] * C + cls  # (B, A): row of the task's class in ``cum``
+        ut = self.u_assign[rows, t].astype(np.float64) * cum[J - 1].take(idx)
+        return (ut[..., None] >= np.moveaxis(cum[:J - 1].take(idx, axis=1), 0, -1)).sum(axis=-1)
+
+    @staticmethod
+    def _cum_weights(w: np.ndarray) -> np.ndarray:
+        """Running sums of weight rows w (R, J) along j, shape (J, R), summed left to right
+        (the sums :func:`mixture_cum_weights` makes); row J - 1 holds the totals."""
+        J = w.shape[1]
+        cum = np.empty((J, w.shape[0]))
+        cum[0] = w[:, 0]
+        for q in range(1, J):
+            np.add(cum[q - 1], w[:, q], out=cum[q])
+        return cum
 
     def _outcome(self, k: np.ndarray, u_solve: np.ndarray, cls: np.ndarray, i: np.ndarray,
                  budget: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -364,10 +415,16 @@ class FleetCore:
              ) -> SlotResult:
         """Advance every copy by one slot.
 
-        Exactly one of ``mixtures`` (shape (B, C, J), rows summing to 1: each task of class c
-        goes to configuration j with probability mixtures[b, c, j], drawn from its latent
-        assignment quantile) or ``configs`` (shape (B,), integer: every task of the slot goes
-        to that configuration) must be given.
+        Exactly one of ``mixtures`` or ``configs`` must be given.
+
+        Args:
+            mixtures: Non-negative weights, shape (B, C, J), each row with a positive sum: a
+                task of class c goes to configuration j with probability
+                ``mixtures[b, c, j] / mixtures[b, c].sum()``. With ``cum`` the running sums
+                of the row (:func:`mixture_cum_weights`) and ``total = cum[J-1]``, the task's
+                latent assignment quantile u picks the j with
+                ``cum[j-1] <= u * total < cum[j]``.
+            configs: Shape (B,), integer: every task of the slot goes to that configuration.
         """
         t, B, C = self.t, self.B, self.C
         t0 = int(t[0])
@@ -401,17 +458,12 @@ class FleetCore:
             i = self.model_of[j_b][:, None]
             budget = self.budget_of[j_b][:, None]
         else:
-            # Thresholds of the cumulative mixture, (J-1, B*C): a running sum over j column
-            # by column (the same sequential sums as a cumsum along j), laid out so that
-            # gathering them for every task is one take and the count over j one reduction.
-            mix = np.asarray(mixtures, dtype=np.float64).reshape(B * C, J)
-            cum_t = np.empty((J - 1, B * C))
-            if J > 1:
-                cum_t[0] = mix[:, 0]
-            for q in range(1, J - 1):
-                np.add(cum_t[q - 1], mix[:, q], out=cum_t[q])
-            thr = np.take(cum_t, self._rows2 * C + cls, axis=1)  # (J-1, B, a)
-            above = u_assign.astype(np.float64) >= thr
+            # Running sums of the weights, (J, B*C), laid out so that gathering them for
+            # every task is one take and the count over j one reduction.
+            cum = self._cum_weights(np.asarray(mixtures, dtype=np.float64).reshape(B * C, J))
+            idx = self._rows2 * C + cls
+            thr = np.take(cum[:J - 1], idx, axis=1)  # (J-1, B, a)
+            above = u_assign.astype(np.float64) * cum[J - 1].take(idx) >= thr
             if J <= 256:  # count in bytes: j <= J - 1 fits
                 j = np.add.reduce(above.view(np.uint8), axis=0, dtype=np.uint8)
             else:
@@ -475,108 +527,138 @@ class FleetCore:
         return aux, waste, loss, storage
 
     # ------------------------------------------------------------------ B = 1 fast path
-    #: Largest outcome table (tasks x configurations x (models + classes)) the fast path builds.
-    SINGLE_TABLE_MAX = 4_000_000
+    #: Largest episode (tasks x models) the fast path holds as Python lists.
+    SINGLE_LIST_MAX = 4_000_000
 
-    def _build_single_table(self, per_slot: np.ndarray, cls: np.ndarray, lat: np.ndarray,
+    def _build_single_lists(self, counts: np.ndarray, cls: np.ndarray, lat: np.ndarray,
                             steps: np.ndarray, harvest: np.ndarray) -> None:
-        """Tabulate every task's outcome under every configuration (B = 1 fast path).
+        """Hold the episode as Python lists for :meth:`step_single` (B = 1 fast path).
 
-        ``_table[j, :, n]`` holds task n's tokens under configuration j in row ``model(j)``
-        and 1 in row ``M + class(n)`` if it is correct there; summing over a slot's tasks
-        gives tokens per model and correct answers per class. Built by :meth:`_outcome`,
-        the function the batched step uses, so both paths share one outcome rule.
+        Per task (in arrival order: slot, then class), the assignment quantile and, per model
+        i, the *effective steps* ``eff[i]``: the steps to the answer ``k_i`` if the model can
+        solve the task, else more steps than any budget allows. Under a configuration of model
+        i and budget b the task is correct iff ``eff[i] <= b // omega`` (i.e. it is solvable
+        and ``k_i * omega <= b``) and then runs ``k_i * omega`` tokens, else b tokens: the rule
+        of :meth:`_outcome`. Steps rather than tokens: small ints make cheap lists.
         """
-        n, J, M = cls.size, self.J, self.M
-        self._slot_start = [0, *np.cumsum(per_slot).tolist()]
-        self._harvest_list = harvest.tolist()
-        if n * J * (M + self.C) > self.SINGLE_TABLE_MAX:
-            self._table = None
+        n, M = cls.size, self.M
+        if n * M > self.SINGLE_LIST_MAX:
+            self._single = None
             return
-        cls_i = cls.astype(np.intp)
-        K = J // M  # configurations are model-major: j = i * K + budget index
-        # Task axis last everywhere: numpy is fast on long inner loops.
-        tokens, finished = self._outcome(  # (M, K, n), broadcast over budgets
-            steps.T[:, None, :], lat[:, 1], cls_i, np.arange(M)[:, None, None],
-            self.budget_of[:K][None, :, None])
-        if self._table_buf is None or self._table_buf.shape[2] < n:
-            self._table_buf = np.empty((J, M + self.C, max(n, 2 * self.T * self.A // 3)),
-                                       dtype=np.int32)
-        table = self._table_buf[:, :, :n]
-        table[:, :M] = 0
-        for i in range(M):  # tokens of configuration (i, k) in the row of model i
-            table[i * K:(i + 1) * K, i] = tokens[i]
-        finished = finished.reshape(J, n)
-        for c in range(self.C):
-            np.logical_and(finished, cls_i == c, out=table[:, M + c], casting="unsafe")
-        self._table = table
-        self._task_cls = cls_i
-        self._task_u = lat[:, 2:3].astype(np.float64)  # exact; compares faster
-        self._tasks = np.arange(n)
+        solvable = lat[:, 1:2] < self._solvable_by_class.take(cls, axis=0)  # (n, M)
+        eff = np.where(solvable, steps, self._never_steps).T  # (M, n)
+        eff_by_model = [eff[i].tolist() for i in range(M)]
+        self._single = (lat[:, 2].tolist(), [eff_by_model[i] for i in self._model_l],
+                        counts.tolist(), [0, *np.cumsum(counts.sum(axis=1)).tolist()],
+                        np.asarray(harvest).tolist())
 
-    def step_single(self, mixture: np.ndarray | None = None, config: int | None = None
+    def _sync_single(self) -> None:
+        """Write the pending fast-path state (``single_state``) into the state arrays."""
+        state, self.single_state = self.single_state, None
+        if state is not None:
+            d = self.__dict__
+            for name, value in zip(SINGLE_STATE, state):
+                d["_" + name][0] = value
+
+    def step_single(self, mixture: np.ndarray | None = None, config: int | None = None,
+                    cum_weights: list[tuple[list[float], float]] | None = None
                     ) -> tuple[float, ...]:
         """Advance a single copy (B = 1) by one slot; the fast path of :meth:`step`.
 
         Gives exactly (bit for bit) what ``step`` gives for the copy, as Python scalars, and
-        updates the same state.
+        updates the same state. Exactly one argument must be given.
 
         Args:
-            mixture: Mixture weights per class, shape (C, J), rows summing to 1; or
-            config: Configuration every task of the slot goes to.
+            mixture: Mixture weights per class, shape (C, J), as in :meth:`step`;
+            config: Configuration every task of the slot goes to; or
+            cum_weights: Per class, the running sums of the mixture weights and their total
+                (:func:`mixture_cum_weights`).
 
         Returns:
             ``(harvest, demand, aux, waste, loss, storage, arrived, served, correct, dropped,
             value)``: the fields of :class:`SlotResult` of the copy (energies [kWh], counts
             [tasks], value of the correct answers).
 
-        Valid while every task is served in its arrival slot (the outcome table is per
-        arrival slot); a feature that changes that must route copies through :meth:`step`
-        (``self._table = None`` does so).
+        Valid while every task is served in its arrival slot; a feature that changes that
+        must route copies through :meth:`step` (``self._single = None`` does so).
         """
-        t0 = int(self.t[0])
-        if self._table is None or self.B != 1:
+        if self._single is None or self.B != 1:
+            if cum_weights is not None:
+                raise ValueError("cum_weights= needs the single-copy fast path")
             res = self.step(mixtures=None if mixture is None else mixture[None],
                             configs=None if config is None else np.array([config]))
-            return (float(res.harvest_kwh[0]), float(res.demand_kwh[0]), float(res.aux_kwh[0]),
-                    float(res.waste_kwh[0]), float(res.loss_kwh[0]), float(res.storage_kwh[0]),
-                    int(res.arrived[0]), int(res.served[0]), int(res.correct[0]),
-                    int(res.dropped[0]), float(res.value_correct[0]))
+            return res.single(0)
+        state = self.single_state
+        if state is not None:
+            t0, s_prev, _, _, _, _, mean, m2 = state
+        else:
+            d = self.__dict__
+            t0, s_prev = int(d["_t"][0]), float(d["_storage"][0])
+            mean, m2 = float(d["_net_mean"][0]), float(d["_net_m2"][0])
         if t0 >= self.T:
             raise RuntimeError("an episode has ended (t == horizon); reset the copy first")
-        s, e = self._slot_start[t0], self._slot_start[t0 + 1]
+        u_l, eff_of, counts_l, start, harvest_l = self._single
+        k = start[t0]
+        k = start[t0]
+        max_steps = self._max_steps_l
+        J = self.J
+        # Per configuration j: steps of the tasks it answers, and tasks it does not answer
+        # (a task is correct iff its effective steps e <= max_steps[j]; then it runs
+        # e * omega tokens, else the budget).
+        ok_steps = [0] * J
+        n_failed = [0] * J
+        correct = []
         if config is not None:
-            agg = np.add.reduce(self._table[config, :, s:e], axis=1).tolist()
+            kmax = max_steps[config]
+            effs = eff_of[config]
+            n_fail = 0
+            for n_c in counts_l[t0]:
+                n_ok = 0
+                for e in effs[k:k + n_c]:
+                    if e <= kmax:
+                        ok_steps[config] += e
+                        n_ok += 1
+                    else:
+                        n_fail += 1
+                correct.append(n_ok)
+                k += n_c
+            n_failed[config] = n_fail
         else:
-            thr = np.add.accumulate(mixture[:, :-1], axis=-1)  # = cumsum[:, :-1]
-            j = np.add.reduce(self._task_u[s:e] >= thr.take(self._task_cls[s:e], axis=0),
-                              axis=-1)
-            agg = np.add.reduce(self._table[j, :, self._tasks[s:e]], axis=0).tolist()
-        M = self.M
+            if cum_weights is None:
+                cum_weights = mixture_cum_weights(np.asarray(mixture, dtype=np.float64).tolist())
+            for n_c, (cum, total) in zip(counts_l[t0], cum_weights):
+                n_ok = 0
+                for kk in range(k, k + n_c):
+                    j = bisect_right(cum, u_l[kk] * total)  # = number of cum[q] <= u * total
+                    e = eff_of[j][kk]
+                    if e <= max_steps[j]:
+                        ok_steps[j] += e
+                        n_ok += 1
+                    else:
+                        n_failed[j] += 1
+                correct.append(n_ok)
+                k += n_c
+        tok = [0] * self.M
+        model_of, budget_of, omega = self._model_l, self._budget_l, self.omega
+        for j in range(J):
+            tok[model_of[j]] += ok_steps[j] * omega + n_failed[j] * budget_of[j]
         energy_j = 0.0
-        for m in range(M):
-            energy_j += self._jpt[m] * agg[m]
+        for jpt, x in zip(self._jpt, tok):
+            energy_j += jpt * x
         demand = self.idle_kwh + energy_j / J_PER_KWH
         value = 0.0
-        n_correct = 0
-        for c in range(self.C):
-            value += self._vals[c] * agg[M + c]
-            n_correct += agg[M + c]
-        harvest = self._harvest_list[t0]
-        aux, waste, loss, storage = self._ledger_scalar(float(self.storage[0]), harvest, demand)
-        self.storage[0] = storage
-        self.last_harvest[0] = harvest
-        self.last_demand[0] = demand
-        self.last_aux[0] = aux
-        self.last_waste[0] = waste
+        for v, x in zip(self._vals, correct):
+            value += v * x
+        harvest = harvest_l[t0]
+        aux, waste, loss, storage = self._ledger_scalar(s_prev, harvest, demand)
         net = (harvest - demand) / self.ref_demand_kwh
-        mean = float(self.net_mean[0])
         delta = net - mean
         mean = mean + delta / float(t0 + 1)
-        self.net_mean[0] = mean
-        self.net_m2[0] = float(self.net_m2[0]) + delta * (net - mean)
-        self.t[0] = t0 + 1
-        return (harvest, demand, aux, waste, loss, storage, e - s, e - s, n_correct, 0, value)
+        m2 = m2 + delta * (net - mean)
+        self.single_state = (t0 + 1, storage, harvest, demand, aux, waste, mean, m2)
+        n_arr = k - start[t0]
+        return (harvest, demand, aux, waste, loss, storage, n_arr, n_arr, sum(correct), 0,
+                value)
 
     def _ledger_scalar(self, s: float, h: float, d: float) -> tuple[float, float, float, float]:
         """:meth:`_ledger` on Python floats, operation for operation (np.maximum(a, b) is
@@ -650,3 +732,18 @@ def _sum_columns(x: np.ndarray) -> np.ndarray:
     for k in range(1, x.shape[1]):
         total = total + x[:, k]
     return total
+
+
+def mixture_cum_weights(rows: list[list[float]]) -> list[tuple[list[float], float]]:
+    """Running sums of mixture weight rows on Python floats, for ``FleetCore.step_single``.
+
+    For each row of non-negative weights ``w`` (positive sum): ``(cum, total)`` with
+    ``cum[q] = w[0] + ... + w[q]`` for q < J - 1 and ``total = w[0] + ... + w[J-1]``, summed
+    left to right as the batched step sums them. A task with assignment quantile u goes to
+    configuration ``bisect_right(cum, u * total)``.
+    """
+    out = []
+    for w in rows:
+        cum = list(accumulate(w))
+        out.append((cum, cum.pop()))
+    return out

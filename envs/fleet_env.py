@@ -18,7 +18,7 @@ from envs.spaces import (
     action_space,
     observation_names,
     observation_space,
-    single_action_mixture,
+    SingleActionMap,
     validate_action,
 )
 
@@ -155,8 +155,12 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
         self.observation_names = observation_names(self.config)
         self.reward_weights = reward_weights(self.core)
         self._discrete = self.config.action_type == "discrete"
+        self._realistic = isinstance(self.core, RealisticCore)
+        self._horizon = self.config.horizon
+        self._s0 = self.config.initial_storage_kwh
+        self._action_map = SingleActionMap(self.config, self.action_space)
         self._last: dict[str, Any] | None = None
-        self._history = np.zeros((3, self.config.horizon))  # harvest, demand, storage [kWh]
+        self._history: list[tuple[float, float, float]] = []  # harvest, demand, storage [kWh]
         self._needs_reset = True
 
     # ------------------------------------------------------------------ API
@@ -166,36 +170,35 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
         arrivals_rng, harvest_rng, tasks_rng = self.np_random.spawn(3)
         self.core.reset_copy(0, arrivals_rng, harvest_rng, tasks_rng)
         self._last = None
-        self._history.fill(0.0)
+        self._history = []
         self._needs_reset = False
         return self.observer.observe_single(), reset_info(float(self.core.storage[0]))
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._needs_reset:
             raise RuntimeError("call reset() before step() (and after an episode ends)")
-        if isinstance(self.core, RealisticCore):  # queue / forecast (envs.realistic)
-            res = self.core.step_action(
+        core = self.core
+        if self._realistic:  # queue / forecast (envs.realistic)
+            res = core.step_action(
                 validate_queued_action(self.config, action, self.action_space))
             out = res.single(0)
         elif self._discrete:  # B = 1 fast path of the core (bit-identical to FleetCore.step)
             a = validate_action(self.config, action, self.action_space)
-            out = self.core.step_single(config=int(a[0]))
+            out = core.step_single(config=int(a[0]))
         else:
-            out = self.core.step_single(
-                mixture=single_action_mixture(self.config, action, self.action_space))
-        t = int(self.core.t[0])
-        reward, truncated, info = single_slot(out, t, self.config.horizon,
-                                              self.config.initial_storage_kwh,
+            out = core.step_single(cum_weights=self._action_map(action))
+        state = core.single_state
+        t = state[0] if state is not None else int(core.t[0])
+        reward, truncated, info = single_slot(out, t, self._horizon, self._s0,
                                               self.reward_weights, self._queued())
-        hist = self._history
-        hist[0, t - 1] = out[0]  # harvest, demand, storage [kWh]
-        hist[1, t - 1] = out[1]
-        hist[2, t - 1] = out[5]
+        self._history.append((out[0], out[1], out[5]))  # harvest, demand, storage [kWh]
         self._needs_reset = truncated
         self._last = info
         return self.observer.observe_single(), reward, False, truncated, info
 
     def _queued(self) -> int:
+        if not self._realistic:
+            return 0
         queue = getattr(self.core, "queue_len", None)
         return 0 if queue is None else int(queue[0].sum())
 
@@ -232,7 +235,7 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
         h, w = 160, 320
         img = np.full((h, w, 3), 255, dtype=np.uint8)
         t = int(self.core.t[0])
-        hist = self._history[:, max(0, t - 96):t]
+        hist = np.array(self._history[max(0, t - 96):t]).reshape(-1, 3).T
         if hist.shape[1]:
             scale = max(float(hist[:2].max()), 1e-12)
             cols = np.linspace(0, w - 40, hist.shape[1] + 1).astype(int)

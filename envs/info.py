@@ -77,10 +77,22 @@ def single_slot(out: tuple, t: int, horizon: int, initial_storage_kwh: float,
     """
     harvest, demand, aux, waste, loss, storage, arrived, served, correct, dropped, value = out
     truncated = t >= horizon
-    terms = slot_terms(initial_storage_kwh, value, aux, waste, storage, truncated, dropped)
-    info = slot_info(harvest, demand, aux, waste, loss, storage, arrived, served, correct,
-                     dropped, queued, t, terms)
-    return combine_scalar(weights, terms), truncated, info
+    if truncated:
+        terms = slot_terms(initial_storage_kwh, value, aux, waste, storage, truncated, dropped)
+        reward = combine_scalar(weights, terms)
+    else:  # slot_terms and combine_scalar written out (same values, same order)
+        terms = {"value_correct": value, "aux_kwh": aux, "waste_kwh": waste,
+                 "leftover_kwh": 0.0, "dropped": float(dropped)}
+        reward = 0.0 + weights["value_correct"] * value
+        reward = reward + weights["aux_kwh"] * aux
+        reward = reward + weights["waste_kwh"] * waste
+        reward = reward + weights["leftover_kwh"] * 0.0
+        reward = reward + weights["dropped"] * float(dropped)
+    info = {"harvest_kwh": harvest, "demand_kwh": demand, "aux_kwh": aux, "waste_kwh": waste,
+            "loss_kwh": loss, "storage_kwh": storage, "arrived": arrived, "served": served,
+            "correct": correct, "dropped": dropped, "queued": queued, "t": t,
+            "reward_terms": terms}
+    return reward, truncated, info
 
 
 def batch_one(info: dict[str, Any]) -> dict[str, Any]:

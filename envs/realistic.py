@@ -214,7 +214,7 @@ class RealisticCore(FleetCore):
                              f"and {len(rngs)}")
         for b, rng3 in zip(copies, rngs):
             super().reset_copies([b], [rng3])
-            self._table = None  # the B = 1 fast path assumes no queue, caps or forecast
+            self._single = None  # the B = 1 fast path assumes no queue, caps or forecast
             if self.A != self._done_A:  # the task buffers grew: grow the served/dropped flags
                 old = self.done
                 self.done = np.zeros((self.B, self.T + self.W - 1, self.A), dtype=bool)
@@ -264,9 +264,9 @@ class RealisticCore(FleetCore):
         if not self.queued:
             if discrete:
                 return self.step(configs=np.asarray(actions).reshape(-1))
-            from envs.spaces import action_to_mixture  # local: spaces imports gymnasium
+            from envs.spaces import action_weights  # local: spaces imports gymnasium
 
-            return self.step(mixtures=action_to_mixture(cfg, actions))
+            return self.step(mixtures=action_weights(cfg, actions))
         if discrete:
             configs, defer = decode_discrete(cfg, actions)
             return self.step(configs=configs, defer=defer)

@@ -8,12 +8,13 @@ core's state (:func:`observe`). Action: a float32 Box in [-1, 1] with one weight
 from __future__ import annotations
 
 import math
+from itertools import accumulate
 
 import numpy as np
 from gymnasium import spaces
 
 from envs.config import FleetConfig
-from envs.dynamics import FleetCore
+from envs.dynamics import FleetCore, mixture_cum_weights
 from envs.realistic import extra_feature_names, extra_features, queued_action_dim
 
 #: Slots of reference demand that make the soft scale of an unbounded store (1 hour at 5 min).
@@ -74,21 +75,28 @@ def mixture_to_action(mixture: np.ndarray) -> np.ndarray:
     return (2.0 * w - 1.0).reshape(*pi.shape[:-2], -1).astype(np.float32)
 
 
+def action_weights(config: FleetConfig, actions: np.ndarray) -> np.ndarray:
+    """Mixture weights (B, C, J) of a batch of continuous actions (B, C*J) in [-1, 1].
+
+    Weight ``a + 1`` per (class, configuration), not normalised (the core normalises each
+    class's row, see ``FleetCore.step``); a class whose entries are all -1 gets equal weights.
+    """
+    a = np.asarray(actions, dtype=np.float64)
+    w = a.reshape(a.shape[0], config.n_classes, config.n_configs) + 1.0
+    empty = np.maximum.reduce(w, axis=-1) <= 0.0
+    if empty.any():
+        w[empty] = 1.0
+    return w
+
+
 def action_to_mixture(config: FleetConfig, actions: np.ndarray) -> np.ndarray:
     """Map a batch of continuous actions (B, C*J) in [-1, 1] to mixtures (B, C, J).
 
     Weight w = (a + 1) / 2 per (class, configuration), normalised per class; a class whose
     weights are all zero (every entry -1) is split uniformly over configurations.
     """
-    a = np.asarray(actions, dtype=np.float64)
-    w = a.reshape(a.shape[0], config.n_classes, config.n_configs) + 1.0
-    w *= 0.5
-    s = np.add.reduce(w, axis=-1, keepdims=True)
-    if np.minimum.reduce(s, axis=None) <= 0.0:
-        empty = s <= 0.0
-        w = np.where(empty, 1.0, w)
-        s = np.where(empty, float(config.n_configs), s)
-    return w / s
+    w = action_weights(config, actions)
+    return w / w.sum(axis=-1, keepdims=True)
 
 
 def validate_action(config: FleetConfig, action: object, space: spaces.Space) -> np.ndarray:
@@ -117,32 +125,52 @@ def validate_action(config: FleetConfig, action: object, space: spaces.Space) ->
     return a[None, :]
 
 
-def single_action_mixture(config: FleetConfig, action: object, space: spaces.Space
-                          ) -> np.ndarray:
-    """Validate one continuous action and map it to its mixture (C, J) in one pass.
+class SingleActionMap:
+    """Validates one continuous action and returns the running sums of its weights per class.
 
-    The fast path of ``action_to_mixture(config, validate_action(config, action, space))[0]``
-    (same checks, same errors, bit-identical mixture).
+    The fast path of ``mixture_cum_weights(action_weights(config, validate_action(...))[0])``
+    on Python floats (same checks, same errors, bit-identical sums), for
+    ``FleetCore.step_single(cum_weights=...)``. Call it with the action.
     """
-    a = np.asarray(action, dtype=np.float64)
-    if a.shape != space.shape:
-        raise ValueError(f"action must have shape {space.shape} (classes x configurations), "
-                         f"got shape {a.shape}")
-    w = a.reshape(len(config.class_names), -1) + 1.0  # (C, J)
-    w *= 0.5
-    s = np.add.reduce(w, axis=-1, keepdims=True)
-    # Range check on Python floats (cheaper than numpy reductions on 1-D actions this small).
-    # min/max may skip a NaN, but a NaN entry makes its class sum NaN, which fails 0 <= x.
-    flat = a.ravel().tolist()
-    sums = s.ravel().tolist()
-    if not (min(flat) >= -1.0 and max(flat) <= 1.0 and all(0.0 <= x for x in sums)):
-        raise ValueError(f"action entries must be finite and in [-1, 1], got min {a.min()!r}, "
-                         f"max {a.max()!r}")
-    if min(sums) <= 0.0:
-        empty = s <= 0.0
-        w = np.where(empty, 1.0, w)
-        s = np.where(empty, float(w.shape[1]), s)
-    return w / s
+
+    def __init__(self, config: FleetConfig, space: spaces.Space) -> None:
+        self.shape = space.shape
+        self.n_configs = config.n_configs
+        self.uniform = mixture_cum_weights([[1.0] * self.n_configs])[0]
+
+    def __call__(self, action: object) -> list[tuple[list[float], float]]:
+        if type(action) is np.ndarray and action.shape == self.shape and \
+                action.dtype.kind == "f":
+            flat = action.tolist()
+        else:
+            a = np.asarray(action, dtype=np.float64)
+            if a.shape != self.shape:
+                raise ValueError(f"action must have shape {self.shape} (classes x "
+                                 f"configurations), got shape {a.shape}")
+            flat = a.ravel().tolist()
+        J = self.n_configs
+        if min(flat) >= -1.0 and max(flat) <= 1.0:
+            out = []
+            for c in range(0, len(flat), J):
+                cum = list(accumulate([x + 1.0 for x in flat[c:c + J]]))
+                total = cum.pop()
+                if total > 0.0:
+                    out.append((cum, total))
+                elif total == 0.0:  # every entry -1: equal weights
+                    out.append(self.uniform)
+                else:  # NaN (min and max may skip a NaN; a NaN makes its class sum NaN)
+                    break
+            else:
+                return out
+        a = np.asarray(flat)  # min and max are NaN if an entry is NaN
+        raise ValueError(f"action entries must be finite and in [-1, 1], got min "
+                         f"{float(a.min())!r}, max {float(a.max())!r}")
+
+
+def single_action_cum_weights(config: FleetConfig, action: object, space: spaces.Space
+                              ) -> list[tuple[list[float], float]]:
+    """:class:`SingleActionMap` of one action (see there)."""
+    return SingleActionMap(config, space)(action)
 
 
 class Observer:
@@ -161,9 +189,12 @@ class Observer:
         self.n_c = cfg.n_classes
         self.n_extra = len(extra_feature_names(cfg))
         self.dim = 10 + self.n_c + self.n_extra
-        #: Slot of the day at which each copy's episode starts (traces may shift it).
+        #: Slot of the day at which each copy's episode starts (the single-copy path reads it
+        #: when an episode starts, t = 0).
         self.start_slot = np.full(core.B, cfg.trace_start_hour * 60.0 / cfg.slot_minutes)
         self._inv_rates = self.inv_rates.tolist()
+        #: Store feature of observe_single: 1 = S / S_max, 2 = S / (S + s_ref), 0 = none.
+        self._store_mode = 2 if math.isinf(self.s_max) else (1 if self.s_max > 0 else 0)
         self._clock_start: float | None = None
         self._clock: tuple[list[float], list[float]] = ([], [])
 
@@ -204,29 +235,41 @@ class Observer:
         if self.n_extra:  # queue lengths, forecasts: the generic path
             return self.observe()[0]
         core = self.core
-        t = int(core.t[0])
-        start = float(self.start_slot[0])
+        state = core.single_state  # the state as Python floats after a fast-path step
+        if state is not None:
+            t, s, harvest, demand, aux, waste, mean, m2 = state
+        else:
+            t = int(core.t[0])
+            s, harvest, demand = float(core.storage[0]), float(core.last_harvest[0]), \
+                float(core.last_demand[0])
+            aux, waste = float(core.last_aux[0]), float(core.last_waste[0])
+            mean, m2 = float(core.net_mean[0]), float(core.net_m2[0])
+        start = self._clock_start
+        if t == 0 or start is None:  # a new episode may start at another time of day
+            start = float(self.start_slot[0])
         if start != self._clock_start:
             phase = 2.0 * math.pi * (np.arange(core.T + 1) + start) / self.slots_per_day
             self._clock = (np.sin(phase).tolist(), np.cos(phase).tolist())
             self._clock_start = start
-        s = float(core.storage[0])
-        if math.isinf(self.s_max):
-            store = s / (s + self.s_ref)
-        elif self.s_max > 0:
+        if self._store_mode == 1:
             store = s / self.s_max
+        elif self._store_mode == 2:
+            store = s / (s + self.s_ref)
         else:
             store = 0.0
-        arr = core.arrivals[0, t if t < core.T else core.T - 1].tolist()
+        single = core._single  # per-slot arrivals as lists (B = 1 fast path)
+        arr = (single[2][t] if single is not None and t < core.T
+               else core.arrivals[0, t if t < core.T else core.T - 1].tolist())
+        ir = self._inv_rates
         n = float(t if t > 1 else 1)
-        var = float(core.net_m2[0]) / n
+        var = m2 / n
+        d_ref = self.d_ref
         return np.array(
-            [store, float(core.last_harvest[0]) / self.h_ref,
-             float(core.last_demand[0]) / self.d_ref, float(core.last_aux[0]) / self.d_ref,
-             float(core.last_waste[0]) / self.d_ref,
-             *[x * r for x, r in zip(arr, self._inv_rates)],
-             self._clock[0][t], self._clock[1][t], t / core.T, float(core.net_mean[0]),
+            [store, harvest / self.h_ref, demand / d_ref, aux / d_ref, waste / d_ref,
+             *[x * r for x, r in zip(arr, ir)],
+             self._clock[0][t], self._clock[1][t], t / core.T, mean,
              math.sqrt(var if var > 0.0 else 0.0)], dtype=np.float32)
+
 
 def serve_action(config: FleetConfig, mixture: np.ndarray) -> np.ndarray:
     """Continuous action that serves every task now with a mixture (C, J), for any env.

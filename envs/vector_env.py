@@ -32,7 +32,7 @@ from envs.config import FleetConfig, resolve_config
 from envs.realistic import RealisticCore, make_core
 from envs.info import FLOAT_KEYS, INT_KEYS, batch_one, batched_info, single_slot
 from envs.reward import REWARD_TERMS, combine, reward_terms, reward_weights
-from envs.spaces import Observer, action_space, action_to_mixture, observation_space
+from envs.spaces import Observer, action_space, action_weights, observation_space
 
 #: Per-copy state arrays of :class:`FleetCore` that a step changes (restored for copies that
 #: are reset, not stepped, in a NEXT_STEP autoreset while other copies step).
@@ -247,7 +247,7 @@ class FleetVectorEnv(VectorEnv):
             if self._discrete:
                 out = core.step_single(config=int(a[0]))
             else:
-                out = core.step_single(mixture=action_to_mixture(self.config, a)[0])
+                out = core.step_single(mixture=action_weights(self.config, a)[0])
             reward, trunc, info1 = single_slot(out, int(core.t[0]), self.config.horizon,
                                                self.config.initial_storage_kwh,
                                                self.reward_weights)
@@ -258,7 +258,7 @@ class FleetVectorEnv(VectorEnv):
         if self._discrete:
             res = core.step(configs=a)
         else:
-            res = core.step(mixtures=action_to_mixture(self.config, a))
+            res = core.step(mixtures=action_weights(self.config, a))
         trunc = core.t >= self.config.horizon
         terms = reward_terms(core, res, trunc)
         reward = combine(self.reward_weights, terms)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from envs.config import resolve_config
-from envs.dynamics import FleetCore
+from envs.dynamics import FleetCore, mixture_cum_weights
 from envs.reward import combine, combine_scalar, reward_terms, reward_weights, slot_terms
 from envs.spaces import Observer, action_to_mixture
 
@@ -83,18 +83,20 @@ def test_single_copy_fast_path_equals_generic_step(name: str, kind: str) -> None
             fast.step_single(config=0)
 
 
-def test_single_copy_fallback_without_table() -> None:
-    """Above the table size limit step_single routes through step, same results."""
+def test_single_copy_fallback_without_lists() -> None:
+    """Above the size limit of the fast path step_single routes through step, same results."""
     cfg = CONFIGS["critical"]
     small, ref = FleetCore(cfg, 1), FleetCore(cfg, 1)
-    small.SINGLE_TABLE_MAX = 10
+    small.SINGLE_LIST_MAX = 10
     _reset(small, 3)
     _reset(ref, 3)
-    assert small._table is None and ref._table is not None
+    assert small._single is None and ref._single is not None
     rng = np.random.default_rng(0)
     for _ in range(10):
         mix = _random_mixtures(rng, cfg, 1)[0]
         assert small.step_single(mixture=mix) == ref.step_single(mixture=mix)
+    with pytest.raises(ValueError, match="fast path"):
+        small.step_single(cum_weights=[([0.5] * 8, 4.5)] * 3)
 
 
 @pytest.mark.parametrize("name", ["critical", "lossy-idle", "one-config"])
@@ -140,8 +142,11 @@ def test_batched_copy_equals_single_core() -> None:
                 assert _same(getattr(res, f)[i], getattr(r1, f)[0]), (k, i, f)
 
 
-def test_single_action_mixture_equals_generic_mapping() -> None:
-    from envs.spaces import action_space, single_action_mixture, validate_action
+def test_single_action_cum_weights_equal_generic_mapping() -> None:
+    """The Python-float action map gives the running sums the batched step uses (of the
+    weights of action_weights), bit for bit, and the same errors."""
+    from envs.spaces import action_space, action_weights, single_action_cum_weights, \
+        validate_action
 
     cfg = CONFIGS["critical"]
     space = action_space(cfg)
@@ -149,12 +154,19 @@ def test_single_action_mixture_equals_generic_mapping() -> None:
     for k in range(200):
         a = rng.uniform(-1, 1, space.shape).astype(np.float32 if k % 2 else np.float64)
         a[rng.random(a.shape) < (k % 5) / 4] = -1.0  # from dense to all -1 (uniform rows)
-        ref = action_to_mixture(cfg, validate_action(cfg, a, space))[0]
-        assert _same(single_action_mixture(cfg, a, space), ref)
+        w = action_weights(cfg, validate_action(cfg, a, space))[0]
+        ref = FleetCore._cum_weights(w).T  # (C, J)
+        got = single_action_cum_weights(cfg, a if k % 3 else a.tolist(), space)
+        assert _same(np.array([[*cum, total] for cum, total in got]), ref)
+        assert got == mixture_cum_weights(w.tolist())
     for bad, msg in ((np.zeros(5), "shape"), (np.full(space.shape, np.nan), r"\[-1, 1\]"),
                      (np.full(space.shape, 1.0 + 1e-12), r"\[-1, 1\]")):
         with pytest.raises(ValueError, match=msg):
-            single_action_mixture(cfg, bad, space)
+            single_action_cum_weights(cfg, bad, space)
+    one_nan = np.zeros(space.shape)
+    one_nan[4] = np.nan  # hidden from min/max by its position; caught by its class sum
+    with pytest.raises(ValueError, match="nan"):
+        single_action_cum_weights(cfg, one_nan, space)
 
 
 def test_reset_copies_equals_one_by_one() -> None:
@@ -201,13 +213,14 @@ def test_step_draws_equal_searchsorted_definition(name: str) -> None:
 
 
 def test_observe_single_with_shifted_clock() -> None:
-    """The single-copy observation follows a shifted start of day (start_slot) exactly."""
+    """The single-copy observation follows a shifted start of day (start_slot, read at the
+    start of each episode) exactly."""
     cfg = CONFIGS["critical"]
     core = FleetCore(cfg, 1)
     obs = Observer(core)
-    _reset(core, 0)
-    for start in (0.0, 37.0, 101.5, 0.0):
+    for episode, start in enumerate((0.0, 37.0, 101.5, 0.0)):
         obs.start_slot[:] = start
+        _reset(core, episode)
         for _ in range(3):
             assert _same(obs.observe_single(), obs.observe()[0])
             core.step_single(config=4)

@@ -156,6 +156,13 @@ class FleetCore:
         self.solvable = self.tables.solvable  # (M, C)
         self._solv_flat = self.solvable.ravel()
         self._solvable_by_class = np.ascontiguousarray(self.solvable.T)  # (C, M)
+        # Solvability threshold of each (configuration j, class c) at index j * C + c, as the
+        # smallest float32 >= the float64 value: for float32 quantiles u, u < s32 iff u < s.
+        solv_jc = self.solvable[self.model_of].ravel()
+        s32 = solv_jc.astype(np.float32)
+        low = s32.astype(np.float64) < solv_jc
+        s32[low] = np.nextafter(s32[low], np.float32(np.inf))
+        self._solv32_jc = s32
         self.omega = config.step_tokens
         self.s_max = float(config.storage_kwh)
         self.eta_c = float(config.charge_efficiency)
@@ -197,14 +204,23 @@ class FleetCore:
 
     # ------------------------------------------------------------------ buffers
     def _alloc(self, a: int) -> None:
+        """Task buffers for up to ``a`` tasks per slot.
+
+        Stored slot-major, shape (T, B, a[, M]), so that a step reads one contiguous block
+        per slot; ``cls``, ``u_solve``, ``u_assign`` and ``steps`` are (B, T, a[, M]) views.
+        """
         B, T = self.B, self.T
-        self.cls = np.full((B, T, a), self.C, dtype=np.int8 if self.C < 127 else np.int16)
-        self.u_solve = np.zeros((B, T, a), dtype=np.float32)
-        self.u_assign = np.zeros((B, T, a), dtype=np.float32)
-        self.steps = np.zeros((B, T, a, self.M), dtype=self._k_dtype)
+        self._cls_tm = np.full((T, B, a), self.C, dtype=np.int8 if self.C < 127 else np.int16)
+        self._us_tm = np.zeros((T, B, a), dtype=np.float32)
+        self._ua_tm = np.zeros((T, B, a), dtype=np.float32)
+        self._steps_tm = np.zeros((T, B, a, self.M), dtype=self._k_dtype)
+        self.cls = self._cls_tm.transpose(1, 0, 2)
+        self.u_solve = self._us_tm.transpose(1, 0, 2)
+        self.u_assign = self._ua_tm.transpose(1, 0, 2)
+        self.steps = self._steps_tm.transpose(1, 0, 2, 3)
         self._acols = np.arange(a)
-        # Flat index into ``steps`` of (copy b, slot 0, task slot p, model 0), shape (B, a).
-        self._steps_base = (np.arange(B)[:, None] * (T * a) + self._acols) * self.M
+        # Flat index into one slot's steps block (B, a, M) of (copy b, task slot p, model 0).
+        self._steps_base = (np.arange(B)[:, None] * a + self._acols) * self.M
 
     def _grow(self, a: int) -> None:
         old = (self.cls, self.u_solve, self.u_assign, self.steps)
@@ -335,16 +351,16 @@ class FleetCore:
             rows_sel: slice | np.ndarray = slice(int(rows[0]), int(rows[0]) + R)
         else:
             rows_sel = rows
-        # Flat index of each task's slot in the (B, T, A) buffers (1-D scatters are fast).
-        flat_pos = (np.repeat(rows, per_slot.sum(axis=1)) * T + slot) * self.A + pos
+        # Flat index of each task's slot in the (T, B, A) buffers (1-D scatters are fast).
+        flat_pos = (slot * self.B + np.repeat(rows, per_slot.sum(axis=1))) * self.A + pos
         # Only ``cls`` is cleared: a task slot holding class C is padding, and no reader uses
         # the latents or step counts of padding (the step masks them out), so those buffers
         # keep stale values there instead of being rewritten every reset.
         self.cls[rows_sel] = C
-        self.cls.reshape(-1)[flat_pos] = cls
-        self.u_solve.reshape(-1)[flat_pos] = lat[:, 1]
-        self.u_assign.reshape(-1)[flat_pos] = lat[:, 2]
-        steps_flat = self.steps.reshape(-1)
+        self._cls_tm.reshape(-1)[flat_pos] = cls
+        self._us_tm.reshape(-1)[flat_pos] = lat[:, 1]
+        self._ua_tm.reshape(-1)[flat_pos] = lat[:, 2]
+        steps_flat = self._steps_tm.reshape(-1)
         flat_pos *= self.M
         for m in range(self.M):
             steps_flat[flat_pos + m] = steps[:, m]
@@ -395,22 +411,6 @@ class FleetCore:
             np.add(cum[q - 1], w[:, q], out=cum[q])
         return cum
 
-    def _outcome(self, k: np.ndarray, u_solve: np.ndarray, cls: np.ndarray, i: np.ndarray,
-                 budget: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Tokens run (int64) and correctness (bool) of tasks (broadcast arrays).
-
-        Args:
-            k: Step count of each task under its model [steps].
-            u_solve: Solvability quantile of each task.
-            cls: Class index of each task (clipped to a valid class).
-            i: Model index of each task.
-            budget: Token budget of each task's configuration [tokens].
-        """
-        step_tok = np.multiply(k, self.omega, dtype=np.int64)
-        solvable = self._solv_flat.take(i * self.C + cls)
-        finished = (np.asarray(u_solve, dtype=np.float64) < solvable) & (step_tok <= budget)
-        return np.where(finished, step_tok, budget), finished
-
     def step(self, mixtures: np.ndarray | None = None, configs: np.ndarray | None = None
              ) -> SlotResult:
         """Advance every copy by one slot.
@@ -428,28 +428,32 @@ class FleetCore:
         """
         t, B, C = self.t, self.B, self.C
         t0 = int(t[0])
+        t_now = None  # each copy's slot, when they differ
         if B == 1 or bool((t == t0).all()):
             # All copies in the same slot: basic slicing (views), no gathers.
             if t0 >= self.T:
                 raise RuntimeError("an episode has ended (t == horizon); reset the copy first")
             n_now = self.n_slot[:, t0]
             a = int(n_now.max())
-            cls_raw = self.cls[:, t0, :a]
-            u_solve = self.u_solve[:, t0, :a]
+            cls_raw = self._cls_tm[t0, :, :a]
+            u_solve = self._us_tm[t0, :, :a]
             harvest = self.harvest[:, t0].copy()
-            u_assign = self.u_assign[:, t0, :a] if configs is None else None
-            k_base = self._steps_base[:, :a] + t0 * self.A * self.M
+            u_assign = self._ua_tm[t0, :, :a] if configs is None else None
+            steps_flat = self._steps_tm[t0].reshape(-1)  # the slot's block (B, A, M)
+            k_base = self._steps_base[:, :a]
         else:
             if np.any(t >= self.T):
                 raise RuntimeError("an episode has ended (t == horizon); reset the copy first")
             rows = self._rows
+            t_now = t
             n_now = self.n_slot[rows, t]
             a = int(n_now.max())
             cls_raw = self.cls[rows, t, :a]
             u_solve = self.u_solve[rows, t, :a]
             harvest = self.harvest[rows, t]
             u_assign = self.u_assign[rows, t, :a] if configs is None else None
-            k_base = self._steps_base[:, :a] + (t * (self.A * self.M))[:, None]
+            steps_flat = self._steps_tm.reshape(-1)
+            k_base = self._steps_base[:, :a] + (t * (self.B * self.A * self.M))[:, None]
         # Task slots beyond the slot's arrivals hold class C (padding): no tokens, not correct.
         cls = np.minimum(cls_raw, C - 1)
         J, M = self.J, self.M
@@ -457,6 +461,7 @@ class FleetCore:
             j_b = np.asarray(configs, dtype=np.intp)
             i = self.model_of[j_b][:, None]
             budget = self.budget_of[j_b][:, None]
+            jc = j_b[:, None] * C + cls
         else:
             # Running sums of the weights, (J, B*C), laid out so that gathering them for
             # every task is one take and the count over j one reduction.
@@ -470,8 +475,15 @@ class FleetCore:
                 j = np.add.reduce(above, axis=0)
             i = self.model_of.take(j)
             budget = self.budget_of.take(j)
-        k = self.steps.reshape(-1).take(k_base + i)  # steps[b, t_b, p, i]: one flat take
-        tokens, finished = self._outcome(k, u_solve, cls, i, budget)
+            jc = j.astype(np.intp)
+            jc *= C
+            jc += cls
+        k = steps_flat.take(k_base + i)  # steps[b, t_b, p, i]: one flat take
+        # Correct iff solvable by the model (u_solve < s) and k * omega <= budget; it then
+        # runs k * omega tokens, else the budget.
+        step_tok = np.multiply(k, self.omega, dtype=np.int64)
+        finished = (u_solve < self._solv32_jc.take(jc)) & (step_tok <= budget)
+        tokens = np.where(finished, step_tok, budget)
         valid = cls_raw < C
         tokens *= valid
         correct = finished & valid
@@ -486,10 +498,14 @@ class FleetCore:
         # Sequential sums over models and classes, in the order of a loop from 0.
         energy_j = _sum_columns(tokens_by_model * self.j_per_token)
         demand = self.idle_kwh + energy_j / J_PER_KWH
-        # Padding slots hold class C (index of the next copy's class 0) but weigh 0.
-        correct_by_class = np.bincount(
-            (self._rows2 * C + cls_raw).ravel(), weights=correct.ravel(), minlength=B * C + 1
-        )[:B * C].astype(np.int64).reshape(B, C)
+        # A slot's tasks are in class order: correct answers per class are differences of
+        # the running count at the class boundaries.
+        ends = np.cumsum(self.arrivals[self._rows, t_now] if t_now is not None
+                         else self.arrivals[:, t0], axis=1)  # (B, C)
+        running = np.zeros((B, a + 1), dtype=np.int64)  # correct answers among the first p
+        np.cumsum(correct, axis=1, out=running[:, 1:])
+        upto = np.take_along_axis(running, ends, axis=1)  # (B, C)
+        correct_by_class = np.diff(upto, axis=1, prepend=0)
         value = _sum_columns(correct_by_class * self.values)
         arrived = n_now.copy()
 

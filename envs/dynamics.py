@@ -395,21 +395,51 @@ class FleetCore:
         cls = self.cls[rows, t].astype(np.intp)
         np.minimum(cls, self.C - 1, out=cls)
         B, C, J = self.B, self.C, self.J
-        cum = self._cum_weights(np.asarray(mixtures, dtype=np.float64).reshape(B * C, J))
-        idx = rows[:, None] * C + cls  # (B, A): row of the task's class in ``cum``
-        ut = self.u_assign[rows, t].astype(np.float64) * cum[J - 1].take(idx)
-        return (ut[..., None] >= np.moveaxis(cum[:J - 1].take(idx, axis=1), 0, -1)).sum(axis=-1)
+        thr = self._thresholds32(np.asarray(mixtures, dtype=np.float64).reshape(B * C, J))
+        idx = rows[:, None] * C + cls  # (B, A): row of the task's class in ``thr``
+        return self._count_at_or_below(self.u_assign[rows, t], thr.take(idx, axis=0))
 
     @staticmethod
-    def _cum_weights(w: np.ndarray) -> np.ndarray:
-        """Running sums of weight rows w (R, J) along j, shape (J, R), summed left to right
-        (the sums :func:`mixture_cum_weights` makes); row J - 1 holds the totals."""
+    def _thresholds(w: np.ndarray) -> np.ndarray:
+        """Assignment thresholds of weight rows w (R, J), shape (J - 1, R), float64: the
+        running sums of each row (left to right) divided by its total, as
+        :func:`mixture_thresholds` computes them."""
         J = w.shape[1]
         cum = np.empty((J, w.shape[0]))
         cum[0] = w[:, 0]
         for q in range(1, J):
             np.add(cum[q - 1], w[:, q], out=cum[q])
-        return cum
+        return np.divide(cum[:J - 1], cum[J - 1], out=cum[:J - 1])
+
+    @classmethod
+    def _thresholds32(cls, w: np.ndarray) -> np.ndarray:
+        """:meth:`_thresholds` as rows (R, P) of float32, P = J - 1 rounded up to a multiple
+        of 8 (padded with +inf): each value is the smallest float32 >= the float64
+        threshold t, so for a float32 quantile u, ``u >= t32`` iff ``u >= t`` (no float32 lies
+        in [t, t32)). Half the bytes to gather per task, and 8 comparisons fill one uint64.
+        """
+        thr = cls._thresholds(w)  # (J-1, R), values in [0, 1]
+        n_thr, rows = thr.shape
+        out = np.full((rows, -(-n_thr // 8) * 8), np.inf, dtype=np.float32)
+        t32 = out[:, :n_thr]
+        t32[...] = thr.T
+        # Round up where the float32 fell below: for non-negative floats the next float32 up
+        # is the next bit pattern.
+        t32.view(np.int32)[...] += t32 < thr.T
+        return out
+
+    @staticmethod
+    def _count_at_or_below(u: np.ndarray, thr: np.ndarray) -> np.ndarray:
+        """Per task, how many of its thresholds are <= its quantile: u (B, a) float32,
+        thr (B, a, P) float32 with P a multiple of 8; returns (B, a) integers."""
+        shape = u.shape
+        above = np.repeat(u, thr.shape[-1]).reshape(thr.shape) >= thr
+        # Each group of 8 comparisons is one uint64 of 0/1 bytes; multiplying by 0x0101...01
+        # sums the bytes into the top byte.
+        words = above.view(np.uint64).reshape(*shape, -1)
+        words *= np.uint64(0x0101010101010101)
+        words >>= np.uint64(56)
+        return words[..., 0] if words.shape[-1] == 1 else words.sum(axis=-1)
 
     def step(self, mixtures: np.ndarray | None = None, configs: np.ndarray | None = None
              ) -> SlotResult:
@@ -420,10 +450,9 @@ class FleetCore:
         Args:
             mixtures: Non-negative weights, shape (B, C, J), each row with a positive sum: a
                 task of class c goes to configuration j with probability
-                ``mixtures[b, c, j] / mixtures[b, c].sum()``. With ``cum`` the running sums
-                of the row (:func:`mixture_cum_weights`) and ``total = cum[J-1]``, the task's
-                latent assignment quantile u picks the j with
-                ``cum[j-1] <= u * total < cum[j]``.
+                ``mixtures[b, c, j] / mixtures[b, c].sum()``: its latent assignment quantile u
+                picks the j with ``thr[j-1] <= u < thr[j]``, where ``thr`` holds the running
+                sums of the row divided by its total (:func:`mixture_thresholds`).
             configs: Shape (B,), integer: every task of the slot goes to that configuration.
         """
         t, B, C = self.t, self.B, self.C
@@ -463,16 +492,9 @@ class FleetCore:
             budget = self.budget_of[j_b][:, None]
             jc = j_b[:, None] * C + cls
         else:
-            # Running sums of the weights, (J, B*C), laid out so that gathering them for
-            # every task is one take and the count over j one reduction.
-            cum = self._cum_weights(np.asarray(mixtures, dtype=np.float64).reshape(B * C, J))
-            idx = self._rows2 * C + cls
-            thr = np.take(cum[:J - 1], idx, axis=1)  # (J-1, B, a)
-            above = u_assign.astype(np.float64) * cum[J - 1].take(idx) >= thr
-            if J <= 256:  # count in bytes: j <= J - 1 fits
-                j = np.add.reduce(above.view(np.uint8), axis=0, dtype=np.uint8)
-            else:
-                j = np.add.reduce(above, axis=0)
+            # Thresholds as rows (B*C, P): gathering them for every task is one row take.
+            thr32 = self._thresholds32(np.asarray(mixtures, dtype=np.float64).reshape(B * C, J))
+            j = self._count_at_or_below(u_assign, thr32.take(self._rows2 * C + cls, axis=0))
             i = self.model_of.take(j)
             budget = self.budget_of.take(j)
             jc = j.astype(np.intp)
@@ -577,7 +599,7 @@ class FleetCore:
                 d["_" + name][0] = value
 
     def step_single(self, mixture: np.ndarray | None = None, config: int | None = None,
-                    cum_weights: list[tuple[list[float], float]] | None = None
+                    thresholds: list[list[float]] | None = None
                     ) -> tuple[float, ...]:
         """Advance a single copy (B = 1) by one slot; the fast path of :meth:`step`.
 
@@ -587,8 +609,8 @@ class FleetCore:
         Args:
             mixture: Mixture weights per class, shape (C, J), as in :meth:`step`;
             config: Configuration every task of the slot goes to; or
-            cum_weights: Per class, the running sums of the mixture weights and their total
-                (:func:`mixture_cum_weights`).
+            thresholds: Per class, the J - 1 assignment thresholds of the mixture
+                (:func:`mixture_thresholds`).
 
         Returns:
             ``(harvest, demand, aux, waste, loss, storage, arrived, served, correct, dropped,
@@ -599,8 +621,8 @@ class FleetCore:
         must route copies through :meth:`step` (``self._single = None`` does so).
         """
         if self._single is None or self.B != 1:
-            if cum_weights is not None:
-                raise ValueError("cum_weights= needs the single-copy fast path")
+            if thresholds is not None:
+                raise ValueError("thresholds= needs the single-copy fast path")
             res = self.step(mixtures=None if mixture is None else mixture[None],
                             configs=None if config is None else np.array([config]))
             return res.single(0)
@@ -640,12 +662,12 @@ class FleetCore:
                 k += n_c
             n_failed[config] = n_fail
         else:
-            if cum_weights is None:
-                cum_weights = mixture_cum_weights(np.asarray(mixture, dtype=np.float64).tolist())
-            for n_c, (cum, total) in zip(counts_l[t0], cum_weights):
+            if thresholds is None:
+                thresholds = mixture_thresholds(np.asarray(mixture, dtype=np.float64).tolist())
+            for n_c, thr in zip(counts_l[t0], thresholds):
                 n_ok = 0
                 for kk in range(k, k + n_c):
-                    j = bisect_right(cum, u_l[kk] * total)  # = number of cum[q] <= u * total
+                    j = bisect_right(thr, u_l[kk])  # = number of thresholds <= u
                     e = eff_of[j][kk]
                     if e <= max_steps[j]:
                         ok_steps[j] += e
@@ -750,16 +772,17 @@ def _sum_columns(x: np.ndarray) -> np.ndarray:
     return total
 
 
-def mixture_cum_weights(rows: list[list[float]]) -> list[tuple[list[float], float]]:
-    """Running sums of mixture weight rows on Python floats, for ``FleetCore.step_single``.
+def mixture_thresholds(rows: list[list[float]]) -> list[list[float]]:
+    """Assignment thresholds of mixture weight rows, on Python floats.
 
-    For each row of non-negative weights ``w`` (positive sum): ``(cum, total)`` with
-    ``cum[q] = w[0] + ... + w[q]`` for q < J - 1 and ``total = w[0] + ... + w[J-1]``, summed
-    left to right as the batched step sums them. A task with assignment quantile u goes to
-    configuration ``bisect_right(cum, u * total)``.
+    For each row of non-negative weights ``w`` (positive sum), the J - 1 values
+    ``(w[0] + ... + w[q]) / (w[0] + ... + w[J-1])`` for q < J - 1, summed left to right as
+    the batched step sums them. A task with assignment quantile u goes to configuration
+    ``bisect_right(thresholds, u)``.
     """
     out = []
     for w in rows:
         cum = list(accumulate(w))
-        out.append((cum, cum.pop()))
+        total = cum.pop()
+        out.append([x / total for x in cum])
     return out

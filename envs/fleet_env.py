@@ -186,7 +186,7 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
             a = validate_action(self.config, action, self.action_space)
             out = core.step_single(config=int(a[0]))
         else:
-            out = core.step_single(cum_weights=self._action_map(action))
+            out = core.step_single(thresholds=self._action_map(action))
         state = core.single_state
         t = state[0] if state is not None else int(core.t[0])
         reward, truncated, info = single_slot(out, t, self._horizon, self._s0,

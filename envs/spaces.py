@@ -14,7 +14,7 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.config import FleetConfig
-from envs.dynamics import FleetCore, mixture_cum_weights
+from envs.dynamics import FleetCore, mixture_thresholds
 from envs.realistic import extra_feature_names, extra_features, queued_action_dim
 
 #: Slots of reference demand that make the soft scale of an unbounded store (1 hour at 5 min).
@@ -126,19 +126,19 @@ def validate_action(config: FleetConfig, action: object, space: spaces.Space) ->
 
 
 class SingleActionMap:
-    """Validates one continuous action and returns the running sums of its weights per class.
+    """Validates one continuous action and returns its assignment thresholds per class.
 
-    The fast path of ``mixture_cum_weights(action_weights(config, validate_action(...))[0])``
-    on Python floats (same checks, same errors, bit-identical sums), for
-    ``FleetCore.step_single(cum_weights=...)``. Call it with the action.
+    The fast path of ``mixture_thresholds(action_weights(config, validate_action(...))[0])``
+    on Python floats (same checks, same errors, bit-identical thresholds), for
+    ``FleetCore.step_single(thresholds=...)``. Call it with the action.
     """
 
     def __init__(self, config: FleetConfig, space: spaces.Space) -> None:
         self.shape = space.shape
         self.n_configs = config.n_configs
-        self.uniform = mixture_cum_weights([[1.0] * self.n_configs])[0]
+        self.uniform = mixture_thresholds([[1.0] * self.n_configs])[0]
 
-    def __call__(self, action: object) -> list[tuple[list[float], float]]:
+    def __call__(self, action: object) -> list[list[float]]:
         if type(action) is np.ndarray and action.shape == self.shape and \
                 action.dtype.kind == "f":
             flat = action.tolist()
@@ -155,7 +155,7 @@ class SingleActionMap:
                 cum = list(accumulate([x + 1.0 for x in flat[c:c + J]]))
                 total = cum.pop()
                 if total > 0.0:
-                    out.append((cum, total))
+                    out.append([x / total for x in cum])
                 elif total == 0.0:  # every entry -1: equal weights
                     out.append(self.uniform)
                 else:  # NaN (min and max may skip a NaN; a NaN makes its class sum NaN)
@@ -167,8 +167,8 @@ class SingleActionMap:
                          f"{float(a.min())!r}, max {float(a.max())!r}")
 
 
-def single_action_cum_weights(config: FleetConfig, action: object, space: spaces.Space
-                              ) -> list[tuple[list[float], float]]:
+def single_action_thresholds(config: FleetConfig, action: object, space: spaces.Space
+                             ) -> list[list[float]]:
     """:class:`SingleActionMap` of one action (see there)."""
     return SingleActionMap(config, space)(action)
 

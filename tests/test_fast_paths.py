@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from envs.config import resolve_config
-from envs.dynamics import FleetCore, mixture_cum_weights
+from envs.dynamics import FleetCore, mixture_thresholds
 from envs.reward import combine, combine_scalar, reward_terms, reward_weights, slot_terms
 from envs.spaces import Observer, action_to_mixture
 
@@ -19,6 +19,8 @@ CONFIGS = {
                                  idle_power_kw=0.2, initial_storage_kwh=0.01),
     "values": resolve_config("oversupply", horizon=40, storage_kwh=0.03,
                              class_values=(0.3, 1.7, 4.1), arrival_rate=7.5),
+    "many-configs": resolve_config("critical", horizon=20,  # J - 1 = 14: two 8-wide words
+                                   token_budgets=(512, 1024, 4096, 8192, 16384)),
     "one-config": resolve_config("critical", horizon=20, model_names=("m",),
                                  model_params_b=(8.0,), model_j_per_token=(0.2,),
                                  model_step_success=(0.5,), model_skill_coverage=(0.99,),
@@ -96,7 +98,7 @@ def test_single_copy_fallback_without_lists() -> None:
         mix = _random_mixtures(rng, cfg, 1)[0]
         assert small.step_single(mixture=mix) == ref.step_single(mixture=mix)
     with pytest.raises(ValueError, match="fast path"):
-        small.step_single(cum_weights=[([0.5] * 8, 4.5)] * 3)
+        small.step_single(thresholds=[[0.5] * 8] * 3)
 
 
 @pytest.mark.parametrize("name", ["critical", "lossy-idle", "one-config"])
@@ -142,31 +144,40 @@ def test_batched_copy_equals_single_core() -> None:
                 assert _same(getattr(res, f)[i], getattr(r1, f)[0]), (k, i, f)
 
 
-def test_single_action_cum_weights_equal_generic_mapping() -> None:
-    """The Python-float action map gives the running sums the batched step uses (of the
-    weights of action_weights), bit for bit, and the same errors."""
-    from envs.spaces import action_space, action_weights, single_action_cum_weights, \
+def test_single_action_thresholds_equal_generic_mapping() -> None:
+    """The Python-float action map gives the thresholds the batched step uses (running sums
+    of the weights of action_weights over their total), bit for bit, and the same errors;
+    the batched step's float32 thresholds split float32 quantiles exactly as they do."""
+    from envs.spaces import action_space, action_weights, single_action_thresholds, \
         validate_action
 
     cfg = CONFIGS["critical"]
     space = action_space(cfg)
     rng = np.random.default_rng(5)
+    u = np.sort(rng.random(4000, dtype=np.float32))
     for k in range(200):
         a = rng.uniform(-1, 1, space.shape).astype(np.float32 if k % 2 else np.float64)
         a[rng.random(a.shape) < (k % 5) / 4] = -1.0  # from dense to all -1 (uniform rows)
         w = action_weights(cfg, validate_action(cfg, a, space))[0]
-        ref = FleetCore._cum_weights(w).T  # (C, J)
-        got = single_action_cum_weights(cfg, a if k % 3 else a.tolist(), space)
-        assert _same(np.array([[*cum, total] for cum, total in got]), ref)
-        assert got == mixture_cum_weights(w.tolist())
+        ref = FleetCore._thresholds(w).T  # (C, J-1)
+        got = single_action_thresholds(cfg, a if k % 3 else a.tolist(), space)
+        assert _same(np.array(got), ref)
+        assert got == mixture_thresholds(w.tolist())
+        t32 = FleetCore._thresholds32(w)[:, :cfg.n_configs - 1]  # (C, J-1); +inf padding
+        # float32 quantiles on and next to each threshold: same side of both
+        near = np.concatenate([u, ref.ravel().astype(np.float32),
+                               np.nextafter(ref.ravel().astype(np.float32), np.float32(0)),
+                               np.nextafter(ref.ravel().astype(np.float32), np.float32(1))])
+        assert np.array_equal(near[:, None, None] >= t32, near[:, None, None] >= ref)
+        assert np.isinf(FleetCore._thresholds32(w)[:, cfg.n_configs - 1:]).all()
     for bad, msg in ((np.zeros(5), "shape"), (np.full(space.shape, np.nan), r"\[-1, 1\]"),
                      (np.full(space.shape, 1.0 + 1e-12), r"\[-1, 1\]")):
         with pytest.raises(ValueError, match=msg):
-            single_action_cum_weights(cfg, bad, space)
+            single_action_thresholds(cfg, bad, space)
     one_nan = np.zeros(space.shape)
     one_nan[4] = np.nan  # hidden from min/max by its position; caught by its class sum
     with pytest.raises(ValueError, match="nan"):
-        single_action_cum_weights(cfg, one_nan, space)
+        single_action_thresholds(cfg, one_nan, space)
 
 
 def test_reset_copies_equals_one_by_one() -> None:

@@ -201,6 +201,7 @@ class FleetCore:
         #: Most steps within each configuration's budget, and a count above all of them.
         self._max_steps_l = [b // self.omega for b in self._budget_l]
         self._never_steps = max(self._max_steps_l) + 1
+        self._max_budget = max(self._budget_l)
 
     # ------------------------------------------------------------------ buffers
     def _alloc(self, a: int) -> None:
@@ -457,7 +458,6 @@ class FleetCore:
         """
         t, B, C = self.t, self.B, self.C
         t0 = int(t[0])
-        t_now = None  # each copy's slot, when they differ
         if B == 1 or bool((t == t0).all()):
             # All copies in the same slot: basic slicing (views), no gathers.
             if t0 >= self.T:
@@ -474,7 +474,6 @@ class FleetCore:
             if np.any(t >= self.T):
                 raise RuntimeError("an episode has ended (t == horizon); reset the copy first")
             rows = self._rows
-            t_now = t
             n_now = self.n_slot[rows, t]
             a = int(n_now.max())
             cls_raw = self.cls[rows, t, :a]
@@ -513,21 +512,13 @@ class FleetCore:
         if configs is not None:
             tokens_by_model = np.zeros((B, M), dtype=np.int64)
             tokens_by_model[self._rows, i[:, 0]] = tokens.sum(axis=1)
-        else:  # float64 bincount of integer tokens is exact (sums < 2**53)
-            tokens_by_model = np.bincount(
-                (self._rows2 * M + i).ravel(), weights=tokens.ravel(), minlength=B * M
-            ).astype(np.int64).reshape(B, M)
+        else:
+            tokens_by_model = _sums_by_group(tokens, i, M, a * self._max_budget)
         # Sequential sums over models and classes, in the order of a loop from 0.
         energy_j = _sum_columns(tokens_by_model * self.j_per_token)
         demand = self.idle_kwh + energy_j / J_PER_KWH
-        # A slot's tasks are in class order: correct answers per class are differences of
-        # the running count at the class boundaries.
-        ends = np.cumsum(self.arrivals[self._rows, t_now] if t_now is not None
-                         else self.arrivals[:, t0], axis=1)  # (B, C)
-        running = np.zeros((B, a + 1), dtype=np.int64)  # correct answers among the first p
-        np.cumsum(correct, axis=1, out=running[:, 1:])
-        upto = np.take_along_axis(running, ends, axis=1)  # (B, C)
-        correct_by_class = np.diff(upto, axis=1, prepend=0)
+        # Padding slots hold class C and are never correct.
+        correct_by_class = _sums_by_group(correct, cls_raw, C + 1, a)[:, :C]
         value = _sum_columns(correct_by_class * self.values)
         arrived = n_now.copy()
 
@@ -758,6 +749,28 @@ class FleetCore:
         """Running standard deviation of (H - D) / D_ref over the episode so far."""
         n = np.maximum(self.t, 1).astype(np.float64)
         return np.sqrt(np.maximum(self.net_m2 / n, 0.0))
+
+
+def _sums_by_group(x: np.ndarray, group: np.ndarray, n_groups: int, bound: int
+                   ) -> np.ndarray:
+    """Row sums of non-negative integers x (B, a) per group (B, a) in [0, n_groups): (B, n_groups).
+
+    Each row's sums are bit fields of one int64 row sum (x shifted by its group's field) when
+    ``bound``, an upper bound of any row's sum, fits n_groups fields in 63 bits; otherwise a
+    bincount. Exact either way.
+    """
+    width = max(int(bound), 1).bit_length()
+    B = x.shape[0]
+    if width * n_groups <= 63:
+        shift = group.astype(np.int64)
+        shift *= width
+        total = np.add.reduce(np.left_shift(x.astype(np.int64), shift), axis=1)
+        fields = total[:, None] >> (np.arange(n_groups, dtype=np.int64) * width)
+        fields &= (1 << width) - 1
+        return fields
+    rows = np.arange(B)[:, None] * n_groups  # float64 bincount of integers is exact < 2**53
+    return np.bincount((rows + group).ravel(), weights=x.ravel(), minlength=B * n_groups
+                       ).astype(np.int64).reshape(B, n_groups)
 
 
 def _sum_columns(x: np.ndarray) -> np.ndarray:

@@ -235,3 +235,26 @@ def test_observe_single_with_shifted_clock() -> None:
         for _ in range(3):
             assert _same(obs.observe_single(), obs.observe()[0])
             core.step_single(config=4)
+
+
+@pytest.mark.parametrize("n_groups,bound", [(3, 38 * 16384), (4, 40), (3, 2**40)])
+def test_sums_by_group_bit_fields_and_bincount(n_groups: int, bound: int) -> None:
+    """Per-group row sums: the bit-field path (small bounds) and the bincount path (bounds
+    too large for 63 bits) both equal a plain loop, including rows that hit the bound."""
+    from envs.dynamics import _sums_by_group
+
+    rng = np.random.default_rng(3)
+    a = 38
+    per_task = max(1, bound // a)
+    x = rng.integers(0, per_task + 1, (50, a))
+    x[0] = per_task  # a row at the bound
+    group = rng.integers(0, n_groups, (50, a))
+    group[0] = 0
+    want = np.zeros((50, n_groups), dtype=np.int64)
+    for b in range(50):
+        for p in range(a):
+            want[b, group[b, p]] += x[b, p]
+    got = _sums_by_group(x, group, n_groups, bound)
+    assert got.dtype == np.int64 and np.array_equal(got, want)
+    assert np.array_equal(_sums_by_group(x.astype(bool), group, n_groups, a),
+                          _sums_by_group(x.astype(bool), group, n_groups, 2**62))

@@ -215,13 +215,31 @@ class FleetCore:
         self._us_tm = np.zeros((T, B, a), dtype=np.float32)
         self._ua_tm = np.zeros((T, B, a), dtype=np.float32)
         self._steps_tm = np.zeros((T, B, a, self.M), dtype=self._k_dtype)
-        self.cls = self._cls_tm.transpose(1, 0, 2)
-        self.u_solve = self._us_tm.transpose(1, 0, 2)
-        self.u_assign = self._ua_tm.transpose(1, 0, 2)
-        self.steps = self._steps_tm.transpose(1, 0, 2, 3)
         self._acols = np.arange(a)
         # Flat index into one slot's steps block (B, a, M) of (copy b, task slot p, model 0).
         self._steps_base = (np.arange(B)[:, None] * a + self._acols) * self.M
+
+    # (B, T, A[, M]) views of the slot-major task buffers (properties, so that a copy of the
+    # core, e.g. by pickling, keeps them views of its own buffers).
+    @property
+    def cls(self) -> np.ndarray:
+        """Class of each task slot, shape (B, T, A); C marks an empty slot."""
+        return self._cls_tm.transpose(1, 0, 2)
+
+    @property
+    def u_solve(self) -> np.ndarray:
+        """Solvability quantile of each task, shape (B, T, A), float32."""
+        return self._us_tm.transpose(1, 0, 2)
+
+    @property
+    def u_assign(self) -> np.ndarray:
+        """Assignment quantile of each task, shape (B, T, A), float32."""
+        return self._ua_tm.transpose(1, 0, 2)
+
+    @property
+    def steps(self) -> np.ndarray:
+        """Step count of each task under each model, shape (B, T, A, M)."""
+        return self._steps_tm.transpose(1, 0, 2, 3)
 
     def _grow(self, a: int) -> None:
         old = (self.cls, self.u_solve, self.u_assign, self.steps)
@@ -629,29 +647,28 @@ class FleetCore:
         u_l, eff_of, counts_l, start, harvest_l = self._single
         k = start[t0]
         k = start[t0]
-        max_steps = self._max_steps_l
-        J = self.J
-        # Per configuration j: steps of the tasks it answers, and tasks it does not answer
-        # (a task is correct iff its effective steps e <= max_steps[j]; then it runs
-        # e * omega tokens, else the budget).
-        ok_steps = [0] * J
-        n_failed = [0] * J
+        max_steps, model_of, budget_of = self._max_steps_l, self._model_l, self._budget_l
+        # Per model: steps of the tasks it answers (each ran steps * omega tokens) and tokens
+        # of the tasks it does not answer (each ran its budget). A task is correct iff its
+        # effective steps e <= max_steps[j] of its configuration j.
+        ok_steps = [0] * self.M
+        failed_tokens = [0] * self.M
         correct = []
         if config is not None:
-            kmax = max_steps[config]
+            kmax, i, b = max_steps[config], model_of[config], budget_of[config]
             effs = eff_of[config]
             n_fail = 0
             for n_c in counts_l[t0]:
                 n_ok = 0
                 for e in effs[k:k + n_c]:
                     if e <= kmax:
-                        ok_steps[config] += e
+                        ok_steps[i] += e
                         n_ok += 1
                     else:
                         n_fail += 1
                 correct.append(n_ok)
                 k += n_c
-            n_failed[config] = n_fail
+            failed_tokens[i] = n_fail * b
         else:
             if thresholds is None:
                 thresholds = mixture_thresholds(np.asarray(mixture, dtype=np.float64).tolist())
@@ -661,16 +678,14 @@ class FleetCore:
                     j = bisect_right(thr, u_l[kk])  # = number of thresholds <= u
                     e = eff_of[j][kk]
                     if e <= max_steps[j]:
-                        ok_steps[j] += e
+                        ok_steps[model_of[j]] += e
                         n_ok += 1
                     else:
-                        n_failed[j] += 1
+                        failed_tokens[model_of[j]] += budget_of[j]
                 correct.append(n_ok)
                 k += n_c
-        tok = [0] * self.M
-        model_of, budget_of, omega = self._model_l, self._budget_l, self.omega
-        for j in range(J):
-            tok[model_of[j]] += ok_steps[j] * omega + n_failed[j] * budget_of[j]
+        omega = self.omega
+        tok = [x * omega + f for x, f in zip(ok_steps, failed_tokens)]
         energy_j = 0.0
         for jpt, x in zip(self._jpt, tok):
             energy_j += jpt * x

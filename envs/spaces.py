@@ -193,6 +193,8 @@ class Observer:
         #: when an episode starts, t = 0).
         self.start_slot = np.full(core.B, cfg.trace_start_hour * 60.0 / cfg.slot_minutes)
         self._inv_rates = self.inv_rates.tolist()
+        self._rates: list[list[float]] = []  # arrivals / mean rate per slot of the episode
+        self._rates_of: tuple | None = None  # the core's episode lists they were made from
         #: Store feature of observe_single: 1 = S / S_max, 2 = S / (S + s_ref), 0 = none.
         self._store_mode = 2 if math.isinf(self.s_max) else (1 if self.s_max > 0 else 0)
         self._clock_start: float | None = None
@@ -257,16 +259,21 @@ class Observer:
             store = s / (s + self.s_ref)
         else:
             store = 0.0
-        single = core._single  # per-slot arrivals as lists (B = 1 fast path)
-        arr = (single[2][t] if single is not None and t < core.T
-               else core.arrivals[0, t if t < core.T else core.T - 1].tolist())
-        ir = self._inv_rates
+        single = core._single  # the episode as lists (B = 1 fast path)
+        if single is not None and t < core.T:
+            if single is not self._rates_of:  # a new episode: arrivals / mean rates per slot
+                self._rates = (core.arrivals[0] * self.inv_rates).tolist()
+                self._rates_of = single
+            rates = self._rates[t]
+        else:
+            arr = core.arrivals[0, t if t < core.T else core.T - 1].tolist()
+            rates = [x * r for x, r in zip(arr, self._inv_rates)]
         n = float(t if t > 1 else 1)
         var = m2 / n
         d_ref = self.d_ref
         return np.array(
             [store, harvest / self.h_ref, demand / d_ref, aux / d_ref, waste / d_ref,
-             *[x * r for x, r in zip(arr, ir)],
+             *rates,
              self._clock[0][t], self._clock[1][t], t / core.T, mean,
              math.sqrt(var if var > 0.0 else 0.0)], dtype=np.float32)
 

@@ -292,6 +292,27 @@ class _EnvFactory:
         return self.wrapper(env) if self.wrapper is not None else env
 
 
+def native_action_spec(wrapped: Any, wrapper: Any) -> dict[str, Any]:
+    """The ``action_wrapper.json`` spec of a wrapped env, if its map has a batched form.
+
+    Args:
+        wrapped: An env wrapped in ``wrapper``.
+        wrapper: The hyperparameters' ``env_wrapper`` class (named in the error).
+
+    Raises:
+        UsageError: the wrapper is not an action map of ``agents.wrappers.ACTION_WRAPPERS``
+            (the native back end cannot apply it to single copies).
+    """
+    from agents.wrappers import ACTION_WRAPPERS
+
+    spec = wrapped.spec_dict() if hasattr(wrapped, "spec_dict") else None
+    if spec is None or spec.get("class") not in ACTION_WRAPPERS:
+        name = f"{getattr(wrapper, '__module__', '')}.{getattr(wrapper, '__qualname__', wrapper)}"
+        raise UsageError(f"--vec-env native: env_wrapper {name} has no batched form (known: "
+                         f"{', '.join(sorted(ACTION_WRAPPERS))}); use --vec-env dummy")
+    return spec
+
+
 def make_training_venv(env_id: str, env_kwargs: dict[str, Any], n_envs: int, seed: int,
                        backend: str = "native", wrapper: Any = None,
                        monitor_dir: str | Path | None = None, monitor_append: bool = False
@@ -326,18 +347,14 @@ def make_training_venv(env_id: str, env_kwargs: dict[str, Any], n_envs: int, see
     factory = _EnvFactory(env_id, env_kwargs, wrapper)
     if backend == "native":
         from agents.vec import VecActionMap, make_sb3_vec_env
-        from agents.wrappers import ACTION_WRAPPERS
 
         spec = None
         if wrapper is not None:
             probe = factory()
-            spec = probe.spec_dict() if hasattr(probe, "spec_dict") else None
-            probe.close()
-            if spec is None or spec.get("class") not in ACTION_WRAPPERS:
-                name = getattr(wrapper, "__qualname__", repr(wrapper))
-                raise UsageError(f"--vec-env native: env_wrapper {name} has no batched form "
-                                 f"(known: {', '.join(sorted(ACTION_WRAPPERS))}); use "
-                                 f"--vec-env dummy")
+            try:
+                spec = native_action_spec(probe, wrapper)
+            finally:
+                probe.close()
         venv = make_sb3_vec_env(env_id, n_envs, seed=seed, backend="native",
                                 env_kwargs=env_kwargs, monitor_dir=monitor_dir,
                                 monitor_append=monitor_append)
@@ -464,6 +481,19 @@ def train(cfg: TrainConfig, given: set[str], argv: list[str]) -> int:
     if base_seed + cfg.n_envs > VALIDATION_SEED:
         raise UsageError(f"--seed {cfg.seed}: training seeds would reach the validation seeds")
 
+    factory = _EnvFactory(cfg.env, env_kwargs, hp["env_wrapper"])
+    extra_files = {}
+    if hp["env_wrapper"] is not None:
+        try:
+            wrapped = factory()
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"--hyperparams: env_wrapper: {exc}") from None
+        if hasattr(wrapped, "spec_dict"):  # an action map the saved policy must replay
+            extra_files[ACTION_WRAPPER_FILE] = json.dumps(wrapped.spec_dict())
+        if cfg.vec_env == "native":
+            native_action_spec(wrapped, hp["env_wrapper"])  # a clear error before any file
+        wrapped.close()
+
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "monitor").mkdir(exist_ok=True)
     cmd = shlex.join(["python", "train.py", *argv])
@@ -496,16 +526,6 @@ def train(cfg: TrainConfig, given: set[str], argv: list[str]) -> int:
 
     # ------------------------------------------------------------------ envs and model
     set_random_seed(base_seed)
-    factory = _EnvFactory(cfg.env, env_kwargs, hp["env_wrapper"])
-    extra_files = {}
-    if hp["env_wrapper"] is not None:
-        try:
-            wrapped = factory()
-        except (TypeError, ValueError) as exc:
-            raise UsageError(f"--hyperparams: env_wrapper: {exc}") from None
-        if hasattr(wrapped, "spec_dict"):  # an action map the saved policy must replay
-            extra_files[ACTION_WRAPPER_FILE] = json.dumps(wrapped.spec_dict())
-        wrapped.close()
     venv = make_training_venv(cfg.env, env_kwargs, cfg.n_envs, base_seed, cfg.vec_env,
                               hp["env_wrapper"], run_dir / "monitor", monitor_append=cfg.resume)
     if hp["normalize"] is not None:

@@ -159,35 +159,46 @@ def test_native_run_directory_is_complete(ppo_run: Path) -> None:
         assert [length for _, length in rows] == [HORIZON] * (per_copy // HORIZON)
 
 
-def test_native_and_dummy_back_ends_train_the_same_model(tmp_path: Path) -> None:
+@pytest.mark.parametrize("algo", ["ppo", "sac", "dqn"])
+def test_native_and_dummy_back_ends_train_the_same_model(algo: str, tmp_path: Path) -> None:
     """Same seed, same settings: the two back ends give the same training run bit for bit
     (network weights, normaliser statistics, monitor rows, fleet/ scalars, validation
-    returns) on a queued env (the softmax map's defer entry), and the same saved files."""
+    returns) on a queued env (the softmax map's defer entry; DQN: the discrete defer
+    actions), and the same saved files."""
     import pickle
 
     import torch
+    import yaml
 
-    hp = _write_hp(tmp_path / "hp.yml", "ppo")
+    hp = _write_hp(tmp_path / "hp.yml", algo)
+    if algo == "sac":  # as hyperparams/sac.yml
+        entry = yaml.safe_load(hp.read_text())
+        entry["default"]["env_wrapper"] = "agents.wrappers.SoftmaxMixtureAction"
+        hp.write_text(yaml.safe_dump(entry))
     runs = {}
     for backend in ("native", "dummy"):
         out = tmp_path / backend
-        args = _tiny_args("ppo", out, hp, timesteps=256)[:-5] + [
+        args = _tiny_args(algo, out, hp, timesteps=256)[:-5] + [
             "--env", "lrm/R1Trace-v0", "--eval-freq", "256", "--test-episodes", "0",
             "--no-progress-bar", "--vec-env", backend]
         assert _run_main(args) == 0
         runs[backend] = out
-    a, b = (algo_class("ppo").load(str(runs[k] / "model.zip")) for k in ("native", "dummy"))
+    a, b = (algo_class(algo).load(str(runs[k] / "model.zip")) for k in ("native", "dummy"))
     assert a.num_timesteps == b.num_timesteps == 256
     sa, sb = a.policy.state_dict(), b.policy.state_dict()
-    assert all(torch.equal(sa[k], sb[k]) for k in sa)
-    assert not torch.equal(sa["action_net.bias"], torch.zeros_like(sa["action_net.bias"]))
+    assert set(sa) == set(sb) and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert a._n_updates == b._n_updates > 0  # the weights were trained, not just initialised
     na, nb = (pickle.loads((runs[k] / "vecnormalize.pkl").read_bytes())
               for k in ("native", "dummy"))
     assert na.obs_rms.mean.tobytes() == nb.obs_rms.mean.tobytes()
     assert na.ret_rms.var.tobytes() == nb.ret_rms.var.tobytes()
-    assert (runs["native"] / "action_wrapper.json").read_text() == \
-        (runs["dummy"] / "action_wrapper.json").read_text()
-    assert json.loads((runs["native"] / "action_wrapper.json").read_text())["shape"] == [4, 10]
+    if algo == "dqn":
+        assert not (runs["native"] / "action_wrapper.json").exists()
+    else:
+        assert (runs["native"] / "action_wrapper.json").read_text() == \
+            (runs["dummy"] / "action_wrapper.json").read_text()
+        assert json.loads((runs["native"] / "action_wrapper.json").read_text())["shape"] == \
+            [4, 10]
     for i in range(2):
         ha, ra = _monitor_rows(runs["native"] / "monitor" / f"{i}.monitor.csv")
         hb, rb = _monitor_rows(runs["dummy"] / "monitor" / f"{i}.monitor.csv")

@@ -67,18 +67,24 @@ class _Recorder(VecEnv):
     def step_async(self, actions: np.ndarray) -> None:
         self.seen.append(actions)
 
-    def step_wait(self):  # noqa: ANN201
+    def step_wait(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict]]:
         n = self.num_envs
         return self.reset(), np.zeros(n, np.float32), np.zeros(n, bool), [{}] * n
 
-    def close(self) -> None: ...
-    def get_attr(self, attr_name, indices=None):  # noqa: ANN001, ANN201, D102
+    def close(self) -> None:
+        pass
+
+    def get_attr(self, attr_name: str, indices: object = None) -> list:
         return [None] * self.num_envs
 
-    def set_attr(self, attr_name, value, indices=None): ...  # noqa: ANN001, ANN201, D102
-    def env_method(self, *a, indices=None, **k): ...  # noqa: ANN001, ANN002, ANN003, ANN201, D102
-    def env_is_wrapped(self, wrapper_class, indices=None): ...  # noqa: ANN001, ANN201, D102
+    def set_attr(self, attr_name: str, value: object, indices: object = None) -> None:
+        raise NotImplementedError
 
+    def env_method(self, *args: object, indices: object = None, **kwargs: object) -> list:
+        raise NotImplementedError
+
+    def env_is_wrapped(self, wrapper_class: type, indices: object = None) -> list[bool]:
+        return [False] * self.num_envs
 
 def test_vec_action_map_passes_mapped_actions_on() -> None:
     env = SoftmaxMixtureAction(gym.make("lrm/Critical-v0"))

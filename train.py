@@ -42,6 +42,8 @@ ROOT = Path(__file__).resolve().parent
 VALIDATION_SEED = 1_000_000
 #: First seed of the held-out test episodes of the final comparison.
 TEST_SEED = 2_000_000
+#: Back ends of ``--vec-env`` (the first is the default).
+VEC_ENVS = ("native", "dummy", "subproc")
 #: Heuristics the final comparison runs besides the trained agent (those available).
 DEFAULT_COMPARE = ("random", "cheapest", "mean_matching", "variance_aware", "variance_feedback",
                    "oracle")
@@ -69,8 +71,9 @@ class TrainConfig:
     """Continue the run in --out from its last checkpoint (its saved settings are used)."""
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     """FleetConfig overrides, given as --env-kwarg key=value (repeatable)."""
-    vec_env: str = "dummy"
-    """Vectorisation of the training envs: dummy (one process) or subproc (one per env)."""
+    vec_env: str = "native"
+    """Vectorisation of the training envs: native (one batched simulator), dummy (SB3
+    DummyVecEnv, one env object per copy) or subproc (SB3 SubprocVecEnv, one process each)."""
     eval_freq: int = 25_000
     """Evaluate on the validation seeds every this many steps (0: never)."""
     eval_episodes: int = 5
@@ -136,8 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
         elif f.name == "compare":
             p.add_argument(flag, nargs="*", default=None, metavar="POLICY", help=help_)
         elif f.name in ("algo", "vec_env"):
-            choices = ("ppo", "a2c", "sac", "td3", "dqn") if f.name == "algo" else \
-                ("dummy", "subproc")
+            choices = ("ppo", "a2c", "sac", "td3", "dqn") if f.name == "algo" else VEC_ENVS
             p.add_argument(flag, choices=choices, default=None, help=help_)
         else:
             typ = int if f.name in ("timesteps", "n_envs", "seed", "eval_freq", "eval_episodes",
@@ -232,8 +234,8 @@ def validate(cfg: TrainConfig) -> None:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(cfg, name)}")
     if cfg.eval_episodes < 1:
         raise UsageError(f"--eval-episodes must be >= 1, got {cfg.eval_episodes}")
-    if cfg.vec_env not in ("dummy", "subproc"):
-        raise UsageError(f"--vec-env must be dummy or subproc, got {cfg.vec_env!r}")
+    if cfg.vec_env not in VEC_ENVS:
+        raise UsageError(f"--vec-env must be one of {', '.join(VEC_ENVS)}, got {cfg.vec_env!r}")
     if cfg.algo in ("dqn",) and cfg.env_kwargs.get("action_type", "discrete") != "discrete":
         raise UsageError(f"--algo {cfg.algo} needs action_type=discrete, got "
                          f"{cfg.env_kwargs['action_type']!r}")
@@ -290,6 +292,82 @@ class _EnvFactory:
         return self.wrapper(env) if self.wrapper is not None else env
 
 
+def native_action_spec(wrapped: Any, wrapper: Any) -> dict[str, Any]:
+    """The ``action_wrapper.json`` spec of a wrapped env, if its map has a batched form.
+
+    Args:
+        wrapped: An env wrapped in ``wrapper``.
+        wrapper: The hyperparameters' ``env_wrapper`` class (named in the error).
+
+    Raises:
+        UsageError: the wrapper is not an action map of ``agents.wrappers.ACTION_WRAPPERS``
+            (the native back end cannot apply it to single copies).
+    """
+    from agents.wrappers import ACTION_WRAPPERS
+
+    spec = wrapped.spec_dict() if hasattr(wrapped, "spec_dict") else None
+    if spec is None or spec.get("class") not in ACTION_WRAPPERS:
+        name = f"{getattr(wrapper, '__module__', '')}.{getattr(wrapper, '__qualname__', wrapper)}"
+        raise UsageError(f"--vec-env native: env_wrapper {name} has no batched form (known: "
+                         f"{', '.join(sorted(ACTION_WRAPPERS))}); use --vec-env dummy")
+    return spec
+
+
+def make_training_venv(env_id: str, env_kwargs: dict[str, Any], n_envs: int, seed: int,
+                       backend: str = "native", wrapper: Any = None,
+                       monitor_dir: str | Path | None = None, monitor_append: bool = False
+                       ) -> Any:
+    """The training VecEnv of a run (before ``VecNormalize``).
+
+    Copy i starts from seed ``seed + i``; each copy's finished episodes go to
+    ``<monitor_dir>/<i>.monitor.csv`` (SB3 ``Monitor`` files). The back ends give the same
+    trajectories for the same seed and actions:
+
+    * ``"native"``: :class:`agents.vec.FleetSB3VecEnv` (one batched simulator core) under
+      :class:`agents.vec.VecActionMap`, the batched form of ``wrapper`` (rebuilt from the
+      wrapper's ``spec_dict()``, the content of ``action_wrapper.json``);
+    * ``"dummy"`` / ``"subproc"``: SB3's ``make_vec_env`` of single envs, each wrapped in
+      ``wrapper`` and then ``Monitor``, in a ``DummyVecEnv`` / ``SubprocVecEnv``.
+
+    Args:
+        env_id: Registered id.
+        env_kwargs: ``FleetConfig`` overrides.
+        n_envs: Number of copies.
+        seed: Seed of copy 0.
+        backend: One of :data:`VEC_ENVS`.
+        wrapper: The hyperparameters' ``env_wrapper`` class, or None.
+        monitor_dir: Directory of the monitor CSV files (None: none).
+        monitor_append: Append to existing monitor files (a resumed run).
+
+    Raises:
+        UsageError: ``backend`` unknown, or ``wrapper`` has no batched form for ``native``.
+    """
+    if backend not in VEC_ENVS:
+        raise UsageError(f"--vec-env must be one of {', '.join(VEC_ENVS)}, got {backend!r}")
+    factory = _EnvFactory(env_id, env_kwargs, wrapper)
+    if backend == "native":
+        from agents.vec import VecActionMap, make_sb3_vec_env
+
+        spec = None
+        if wrapper is not None:
+            probe = factory()
+            try:
+                spec = native_action_spec(probe, wrapper)
+            finally:
+                probe.close()
+        venv = make_sb3_vec_env(env_id, n_envs, seed=seed, backend="native",
+                                env_kwargs=env_kwargs, monitor_dir=monitor_dir,
+                                monitor_append=monitor_append)
+        return VecActionMap.from_spec(venv, spec) if spec is not None else venv
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+
+    return make_vec_env(factory, n_envs=n_envs, seed=seed,
+                        monitor_dir=None if monitor_dir is None else str(monitor_dir),
+                        monitor_kwargs={"override_existing": not monitor_append},
+                        vec_env_cls=SubprocVecEnv if backend == "subproc" else DummyVecEnv)
+
+
 def _atomic_json(path: Path, data: Any) -> None:
     from agents.callbacks import atomic_write_text
 
@@ -320,10 +398,9 @@ def train(cfg: TrainConfig, given: set[str], argv: list[str]) -> int:
     """Run (or resume) training, save the run directory, print the comparison table."""
     import numpy as np
     import torch
-    from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.logger import configure
     from stable_baselines3.common.utils import set_random_seed
-    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
+    from stable_baselines3.common.vec_env import VecNormalize
 
     from agents import callbacks as cb
     from agents.hyperparams import HyperparamError, printable, read_entry, resolve_entry
@@ -404,6 +481,19 @@ def train(cfg: TrainConfig, given: set[str], argv: list[str]) -> int:
     if base_seed + cfg.n_envs > VALIDATION_SEED:
         raise UsageError(f"--seed {cfg.seed}: training seeds would reach the validation seeds")
 
+    factory = _EnvFactory(cfg.env, env_kwargs, hp["env_wrapper"])
+    extra_files = {}
+    if hp["env_wrapper"] is not None:
+        try:
+            wrapped = factory()
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"--hyperparams: env_wrapper: {exc}") from None
+        if hasattr(wrapped, "spec_dict"):  # an action map the saved policy must replay
+            extra_files[ACTION_WRAPPER_FILE] = json.dumps(wrapped.spec_dict())
+        if cfg.vec_env == "native":
+            native_action_spec(wrapped, hp["env_wrapper"])  # a clear error before any file
+        wrapped.close()
+
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "monitor").mkdir(exist_ok=True)
     cmd = shlex.join(["python", "train.py", *argv])
@@ -436,20 +526,8 @@ def train(cfg: TrainConfig, given: set[str], argv: list[str]) -> int:
 
     # ------------------------------------------------------------------ envs and model
     set_random_seed(base_seed)
-    factory = _EnvFactory(cfg.env, env_kwargs, hp["env_wrapper"])
-    extra_files = {}
-    if hp["env_wrapper"] is not None:
-        try:
-            wrapped = factory()
-        except (TypeError, ValueError) as exc:
-            raise UsageError(f"--hyperparams: env_wrapper: {exc}") from None
-        if hasattr(wrapped, "spec_dict"):  # an action map the saved policy must replay
-            extra_files[ACTION_WRAPPER_FILE] = json.dumps(wrapped.spec_dict())
-        wrapped.close()
-    venv = make_vec_env(factory, n_envs=cfg.n_envs, seed=base_seed,
-                        monitor_dir=str(run_dir / "monitor"),
-                        monitor_kwargs={"override_existing": not cfg.resume},
-                        vec_env_cls=SubprocVecEnv if cfg.vec_env == "subproc" else DummyVecEnv)
+    venv = make_training_venv(cfg.env, env_kwargs, cfg.n_envs, base_seed, cfg.vec_env,
+                              hp["env_wrapper"], run_dir / "monitor", monitor_append=cfg.resume)
     if hp["normalize"] is not None:
         if ckpt is not None and (ckpt / VECNORMALIZE_FILE).is_file():
             venv = VecNormalize.load(str(ckpt / VECNORMALIZE_FILE), venv)

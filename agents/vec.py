@@ -4,6 +4,10 @@
   :class:`envs.vector_env.FleetVectorEnv` (one batched core call per step, no Python loop
   over copies), a drop-in replacement for ``make_vec_env(id, n_envs, seed=...)`` with
   ``DummyVecEnv`` + ``Monitor`` (which, and ``SubprocVecEnv``, stay available as back ends).
+* :class:`VecActionMap`: the batched form of an action parametrisation of
+  :mod:`agents.wrappers` (e.g. ``SoftmaxMixtureAction``) as an SB3 ``VecEnvWrapper``: one
+  numpy expression on the (N, dim) action array, bit-identical to the single-env wrapper
+  applied row by row.
 * :func:`rollout_episodes` (from :mod:`agents.rollout`, which does not import SB3): runs N
   episodes of any policy with SB3's ``predict`` protocol in batched rollouts and returns
   per-episode totals of the reward and of every ledger key.
@@ -11,22 +15,25 @@
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
-from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.monitor import ResultsWriter
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from agents.rollout import FLOW_KEYS, TRACE_KEYS, _config_from_id, rollout_episodes
 from envs.info import FLOAT_KEYS, INT_KEYS
 from envs.reward import REWARD_TERMS
 from envs.vector_env import FleetVectorEnv
 
-__all__ = ["BACKENDS", "FLOW_KEYS", "TRACE_KEYS", "FleetSB3VecEnv", "make_sb3_vec_env",
-           "rollout_episodes"]
+__all__ = ["BACKENDS", "FLOW_KEYS", "TRACE_KEYS", "FleetSB3VecEnv", "VecActionMap",
+           "make_sb3_vec_env", "rollout_episodes"]
 
 
 class FleetSB3VecEnv(VecEnv):
@@ -42,12 +49,23 @@ class FleetSB3VecEnv(VecEnv):
     ``s + i`` at the next ``reset()``, as ``DummyVecEnv`` does, so a given seed gives the same
     trajectories as ``DummyVecEnv`` bit for bit.
 
+    With ``monitor_dir`` every finished episode is also written as a row of
+    ``<monitor_dir>/<i>.monitor.csv`` (copy i), the files and format of SB3's ``Monitor``
+    under ``make_vec_env(..., monitor_dir=...)``, readable by
+    ``stable_baselines3.common.monitor.load_results``. (SB3's ``VecMonitor`` would sum the
+    float32 vector rewards; this keeps ``Monitor``'s float64 returns, so both back ends
+    write the same numbers.)
+
     Args:
         venv: The native vector env (its autoreset mode must be ``SAME_STEP``); see
             :func:`make_sb3_vec_env` to build one.
+        monitor_dir: Directory of the episode CSV files (None: none written).
+        monitor_append: Append to existing files (a resumed run) instead of replacing them.
+        env_id: Env id written in the CSV header (as ``Monitor`` does).
     """
 
-    def __init__(self, venv: FleetVectorEnv) -> None:
+    def __init__(self, venv: FleetVectorEnv, monitor_dir: str | os.PathLike | None = None,
+                 monitor_append: bool = False, env_id: str | None = None) -> None:
         if venv.autoreset_mode != AutoresetMode.SAME_STEP:
             raise ValueError("FleetSB3VecEnv needs a FleetVectorEnv with "
                              "autoreset_mode='same_step' (SB3 resets in the same step)")
@@ -59,6 +77,14 @@ class FleetSB3VecEnv(VecEnv):
         self._ep_return = np.zeros(self.num_envs)
         self._ep_length = np.zeros(self.num_envs, dtype=np.int64)
         self._t_start = time.time()
+        self._writers: list[ResultsWriter] = []
+        if monitor_dir is not None:
+            Path(monitor_dir).mkdir(parents=True, exist_ok=True)
+            self._writers = [ResultsWriter(os.path.join(str(monitor_dir), str(i)),
+                                           header={"t_start": self._t_start,
+                                                   "env_id": str(env_id)},
+                                           override_existing=not monitor_append)
+                             for i in range(self.num_envs)]
 
     # ------------------------------------------------------------------ VecEnv API
     def reset(self) -> np.ndarray:
@@ -98,6 +124,8 @@ class FleetSB3VecEnv(VecEnv):
                 d["episode"] = {"r": round(float(self._ep_return[i]), 6),
                                 "l": int(self._ep_length[i]),
                                 "t": round(time.time() - self._t_start, 6)}
+                if self._writers:
+                    self._writers[i].write_row(d["episode"])
             self._ep_return[dones] = 0.0
             self._ep_length[dones] = 0
         for d, tl in zip(infos, (trunc & ~term).tolist()):
@@ -105,7 +133,10 @@ class FleetSB3VecEnv(VecEnv):
         return obs, reward.astype(np.float32), dones, infos
 
     def close(self) -> None:
-        """Close the native env (nothing to release)."""
+        """Close the monitor files and the native env."""
+        for w in self._writers:
+            w.close()
+        self._writers = []
         self.venv.close()
 
     def get_attr(self, attr_name: str, indices: Any = None) -> list[Any]:
@@ -134,6 +165,47 @@ class FleetSB3VecEnv(VecEnv):
         return [False] * len(list(self._get_indices(indices)))
 
 
+class VecActionMap(VecEnvWrapper):
+    """Applies a batched action map to every action array before the wrapped VecEnv sees it.
+
+    The agent acts in ``venv.action_space`` (unchanged); ``action_map`` turns its (N, dim)
+    actions into the env's. Built from an ``action_wrapper.json`` spec
+    (:meth:`from_spec`), it is the batched form of the single-env wrapper that wrote the spec
+    (e.g. :class:`agents.wrappers.SoftmaxMixtureAction`), equal to it row by row bit for bit,
+    and the map :func:`agents.sb3.load_sb3_policy` applies to the saved model's actions.
+
+    Args:
+        venv: The VecEnv to wrap.
+        action_map: Batched agent actions (N, dim) -> env actions (N, dim).
+        spec: The ``action_wrapper.json`` content the map was built from (kept for saving).
+    """
+
+    def __init__(self, venv: VecEnv, action_map: Callable[[np.ndarray], np.ndarray],
+                 spec: dict[str, Any] | None = None) -> None:
+        super().__init__(venv)
+        self.action_map = action_map
+        self.spec = spec
+
+    @classmethod
+    def from_spec(cls, venv: VecEnv, spec: dict[str, Any]) -> VecActionMap:
+        """The wrapper of an ``action_wrapper.json`` spec (``spec_dict()`` of the wrapper)."""
+        from agents.wrappers import action_map
+
+        return cls(venv, action_map(spec), spec)
+
+    def step_async(self, actions: np.ndarray) -> None:
+        """Map the agent's actions and pass them on."""
+        self.venv.step_async(self.action_map(actions))
+
+    def reset(self) -> np.ndarray:
+        """Reset the wrapped VecEnv."""
+        return self.venv.reset()
+
+    def step_wait(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
+        """The wrapped VecEnv's step result, unchanged."""
+        return self.venv.step_wait()
+
+
 def _unbatch(info: dict[str, Any], n: int) -> list[dict[str, Any]]:
     """Per-copy info dicts (keys of the single env) from a batched info dict."""
     cols = {k: info[k].tolist() for k in (*FLOAT_KEYS, *INT_KEYS)}
@@ -150,8 +222,9 @@ BACKENDS = ("native", "dummy", "subproc")
 
 
 def make_sb3_vec_env(env_id: str, n_envs: int = 1, seed: int | None = None,
-                     backend: str = "native", env_kwargs: Mapping[str, Any] | None = None
-                     ) -> VecEnv:
+                     backend: str = "native", env_kwargs: Mapping[str, Any] | None = None,
+                     monitor_dir: str | os.PathLike | None = None,
+                     monitor_append: bool = False) -> VecEnv:
     """A stable-baselines3 ``VecEnv`` of ``n_envs`` copies of a registered ``lrm/*`` id.
 
     All back ends give the same trajectories for the same seed (bit for bit); they differ in
@@ -166,6 +239,9 @@ def make_sb3_vec_env(env_id: str, n_envs: int = 1, seed: int | None = None,
             ``"dummy"``: SB3's ``DummyVecEnv`` of ``Monitor``-wrapped single envs
             (``make_vec_env``); ``"subproc"``: SB3's ``SubprocVecEnv``, one process per copy.
         env_kwargs: ``FleetConfig`` overrides / ``config=`` preset, as for ``gym.make``.
+        monitor_dir: Write each copy's finished episodes to ``<monitor_dir>/<i>.monitor.csv``
+            (SB3's ``Monitor`` files; every back end writes the same rows).
+        monitor_append: Append to existing monitor files instead of replacing them.
 
     Returns:
         The VecEnv (seeded, not yet reset).
@@ -178,7 +254,8 @@ def make_sb3_vec_env(env_id: str, n_envs: int = 1, seed: int | None = None,
         kwargs.pop("render_mode", None)
         venv = FleetVectorEnv(n_envs, config=config, autoreset_mode=AutoresetMode.SAME_STEP,
                               **kwargs)
-        vec: VecEnv = FleetSB3VecEnv(venv)
+        vec: VecEnv = FleetSB3VecEnv(venv, monitor_dir=monitor_dir,
+                                     monitor_append=monitor_append, env_id=env_id)
         if seed is not None:
             vec.seed(seed)
         return vec
@@ -189,9 +266,11 @@ def make_sb3_vec_env(env_id: str, n_envs: int = 1, seed: int | None = None,
 
     _config_from_id(env_id)  # a clear error for an unknown id, before any subprocess starts
     kwargs.setdefault("render_mode", None)
+    mon = {"monitor_dir": None if monitor_dir is None else str(monitor_dir),
+           "monitor_kwargs": {"override_existing": not monitor_append}}
     if backend == "subproc":  # workers import the package through Gymnasium's "module:id"
         return make_vec_env(f"envs:{env_id}" if ":" not in env_id else env_id,
                             n_envs=n_envs, seed=seed, env_kwargs=kwargs,
-                            vec_env_cls=SubprocVecEnv)
+                            vec_env_cls=SubprocVecEnv, **mon)
     return make_vec_env(env_id, n_envs=n_envs, seed=seed, env_kwargs=kwargs,
-                        vec_env_cls=DummyVecEnv)
+                        vec_env_cls=DummyVecEnv, **mon)

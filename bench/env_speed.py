@@ -13,8 +13,9 @@ a case and its baseline alike.
 2. The native vector env (``gym.make_vec``, autoreset) at N = 1, 8, 64, 256, 1024 against
    ``SyncVectorEnv`` and ``AsyncVectorEnv`` of 8 single envs (env-steps per second; every run
    covers a whole episode, so resets are included).
-3. PPO training frames per second with the native vector env through ``agents.vec`` versus
-   SB3's ``DummyVecEnv`` (8 copies, same hyperparameters, 1 torch thread).
+3. PPO training frames per second of train.py's training env on the native back end
+   (``agents.vec``, batched action map) versus SB3's ``DummyVecEnv`` (8 copies, the
+   shipped PPO hyperparameters and ``VecNormalize``, 1 torch thread).
 
 Usage: ``python bench/env_speed.py [--quick] [--reps N] [--clock wall|cpu] [--skip-ppo]``.
 ``--clock cpu`` times with this process's CPU time (steadier on a loaded machine; it does not
@@ -130,20 +131,39 @@ def table(title: str, unit: str, ref: str, cases: list[Case], rounds: list[list[
 
 
 def ppo_fps(native: bool, n_envs: int, total: int, seed: int) -> float:
-    """Frames per second of one PPO ``learn`` run (collection and updates)."""
-    import torch
-    from stable_baselines3 import PPO
+    """Frames per second of one PPO ``learn`` run (collection and updates) as train.py runs it.
 
-    from agents.vec import make_sb3_vec_env
+    The training env of ``train.py`` (``train.make_training_venv``: the native vector env
+    under the batched softmax action map, or ``DummyVecEnv`` of wrapped ``Monitor`` envs;
+    monitor CSV files written to a temporary directory), ``VecNormalize`` and the PPO
+    hyperparameters of ``hyperparams/ppo.yml`` for :data:`ID`, 1 torch thread; the
+    fleet-metrics callback of train.py is attached too. Evaluation and checkpoints are not
+    included.
+    """
+    import tempfile
+
+    import torch
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    import train
+    from agents.callbacks import FleetMetricsCallback
+    from agents.hyperparams import read_entry, resolve_entry
+    from agents.sb3 import algo_class
 
     torch.set_num_threads(1)
-    env = make_sb3_vec_env(ID, n_envs, seed=seed, backend="native" if native else "dummy")
-    model = PPO("MlpPolicy", env, n_steps=256, batch_size=256, n_epochs=2, seed=seed,
-                device="cpu", verbose=0)
-    t0 = time.perf_counter()
-    model.learn(total)
-    rate = total / (time.perf_counter() - t0)
-    env.close()
+    ppo = algo_class("ppo")
+    hp = resolve_entry(read_entry(train.ROOT / "hyperparams" / "ppo.yml", ID), ppo, None)
+    with tempfile.TemporaryDirectory() as tmp:
+        env = train.make_training_venv(ID, dict(hp["env_kwargs"]), n_envs, seed,
+                                       "native" if native else "dummy", hp["env_wrapper"],
+                                       monitor_dir=tmp)
+        if hp["normalize"] is not None:
+            env = VecNormalize(env, **hp["normalize"])
+        model = ppo(hp["policy"], env, seed=seed, device="cpu", verbose=0, **hp["algo_kwargs"])
+        t0 = time.perf_counter()
+        model.learn(total, callback=FleetMetricsCallback())
+        rate = model.num_timesteps / (time.perf_counter() - t0)
+        env.close()
     return rate
 
 
@@ -210,16 +230,17 @@ def main() -> None:
 
     # 3. PPO frames per second, alternating the two back ends
     if not args.skip_ppo:
-        total = 2048 if args.quick else 4096
+        total = 4096 if args.quick else 20480  # 20480 steps: 80 rollouts, 9 episodes per copy
         ppo_fps(True, 8, 1024, 0)  # warm-up (imports, first model)
         pairs = [(ppo_fps(False, 8, total, r), ppo_fps(True, 8, total, r))
                  for r in range(max(1, reps // 2))]
-        print(f"| PPO `learn` ({ID}, 8 copies, {total} steps, 1 torch thread) | frames/s | "
-              "vs DummyVecEnv |")
+        print(f"| PPO `learn` as train.py runs it ({ID}, 8 copies, {total} steps, "
+              "hyperparams/ppo.yml, softmax action map, VecNormalize, 1 torch thread) | "
+              "frames/s | vs DummyVecEnv |")
         print("|---|---:|---:|")
-        print(f"| SB3 `DummyVecEnv` + `Monitor` | "
+        print(f"| `--vec-env dummy`: SB3 `DummyVecEnv` + `Monitor` | "
               f"{statistics.median(d for d, _ in pairs):,.0f} | 1.00x |")
-        print(f"| native env via `agents.vec.FleetSB3VecEnv` | "
+        print(f"| `--vec-env native`: `FleetSB3VecEnv` + `VecActionMap` | "
               f"{statistics.median(n for _, n in pairs):,.0f} | "
               f"{statistics.median(n / d for d, n in pairs):.2f}x |")
 

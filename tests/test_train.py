@@ -29,7 +29,8 @@ HORIZON = 40  # short episodes so that a few hundred steps complete several of t
 
 #: Small, fast settings per algorithm for the tiny runs (zoo format, through --hyperparams).
 TINY_HP = {
-    "ppo": {"n_steps": 64, "batch_size": 64, "n_epochs": 2, "normalize": True},
+    "ppo": {"n_steps": 64, "batch_size": 64, "n_epochs": 2, "normalize": True,
+            "env_wrapper": "agents.wrappers.SoftmaxMixtureAction"},  # as hyperparams/ppo.yml
     "a2c": {"n_steps": 8, "normalize": True},
     "sac": {"learning_starts": 50, "batch_size": 32, "buffer_size": 5000,
             "normalize": "dict(norm_obs=True, norm_reward=False)"},
@@ -118,6 +119,119 @@ def test_tensorboard_holds_fleet_energy_scalars(ppo_run: Path) -> None:
     assert acc.PluginTagToContent("hparams")  # hyperparameters written through HParam
 
 
+def _monitor_rows(path: Path) -> tuple[dict, list[tuple[float, int]]]:
+    """Header and (r, l) rows of a monitor CSV, read as SB3's ``load_results`` reads it (a
+    ``#``-prefixed JSON header line, then a CSV table with columns r, l, t)."""
+    import csv
+
+    with open(path) as fh:
+        first = fh.readline()
+        assert first.startswith("#"), path
+        header = json.loads(first[1:])
+        rows = list(csv.DictReader(fh))
+    assert rows and set(rows[0]) == {"r", "l", "t"}
+    return header, [(float(r["r"]), int(r["l"])) for r in rows]
+
+
+def test_native_run_directory_is_complete(ppo_run: Path) -> None:
+    """The default (native) back end writes everything the SB3 back ends write."""
+    from stable_baselines3.common.monitor import get_monitor_files
+
+    cfg = json.loads((ppo_run / "config.json").read_text())
+    assert cfg["train"]["vec_env"] == "native"
+    for name in ("model.zip", "vecnormalize.pkl", "action_wrapper.json", "best/model.zip",
+                 "best/action_wrapper.json", "evaluations.npz"):
+        assert (ppo_run / name).is_file(), name
+    ckpt, _ = latest_checkpoint(ppo_run / "checkpoints")
+    assert (ckpt / "action_wrapper.json").read_text() == \
+        (ppo_run / "action_wrapper.json").read_text()
+    spec = json.loads((ppo_run / "action_wrapper.json").read_text())
+    assert spec == {"class": "agents.wrappers.SoftmaxMixtureAction", "kwargs": {"scale": 3.0},
+                    "shape": [3, 9]}
+    files = sorted(get_monitor_files(str(ppo_run / "monitor")))
+    assert [Path(f).name for f in files] == ["0.monitor.csv", "1.monitor.csv"]
+    model = algo_class("ppo").load(str(ppo_run / "model.zip"))
+    per_copy = model.num_timesteps // 2
+    for f in files:
+        header, rows = _monitor_rows(Path(f))
+        assert header["env_id"] == ENV and header["t_start"] > 0
+        # every episode of the copy, each HORIZON slots long
+        assert [length for _, length in rows] == [HORIZON] * (per_copy // HORIZON)
+
+
+@pytest.mark.parametrize("algo", ["ppo", "sac", "dqn"])
+def test_native_and_dummy_back_ends_train_the_same_model(algo: str, tmp_path: Path) -> None:
+    """Same seed, same settings: the two back ends give the same training run bit for bit
+    (network weights, normaliser statistics, monitor rows, fleet/ scalars, validation
+    returns) on a queued env (the softmax map's defer entry; DQN: the discrete defer
+    actions), and the same saved files."""
+    import pickle
+
+    import torch
+    import yaml
+
+    hp = _write_hp(tmp_path / "hp.yml", algo)
+    if algo == "sac":  # as hyperparams/sac.yml
+        entry = yaml.safe_load(hp.read_text())
+        entry["default"]["env_wrapper"] = "agents.wrappers.SoftmaxMixtureAction"
+        hp.write_text(yaml.safe_dump(entry))
+    runs = {}
+    for backend in ("native", "dummy"):
+        out = tmp_path / backend
+        args = _tiny_args(algo, out, hp, timesteps=256)[:-5] + [
+            "--env", "lrm/R1Trace-v0", "--eval-freq", "256", "--test-episodes", "0",
+            "--no-progress-bar", "--vec-env", backend]
+        assert _run_main(args) == 0
+        runs[backend] = out
+    a, b = (algo_class(algo).load(str(runs[k] / "model.zip")) for k in ("native", "dummy"))
+    assert a.num_timesteps == b.num_timesteps == 256
+    sa, sb = a.policy.state_dict(), b.policy.state_dict()
+    assert set(sa) == set(sb) and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert a._n_updates == b._n_updates > 0  # the weights were trained, not just initialised
+    na, nb = (pickle.loads((runs[k] / "vecnormalize.pkl").read_bytes())
+              for k in ("native", "dummy"))
+    assert na.obs_rms.mean.tobytes() == nb.obs_rms.mean.tobytes()
+    assert na.ret_rms.var.tobytes() == nb.ret_rms.var.tobytes()
+    if algo == "dqn":
+        assert not (runs["native"] / "action_wrapper.json").exists()
+    else:
+        assert (runs["native"] / "action_wrapper.json").read_text() == \
+            (runs["dummy"] / "action_wrapper.json").read_text()
+        assert json.loads((runs["native"] / "action_wrapper.json").read_text())["shape"] == \
+            [4, 10]
+    for i in range(2):
+        ha, ra = _monitor_rows(runs["native"] / "monitor" / f"{i}.monitor.csv")
+        hb, rb = _monitor_rows(runs["dummy"] / "monitor" / f"{i}.monitor.csv")
+        assert ra == rb and len(ra) == 128 // HORIZON and ha["env_id"] == hb["env_id"]
+    ea, eb = (np.load(runs[k] / "evaluations.npz")["results"] for k in ("native", "dummy"))
+    assert ea.tobytes() == eb.tobytes()
+    accs = {}
+    for k, out in runs.items():
+        accs[k] = EventAccumulator(str(out / "tb"))
+        accs[k].Reload()
+    tags = [t for t in accs["native"].Tags()["scalars"] if t.startswith("fleet/")]
+    assert "fleet/aux_kwh" in tags and "fleet/reward_terms/dropped" in tags
+    assert set(tags) == {t for t in accs["dummy"].Tags()["scalars"] if t.startswith("fleet/")}
+    for tag in tags:
+        assert [(e.step, e.value) for e in accs["native"].Scalars(tag)] == \
+            [(e.step, e.value) for e in accs["dummy"].Scalars(tag)], tag
+
+
+def test_native_back_end_refuses_a_wrapper_it_cannot_batch(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    import yaml
+
+    hp = tmp_path / "hp.yml"
+    hp.write_text(yaml.safe_dump({"default": {"n_envs": 2, "policy": "MlpPolicy",
+                                              "env_wrapper": "gymnasium.wrappers.ClipAction"}}))
+    out = tmp_path / "run"
+    code = _run_main(["--hyperparams", str(hp), "--out", str(out), "--timesteps", "10"])
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1, lines
+    assert "--vec-env native" in lines[0] and "ClipAction" in lines[0] and "dummy" in lines[0]
+    assert not out.exists()  # refused before the run directory was written
+
+
 def test_episode_accumulator_matches_a_manual_rollout() -> None:
     env = gym.make(ENV, horizon=HORIZON)
     acc = EpisodeAccumulator(n_envs=1)
@@ -178,6 +292,12 @@ def test_resume_after_kill_continues_the_step_count(tmp_path: Path) -> None:
     steps = [e.step for e in acc.Scalars("rollout/ep_rew_mean")]
     assert max(steps) >= total and any(s > first for s in steps)
     assert (out / "command.txt").read_text().count("\n") == 2
+    # the resumed run appends to the monitor files of the first (one header each)
+    for i in range(2):
+        lines = (out / "monitor" / f"{i}.monitor.csv").read_text().splitlines()
+        assert sum(ln.startswith("#") for ln in lines) == 1 and lines.count("r,l,t") == 1
+        assert len(_monitor_rows(out / "monitor" / f"{i}.monitor.csv")[1]) >= \
+            (total // 2) // HORIZON - 1  # the killed run's unfinished episode is not logged
 
 
 def test_interrupt_writes_a_checkpoint_and_exit_130(tmp_path: Path) -> None:
@@ -230,6 +350,7 @@ def test_off_policy_resume_restores_the_replay_buffer(tmp_path: Path) -> None:
     (["--algo", "dqn", "--env-kwarg", "action_type=continuous"], "action_type"),
     (["--hyperparams", "does/not/exist.yml"], "not found"),
     (["--seed", "-5"], "--seed"),
+    (["--vec-env", "threads"], "--vec-env"),
 ])
 def test_bad_arguments_give_one_line_and_exit_2(argv: list[str], fragment: str, tmp_path: Path,
                                                 capsys: pytest.CaptureFixture) -> None:

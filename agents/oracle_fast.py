@@ -258,13 +258,8 @@ def fast_bound(core: FleetCore, b: int = 0) -> float | None:
     return None if sol is None else sol["reward"]
 
 
-def fast_oracle_episode(env: gym.Env, seed: int, record: bool = False) -> dict[str, Any] | None:
-    """:func:`evaluate.oracle_episode` through the reduced LP (same keys), or ``None`` when the
-    env has a queue, deadlines or throughput caps (the caller then uses the general LP)."""
-    if not fast_applies(env.unwrapped.core):
-        return None
-    env.reset(seed=seed)
-    sol = fast_solve(env.unwrapped.core, 0)
+def _episode_row(sol: dict[str, Any], record: bool) -> dict[str, Any]:
+    """The keys of ``evaluate.oracle_episode`` from a :func:`fast_solve` solution."""
     out: dict[str, Any] = {
         "reward": sol["reward"], "aux_kwh": sol["aux_kwh"], "waste_kwh": sol["waste_kwh"],
         "leftover_kwh": sol["leftover_kwh"], "value_correct": sol["value_correct"],
@@ -276,3 +271,40 @@ def fast_oracle_episode(env: gym.Env, seed: int, record: bool = False) -> dict[s
         out.update(harvest=sol["harvest_kwh"], demand=sol["demand_kwh"],
                    storage=sol["storage_kwh"])
     return out
+
+
+def fast_oracle_episode(env: gym.Env, seed: int, record: bool = False) -> dict[str, Any] | None:
+    """:func:`evaluate.oracle_episode` through the reduced LP (same keys), or ``None`` when the
+    env has a queue, deadlines or throughput caps (the caller then uses the general LP)."""
+    if not fast_applies(env.unwrapped.core):
+        return None
+    env.reset(seed=seed)
+    return _episode_row(fast_solve(env.unwrapped.core, 0), record)
+
+
+def fast_oracle_episodes(core: FleetCore, record_first: bool = False, progress: Any = None
+                         ) -> list[dict[str, Any]] | None:
+    """:func:`fast_oracle_episode` of every copy of a batched core, right after its reset.
+
+    Copy b of a ``FleetVectorEnv`` reset with seeds ``s_0 .. s_{B-1}`` holds exactly the
+    episode of a single env reset with seed ``s_b``, so this gives the rows of
+    ``[fast_oracle_episode(env, s) for s in seeds]`` (the same LPs, the same numbers) without
+    a reset per episode.
+
+    Args:
+        core: The batched core of a vector env, every copy freshly reset.
+        record_first: Also return copy 0's per-slot ``harvest``, ``demand``, ``storage``.
+        progress: Object with ``update(n)`` (a tqdm bar), told after each episode.
+
+    Returns:
+        One dict per copy, or ``None`` if the config has a queue, deadlines or throughput
+        caps.
+    """
+    if not fast_applies(core):
+        return None
+    rows = []
+    for b in range(core.B):
+        rows.append(_episode_row(fast_solve(core, b), record_first and b == 0))
+        if progress is not None:
+            progress.update(1)
+    return rows

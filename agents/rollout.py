@@ -32,6 +32,17 @@ def _config_from_id(env_id: str) -> str | Mapping[str, Any] | FleetConfig:
     return spec.kwargs.get("config", "critical")
 
 
+def make_vector_env(env_id: str, num_envs: int,
+                    env_kwargs: Mapping[str, Any] | None = None) -> FleetVectorEnv:
+    """A :class:`FleetVectorEnv` of ``num_envs`` copies of ``gym.make(env_id, **env_kwargs)``,
+    without autoreset (each copy runs the one episode its reset seed gives)."""
+    kwargs = dict(env_kwargs or {})
+    config = kwargs.pop("config", _config_from_id(env_id))
+    kwargs.pop("render_mode", None)
+    return FleetVectorEnv(num_envs, config=config, autoreset_mode=AutoresetMode.DISABLED,
+                          **kwargs)
+
+
 def rollout_episodes(policy: Any, env_id: str, seeds: Iterable[int] | int,
                      deterministic: bool = True, max_batch: int = 1024,
                      env_kwargs: Mapping[str, Any] | None = None,
@@ -76,9 +87,6 @@ def rollout_episodes(policy: Any, env_id: str, seeds: Iterable[int] | int,
         raise ValueError("seeds must name at least one episode")
     if max_batch < 1:
         raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-    kwargs = dict(env_kwargs or {})
-    config = kwargs.pop("config", _config_from_id(env_id))
-    kwargs.pop("render_mode", None)
     keys = ("return", "length", *FLOW_KEYS, "final_storage_kwh",
             *[f"reward_terms/{k}" for k in REWARD_TERMS])
     out = {k: np.zeros(len(seed_list)) for k in keys}
@@ -90,8 +98,7 @@ def rollout_episodes(policy: Any, env_id: str, seeds: Iterable[int] | int,
         batch = seed_list[lo:lo + max_batch]
         n = len(batch)
         if venv is None or venv.num_envs != n:
-            venv = FleetVectorEnv(n, config=config, autoreset_mode=AutoresetMode.DISABLED,
-                                  **kwargs)
+            venv = make_vector_env(env_id, n, env_kwargs)
         if record_first and lo == 0:
             trace = {k: [] for k in TRACE_KEYS}
         _rollout_batch(policy, venv, batch, deterministic, out, lo, trace if lo == 0 else None)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import csv
 import io
 import json
@@ -42,8 +43,8 @@ from agents import POLICIES, is_model_spec, make_policy
 from agents.base import Heuristic
 from agents.heuristics import HEURISTICS, MixtureHeuristic
 from agents.oracle import solve_episode
-from agents.oracle_fast import fast_applies, fast_oracle_episodes
-from agents.rollout import make_vector_env, rollout_episodes
+from agents.oracle_fast import fast_oracle_episodes
+from agents.rollout import make_vector_env, rollout_episodes, rollout_from_reset
 from envs.spaces import serve_action
 
 #: Per-episode metrics, in table order: (key, column title, digits).
@@ -292,22 +293,29 @@ def batched_rollouts(env_id: str, policy: Any, seeds: Sequence[int],
         rec = record and lo == 0
         res = rollout_episodes(pol, env_id, chunk, deterministic=True, max_batch=len(chunk),
                                env_kwargs=env_kwargs, record_first=rec)
-        for k in range(len(chunk)):
-            correct, arrived = int(res["correct"][k]), int(res["arrived"][k])
-            r: dict[str, Any] = {
-                "reward": float(res["return"][k]),
-                **{key: float(res[f"reward_terms/{key}"][k])
-                   for key in ("aux_kwh", "waste_kwh", "leftover_kwh", "value_correct")},
-                "harvest_kwh": float(res["harvest_kwh"][k]),
-                "demand_kwh": float(res["demand_kwh"][k]),
-                "correct": correct, "arrived": arrived,
-                "accuracy": correct / arrived if arrived else math.nan}
-            if rec and k == 0:
-                r.update(harvest=res["trace/harvest_kwh"], demand=res["trace/demand_kwh"],
-                         storage=res["trace/storage_kwh"])
-            rows.append(r)
+        rows += _episode_rows(res, rec)
         if progress is not None:
             progress.update(len(chunk))
+    return rows
+
+
+def _episode_rows(res: dict[str, np.ndarray], record: bool) -> list[dict[str, Any]]:
+    """Per-episode dicts (keys of :func:`rollout`) from ``rollout_episodes`` totals."""
+    rows = []
+    for k in range(len(res["seed"])):
+        correct, arrived = int(res["correct"][k]), int(res["arrived"][k])
+        r: dict[str, Any] = {
+            "reward": float(res["return"][k]),
+            **{key: float(res[f"reward_terms/{key}"][k])
+               for key in ("aux_kwh", "waste_kwh", "leftover_kwh", "value_correct")},
+            "harvest_kwh": float(res["harvest_kwh"][k]),
+            "demand_kwh": float(res["demand_kwh"][k]),
+            "correct": correct, "arrived": arrived,
+            "accuracy": correct / arrived if arrived else math.nan}
+        if record and k == 0:
+            r.update(harvest=res["trace/harvest_kwh"], demand=res["trace/demand_kwh"],
+                     storage=res["trace/storage_kwh"])
+        rows.append(r)
     return rows
 
 
@@ -326,72 +334,64 @@ def oracle_episode(env: gym.Env, seed: int, record: bool = False) -> dict[str, A
     return out
 
 
-def oracle_rows(env_id: str, seeds: Sequence[int], env_kwargs: dict | None = None,
-                record: bool = False, progress: Any = None) -> list[dict[str, Any]]:
-    """:func:`oracle_episode` of every seed (the same numbers), with as little work per episode
-    as the env allows.
+def evaluate_chunk(env_id: str, policies: Sequence[tuple[str, Any]], seeds: Sequence[int],
+                   seed: int, env_kwargs: dict | None = None, record: Sequence[str] = (),
+                   progress: Any = None) -> dict[str, list[dict[str, Any]]]:
+    """Every policy on one chunk of episodes, all from one batched reset: a job of
+    :func:`run_evaluation`.
 
-    Without a queue, deadlines or throughput caps, each seed's episode is read from one
-    batched reset of the native vector env (copy k holds exactly the episode of seed k) and
-    bounded by the per-slot hull LP (``agents.oracle_fast``, several times faster than the
-    task-level LP, same optimum); otherwise every episode is reset in a single env and solved
-    by the task-level or queue LP (``agents.oracle``).
-
-    Args:
-        env_id: Registered id.
-        seeds: Episode seeds.
-        env_kwargs: Overrides passed to ``gym.make``.
-        record: Also return the first episode's per-slot ``harvest``, ``demand``, ``storage``.
-        progress: Object with ``update(n)`` (a tqdm bar), told after each episode.
-
-    Returns:
-        One dict per seed with the keys of :func:`rollout`.
-    """
-    seeds = [int(s) for s in seeds]
-    env_kwargs = dict(env_kwargs or {})
-    env = gym.make(env_id, **env_kwargs)
-    rows: list[dict[str, Any]] = []
-    if fast_applies(env.unwrapped.core):
-        for lo in range(0, len(seeds), EVAL_BATCH):
-            chunk = seeds[lo:lo + EVAL_BATCH]
-            venv = make_vector_env(env_id, len(chunk), env_kwargs)
-            venv.reset(seed=chunk)
-            rows += fast_oracle_episodes(venv.core, record and lo == 0, progress)
-            del venv  # free the chunk's task arrays before the next one is drawn
-        return rows
-    for k, s in enumerate(seeds):
-        rows.append(oracle_episode(env, s, record=record and k == 0))
-        if progress is not None:
-            progress.update(1)
-    return rows
-
-
-def policy_rows(env_id: str, name: str, seeds: Sequence[int], seed: int,
-                env_kwargs: dict | None = None, record: bool = False,
-                progress: Any = None) -> list[dict[str, Any]]:
-    """Per-episode results of one policy on ``seeds``: one job of :func:`run_evaluation`.
-
-    A pure function of its arguments (the policy is built here, from ``seed``), so a job
+    The chunk's episodes are drawn once, by one reset of the native vector env (copy k holds
+    exactly the episode of a single env reset with ``seeds[k]``). The ``oracle`` bound reads
+    them from it: the per-slot hull LP (``agents.oracle_fast``) without a queue, else the
+    task-level or queue LP of ``agents.oracle`` per episode in a single env. Every other
+    policy runs its episodes side by side in a copy of the reset env (as
+    :func:`batched_rollouts`, the same numbers). A pure function of its arguments, so a job
     gives the same rows in this process or in a worker process.
 
     Args:
         env_id: Registered id.
-        name: A key of ``agents.POLICIES`` (``oracle``: :func:`oracle_rows`) or ``ALGO:PATH``.
-        seeds: Episode seeds.
-        seed: Root seed of the evaluation (seeds the policy's generator).
+        policies: (name, policy) pairs; the policy object may be None (built here from
+            ``seed``; ``oracle`` needs none).
+        seeds: Episode seeds of the chunk (at most about ``EVAL_BATCH``: memory).
+        seed: Root seed of the evaluation (seeds the policies built here).
         env_kwargs: Overrides passed to ``gym.make``.
-        record: Also return the first episode's per-slot ``harvest``, ``demand``, ``storage``.
+        record: Names whose first episode's per-slot ``harvest``, ``demand`` and ``storage``
+            are returned too.
         progress: Object with ``update(n)`` (a tqdm bar).
 
     Returns:
-        One dict per seed with the keys of :func:`rollout`.
+        Per name, one dict per seed with the keys of :func:`rollout`.
     """
-    if name == "oracle":  # one LP per episode
-        return oracle_rows(env_id, seeds, env_kwargs, record=record, progress=progress)
-    env = gym.make(env_id, **dict(env_kwargs or {}))
-    policy = make_policy(name, env, seed=seed)
-    return batched_rollouts(env_id, policy, seeds, env_kwargs=env_kwargs, record=record,
-                            progress=progress)
+    seeds = [int(s) for s in seeds]
+    env_kwargs = dict(env_kwargs or {})
+    env = gym.make(env_id, **env_kwargs)
+    venv = make_vector_env(env_id, len(seeds), env_kwargs)
+    obs, _ = venv.reset(seed=seeds)
+    # The oracle only reads the reset episodes: solve it first, then step copies.
+    todo = sorted(policies, key=lambda item: item[0] != "oracle")
+    out: dict[str, list[dict[str, Any]]] = {}
+    for i, (name, policy) in enumerate(todo):
+        rec = name in record
+        if name == "oracle":
+            rows = fast_oracle_episodes(venv.core, rec, progress)
+            if rows is None:  # a queue, deadlines or caps: the general LP, one env per seed
+                rows = []
+                for k, s in enumerate(seeds):
+                    rows.append(oracle_episode(env, s, record=rec and k == 0))
+                    if progress is not None:
+                        progress.update(1)
+            out[name] = rows
+            continue
+        if policy is None:
+            policy = make_policy(name, env, seed=seed)
+        pol = _PerEpisodeGenerators(policy, seeds) if isinstance(policy, Heuristic) else policy
+        run = venv if i == len(todo) - 1 else copy.deepcopy(venv)  # the last one steps venv
+        res = rollout_from_reset(pol, run, obs.copy(), seeds, deterministic=True,
+                                 record_first=rec)
+        out[name] = _episode_rows(res, rec)
+        if progress is not None:
+            progress.update(len(seeds))
+    return out
 
 
 def resolve_workers(workers: int, n_jobs: int) -> int:
@@ -465,10 +465,10 @@ def run_evaluation(env_id: str, policies: list[str], episodes: int, seed: int,
                    progress: bool = True, plots: bool = True, workers: int = 1) -> dict:
     """Evaluate ``policies`` on ``episodes`` paired episodes of ``env_id``.
 
-    The work is a list of jobs (:func:`policy_rows`: the oracle bound in ``workers`` parts,
-    then every other policy), run here or spread over ``workers`` processes, then the
-    plots; each job is a pure function of its arguments, so the results are the same for
-    any ``workers``.
+    The episodes are split into chunks (one per worker, at most ``EVAL_BATCH`` episodes
+    each); a job (:func:`evaluate_chunk`) draws a chunk's episodes once and runs every
+    policy on them. Jobs run here or spread over ``workers`` processes, then the plots; a job
+    is a pure function of its arguments, so the results do not depend on ``workers``.
 
     Args:
         env_id: Registered id (e.g. ``lrm/Critical-v0``).
@@ -497,32 +497,31 @@ def run_evaluation(env_id: str, policies: list[str], episodes: int, seed: int,
     seed = resolve_seed(seed)
     env_kwargs = dict(env_kwargs or {})
     try:
-        gym.make(env_id, **env_kwargs)
+        env = gym.make(env_id, **env_kwargs)
     except (TypeError, ValueError) as exc:
         raise UsageError(f"--env-kwarg: {exc}") from exc
     seeds = evaluation_seeds(seed, episodes)
     names = list(dict.fromkeys(policies))
     refs = [r for r in (SCORE_FLOOR, SCORE_CEILING) if r not in names]
-    order = [n for n in names + refs if n == "oracle"] + [n for n in names + refs
-                                                          if n != "oracle"]
-    n_parts = resolve_workers(workers, len(order) + 1)
-    # Jobs (policy, seeds, record), the slowest (the oracle bound) first and in parts.
-    jobs: list[tuple[str, list[int], bool]] = []
-    for name in order:
-        parts = n_parts if name == "oracle" else 1
-        size = math.ceil(len(seeds) / parts)
-        for lo in range(0, len(seeds), size):
-            jobs.append((name, seeds[lo:lo + size], lo == 0 and name in names))
-    n_workers = resolve_workers(workers, len(jobs))
+    n_workers = resolve_workers(workers, len(seeds))
+    n_chunks = max(n_workers, math.ceil(len(seeds) / EVAL_BATCH))
+    size = math.ceil(len(seeds) / n_chunks)
+    chunks = [seeds[lo:lo + size] for lo in range(0, len(seeds), size)]
+    n_workers = min(n_workers, len(chunks))
     t0 = time.perf_counter()
+    # Heuristics are built once here (a worker gets a pickled copy); saved SB3 models are
+    # loaded in each job when the jobs run in workers.
+    policy_objs = [(n, None if n == "oracle" or (n_workers > 1 and is_model_spec(n))
+                    else make_policy(n, env, seed=seed)) for n in names + refs]
     with contextlib.ExitStack() as stack:
         pool = stack.enter_context(_process_pool(n_workers)) if n_workers > 1 else None
+        jobs = [(policy_objs, chunk, names if k == 0 else ()) for k, chunk in enumerate(chunks)]
         outputs = _run_jobs(pool, jobs, env_id, seed, env_kwargs, progress,
                             warm_plots=n_workers if plots and out_dir is not None else 0)
         results: dict[str, list[dict[str, Any]]] = {}
         traces: dict[str, dict[str, np.ndarray]] = {}
         for name in names + refs:
-            episodes_out = [r for (n, _, _), out in zip(jobs, outputs) if n == name for r in out]
+            episodes_out = [r for out in outputs for r in out[name]]
             rows = []
             for k, (s, r) in enumerate(zip(seeds, episodes_out)):
                 if k == 0 and name in names:
@@ -552,26 +551,26 @@ def run_evaluation(env_id: str, policies: list[str], episodes: int, seed: int,
     return _json_clean(summary)
 
 
-def _run_jobs(pool: Any, jobs: list[tuple[str, list[int], bool]], env_id: str, seed: int,
-              env_kwargs: dict, progress: bool, warm_plots: int = 0
-              ) -> list[list[dict[str, Any]]]:
-    """Outputs of :func:`policy_rows` for every job, in job order (in ``pool`` if given;
-    then ``warm_plots`` jobs that import matplotlib follow them)."""
+def _run_jobs(pool: Any, jobs: list[tuple[list, list[int], Sequence[str]]], env_id: str,
+              seed: int, env_kwargs: dict, progress: bool, warm_plots: int = 0
+              ) -> list[dict[str, list[dict[str, Any]]]]:
+    """Outputs of :func:`evaluate_chunk` for every job (policies, seeds, record), in job
+    order: here, or in ``pool`` followed by ``warm_plots`` jobs that import matplotlib."""
     from tqdm.auto import tqdm
 
-    total = sum(len(chunk) for _, chunk, _ in jobs)
+    total = sum(len(policies) * len(chunk) for policies, chunk, _ in jobs)
     if pool is None:
         with tqdm(total=total, desc=env_id, disable=not progress, unit="ep", leave=False) as bar:
-            return [policy_rows(env_id, name, chunk, seed, env_kwargs, rec, progress=bar)
-                    for name, chunk, rec in jobs]
+            return [evaluate_chunk(env_id, policies, chunk, seed, env_kwargs, rec, progress=bar)
+                    for policies, chunk, rec in jobs]
     from concurrent.futures import as_completed
 
     # Submitting forks the workers: before the progress bar starts its monitor thread.
-    futures = [pool.submit(policy_rows, env_id, name, chunk, seed, env_kwargs, rec)
-               for name, chunk, rec in jobs]
+    futures = [pool.submit(evaluate_chunk, env_id, policies, chunk, seed, env_kwargs, rec)
+               for policies, chunk, rec in jobs]
     for _ in range(warm_plots):  # an idle worker imports matplotlib while others finish
         pool.submit(_import_plotting)
-    size = {fut: len(chunk) for fut, (_, chunk, _) in zip(futures, jobs)}
+    size = {fut: len(policies) * len(chunk) for fut, (policies, chunk, _) in zip(futures, jobs)}
     with tqdm(total=total, desc=env_id, disable=not progress, unit="ep", leave=False) as bar:
         for fut in as_completed(futures):
             fut.result()

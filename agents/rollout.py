@@ -87,11 +87,7 @@ def rollout_episodes(policy: Any, env_id: str, seeds: Iterable[int] | int,
         raise ValueError("seeds must name at least one episode")
     if max_batch < 1:
         raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-    keys = ("return", "length", *FLOW_KEYS, "final_storage_kwh",
-            *[f"reward_terms/{k}" for k in REWARD_TERMS])
-    out = {k: np.zeros(len(seed_list)) for k in keys}
-    for k in ("length", *[k for k in FLOW_KEYS if k in INT_KEYS]):
-        out[k] = np.zeros(len(seed_list), dtype=np.int64)
+    out = _zero_totals(len(seed_list))
     venv: FleetVectorEnv | None = None
     trace: dict[str, list[float]] | None = None
     for lo in range(0, len(seed_list), max_batch):
@@ -108,16 +104,65 @@ def rollout_episodes(policy: Any, env_id: str, seeds: Iterable[int] | int,
     return out
 
 
+def rollout_from_reset(policy: Any, venv: FleetVectorEnv, obs: np.ndarray,
+                       seeds: Sequence[int], deterministic: bool = True,
+                       record_first: bool = False) -> dict[str, np.ndarray]:
+    """:func:`rollout_episodes` of one batch whose env is already reset.
+
+    One reset can serve several policies: reset a vector env once (``venv.reset(seed=seeds)``,
+    e.g. from :func:`make_vector_env`) and give each policy a ``copy.deepcopy`` of it (a
+    copy costs a fraction of a reset); every policy then meets exactly the episodes a reset
+    of its own would give.
+
+    Args:
+        policy: Any object with SB3's ``predict``.
+        venv: A vector env (without autoreset) right after ``reset(seed=seeds)``; it is
+            stepped to the end of the episodes.
+        obs: The observations that reset returned, shape (n, obs_dim).
+        seeds: The reset seeds (copy k ran seed k), returned as ``seed``.
+        deterministic: Passed to ``predict``.
+        record_first: Also return copy 0's per-slot trajectory (``trace/*`` keys).
+
+    Returns:
+        The arrays of :func:`rollout_episodes`.
+    """
+    seed_list = [int(s) for s in seeds]
+    if len(seed_list) != venv.num_envs:
+        raise ValueError(f"seeds must name one episode per copy ({venv.num_envs}), "
+                         f"got {len(seed_list)}")
+    out = _zero_totals(venv.num_envs)
+    trace = {k: [] for k in TRACE_KEYS} if record_first else None
+    _rollout_batch(policy, venv, seed_list, deterministic, out, 0, trace, obs=obs)
+    out["seed"] = np.asarray(seed_list, dtype=np.int64)
+    if trace is not None:
+        out.update({f"trace/{k}": np.asarray(v) for k, v in trace.items()})
+    return out
+
+
+def _zero_totals(n: int) -> dict[str, np.ndarray]:
+    """Zeroed per-episode totals for ``n`` episodes (the keys of :func:`rollout_episodes`)."""
+    keys = ("return", "length", *FLOW_KEYS, "final_storage_kwh",
+            *[f"reward_terms/{k}" for k in REWARD_TERMS])
+    out = {k: np.zeros(n) for k in keys}
+    for k in ("length", *[k for k in FLOW_KEYS if k in INT_KEYS]):
+        out[k] = np.zeros(n, dtype=np.int64)
+    return out
+
+
 #: Per-slot keys of ``info`` recorded for the first episode by ``record_first``.
 TRACE_KEYS = ("harvest_kwh", "demand_kwh", "storage_kwh")
 
 
 def _rollout_batch(policy: Any, venv: FleetVectorEnv, seeds: Sequence[int],
                    deterministic: bool, out: dict[str, np.ndarray], lo: int,
-                   trace: dict[str, list[float]] | None = None) -> None:
+                   trace: dict[str, list[float]] | None = None,
+                   obs: np.ndarray | None = None) -> None:
+    """Step the batch to the end, adding into ``out[lo:lo + n]`` (resets it first unless
+    ``obs``, the observations of a reset already done, is given)."""
     n = venv.num_envs
     sl = slice(lo, lo + n)
-    obs, _ = venv.reset(seed=list(seeds))
+    if obs is None:
+        obs, _ = venv.reset(seed=list(seeds))
     active = np.ones(n, dtype=bool)
     starts = np.ones(n, dtype=bool)
     state = None

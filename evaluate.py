@@ -219,13 +219,19 @@ def rollout(env_id: str, policy: Any, seed: int, env_kwargs: dict | None = None,
     return out
 
 
+def _owner(cls: type, attr: str) -> type | None:
+    """The class in ``cls``'s MRO that defines ``attr`` (None if none does)."""
+    return next((c for c in cls.__mro__ if attr in vars(c)), None)
+
+
 class _PerEpisodeGenerators:
     """Batched ``predict`` of a :class:`Heuristic` that gives row k its own generator.
 
     Row k acts with ``policy.act(obs[k])`` drawing from the generator ``policy.seed(seeds[k])``
     creates, so each episode sees exactly the draws of a single-env :func:`rollout` of its
     seed (which reseeds the policy per episode). Valid for heuristics whose action depends on
-    the observation and ``self.rng`` only (every registered heuristic).
+    the observation and ``self.rng`` only (every registered heuristic). A rule may define
+    ``act_rows(observations, rngs)``, the actions of all rows at once with those draws.
     """
 
     def __init__(self, policy: Heuristic, seeds: Sequence[int]) -> None:
@@ -234,6 +240,10 @@ class _PerEpisodeGenerators:
         # row (the same values for a batch as for one row): convert all rows in one call.
         self._mixture_rows = (isinstance(policy, MixtureHeuristic) and not policy.discrete
                               and type(policy).act is MixtureHeuristic.act)
+        # A rule's own act_rows (act of every row with its generator), unless a subclass
+        # changed act without it.
+        self._act_rows = (policy.act_rows if _owner(type(policy), "act_rows")
+                          is _owner(type(policy), "act") else None)
         self.rngs = []
         for s in seeds:
             policy.seed(s)
@@ -250,6 +260,8 @@ class _PerEpisodeGenerators:
             mixtures_b = batch(np.asarray(observation))
             if mixtures_b is not None:  # a rule with a vectorised form (no random draws)
                 return serve_action(p.config, mixtures_b), state
+        if self._act_rows is not None:
+            return self._act_rows(np.asarray(observation), self.rngs), state
         if self._mixture_rows:  # act = serve_action(mixture): convert the batch at once
             mixtures = []
             for obs, rng in zip(observation, self.rngs):

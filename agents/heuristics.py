@@ -81,6 +81,15 @@ class RandomPolicy(Heuristic):
             return np.int64(self.rng.integers(self.config.n_configs))
         return self.rng.uniform(-1.0, 1.0, size=self.action_space.shape).astype(np.float32)
 
+    def act_rows(self, observations: np.ndarray,
+                 rngs: list[np.random.Generator]) -> np.ndarray:
+        """:meth:`act` of row k of a batch drawn from ``rngs[k]``: the same actions as
+        ``act(observations[k])`` with ``self.rng = rngs[k]``, without a call per row."""
+        if self.config.action_type == "discrete":
+            return np.array([r.integers(self.config.n_configs) for r in rngs], dtype=np.int64)
+        shape = self.action_space.shape
+        return np.stack([r.uniform(-1.0, 1.0, size=shape) for r in rngs]).astype(np.float32)
+
 
 class CheapestPolicy(MixtureHeuristic):
     """Every task to the smallest model with the shortest budget.

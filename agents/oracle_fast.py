@@ -52,7 +52,7 @@ from envs.reward import reward_weights
 
 try:  # HiGHS bindings bundled with SciPy (>= 1.15); linprog is the fallback
     import scipy.optimize._highspy._core as _hc
-    _hc.HighsLp, _hc._Highs, _hc.HighsOptions, _hc.MatrixFormat  # noqa: B018
+    _hc._Highs, _hc.HighsOptions, _hc.MatrixFormat, _hc.ObjSense, _hc.HighsVarType  # noqa: B018
 except (ImportError, AttributeError):  # pragma: no cover - older SciPy
     _hc = None
 
@@ -64,16 +64,6 @@ def _solve_core(c: np.ndarray, a_eq: sparse.csc_matrix, b_eq: np.ndarray, lb: np
     Calls the HiGHS bindings shipped with SciPy directly: ``linprog`` spends as long as the
     solve itself in a Python loop over the columns (bound multipliers, unused here).
     """
-    lp = _hc.HighsLp()
-    m, n = a_eq.shape
-    lp.num_col_, lp.num_row_ = n, m
-    lp.a_matrix_.num_col_, lp.a_matrix_.num_row_ = n, m
-    lp.a_matrix_.format_ = _hc.MatrixFormat.kColwise
-    lp.col_cost_, lp.col_lower_, lp.col_upper_ = c, lb, ub
-    lp.row_lower_ = lp.row_upper_ = b_eq
-    lp.a_matrix_.start_ = a_eq.indptr
-    lp.a_matrix_.index_ = a_eq.indices
-    lp.a_matrix_.value_ = a_eq.data
     highs = _hc._Highs()
     options = _hc.HighsOptions()
     options.presolve = "off"
@@ -81,7 +71,15 @@ def _solve_core(c: np.ndarray, a_eq: sparse.csc_matrix, b_eq: np.ndarray, lb: np
     options.simplex_strategy = 1  # dual
     options.output_flag = False
     highs.passOptions(options)
-    highs.passModel(lp)
+    # The array form of passModel (the HighsLp attributes convert element by element).
+    m, n = a_eq.shape
+    status = highs.passModel(
+        n, m, a_eq.nnz, int(_hc.MatrixFormat.kColwise), int(_hc.ObjSense.kMinimize), 0.0, c,
+        lb, ub, b_eq, b_eq, a_eq.indptr.astype(np.int32, copy=False),
+        a_eq.indices.astype(np.int32, copy=False), a_eq.data,
+        np.full(n, int(_hc.HighsVarType.kContinuous), dtype=np.int32))
+    if status == _hc.HighsStatus.kError:  # pragma: no cover
+        raise RuntimeError("reduced hindsight LP rejected by HiGHS")
     highs.run()
     if highs.getModelStatus() != _hc.HighsModelStatus.kOptimal:  # pragma: no cover
         raise RuntimeError("reduced hindsight LP failed: "

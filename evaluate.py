@@ -430,14 +430,45 @@ def resolve_workers(workers: int, n_jobs: int) -> int:
     return int(max(1, min(workers, n_jobs)))
 
 
-def _process_pool(workers: int) -> Any:
-    """A pool of ``workers`` processes, forked where possible (they inherit the imports)."""
-    import multiprocessing
+def _process_pool(workers: int, progress_queue: Any = None) -> Any:
+    """A pool of ``workers`` processes, forked where possible (they inherit the imports);
+    their jobs report progress to ``progress_queue`` (see :func:`_chunk_job`)."""
     from concurrent.futures import ProcessPoolExecutor
 
-    methods = multiprocessing.get_all_start_methods()
-    ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
-    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    return ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context(),
+                               initializer=_set_progress_queue, initargs=(progress_queue,))
+
+
+def _mp_context() -> Any:
+    """The multiprocessing context: fork where available."""
+    import multiprocessing
+
+    fork = "fork" in multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if fork else None)
+
+
+class _QueueProgress:
+    """``update(n)`` sent to the parent's progress bar through a queue."""
+
+    def __init__(self, queue: Any) -> None:
+        self.queue = queue
+
+    def update(self, n: int = 1) -> None:
+        self.queue.put(n)
+
+
+#: Progress reporter of a worker process (set by the pool's initializer).
+_WORKER_PROGRESS: _QueueProgress | None = None
+
+
+def _set_progress_queue(queue: Any) -> None:
+    global _WORKER_PROGRESS
+    _WORKER_PROGRESS = _QueueProgress(queue) if queue is not None else None
+
+
+def _chunk_job(*args: Any) -> dict[str, list[dict[str, Any]]]:
+    """:func:`evaluate_chunk` in a worker, reporting progress to the parent."""
+    return evaluate_chunk(*args, progress=_WORKER_PROGRESS)
 
 
 def _import_plotting() -> None:
@@ -526,10 +557,12 @@ def run_evaluation(env_id: str, policies: list[str], episodes: int, seed: int,
     policy_objs = [(n, None if n == "oracle" or (n_workers > 1 and is_model_spec(n))
                     else make_policy(n, env, seed=seed)) for n in names + refs]
     with contextlib.ExitStack() as stack:
-        pool = stack.enter_context(_process_pool(n_workers)) if n_workers > 1 else None
+        queue = _mp_context().SimpleQueue() if n_workers > 1 and progress else None
+        pool = stack.enter_context(_process_pool(n_workers, queue)) if n_workers > 1 else None
         jobs = [(policy_objs, chunk, names if k == 0 else ()) for k, chunk in enumerate(chunks)]
         outputs = _run_jobs(pool, jobs, env_id, seed, env_kwargs, progress,
-                            warm_plots=n_workers if plots and out_dir is not None else 0)
+                            warm_plots=n_workers if plots and out_dir is not None else 0,
+                            progress_queue=queue)
         results: dict[str, list[dict[str, Any]]] = {}
         traces: dict[str, dict[str, np.ndarray]] = {}
         for name in names + refs:
@@ -564,10 +597,11 @@ def run_evaluation(env_id: str, policies: list[str], episodes: int, seed: int,
 
 
 def _run_jobs(pool: Any, jobs: list[tuple[list, list[int], Sequence[str]]], env_id: str,
-              seed: int, env_kwargs: dict, progress: bool, warm_plots: int = 0
-              ) -> list[dict[str, list[dict[str, Any]]]]:
+              seed: int, env_kwargs: dict, progress: bool, warm_plots: int = 0,
+              progress_queue: Any = None) -> list[dict[str, list[dict[str, Any]]]]:
     """Outputs of :func:`evaluate_chunk` for every job (policies, seeds, record), in job
-    order: here, or in ``pool`` followed by ``warm_plots`` jobs that import matplotlib."""
+    order: here, or in ``pool`` (whose workers report progress to ``progress_queue``)
+    followed by ``warm_plots`` jobs that import matplotlib."""
     from tqdm.auto import tqdm
 
     total = sum(len(policies) * len(chunk) for policies, chunk, _ in jobs)
@@ -575,18 +609,21 @@ def _run_jobs(pool: Any, jobs: list[tuple[list, list[int], Sequence[str]]], env_
         with tqdm(total=total, desc=env_id, disable=not progress, unit="ep", leave=False) as bar:
             return [evaluate_chunk(env_id, policies, chunk, seed, env_kwargs, rec, progress=bar)
                     for policies, chunk, rec in jobs]
-    from concurrent.futures import as_completed
+    from concurrent.futures import FIRST_EXCEPTION, wait
 
     # Submitting forks the workers: before the progress bar starts its monitor thread.
-    futures = [pool.submit(evaluate_chunk, env_id, policies, chunk, seed, env_kwargs, rec)
+    futures = [pool.submit(_chunk_job, env_id, policies, chunk, seed, env_kwargs, rec)
                for policies, chunk, rec in jobs]
     for _ in range(warm_plots):  # an idle worker imports matplotlib while others finish
         pool.submit(_import_plotting)
-    size = {fut: len(policies) * len(chunk) for fut, (policies, chunk, _) in zip(futures, jobs)}
     with tqdm(total=total, desc=env_id, disable=not progress, unit="ep", leave=False) as bar:
-        for fut in as_completed(futures):
-            fut.result()
-            bar.update(size[fut])
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=0.1, return_when=FIRST_EXCEPTION)
+            for fut in done:
+                fut.result()  # a failed job raises here
+            while progress_queue is not None and not progress_queue.empty():
+                bar.update(progress_queue.get())
     return [fut.result() for fut in futures]
 
 

@@ -471,11 +471,6 @@ def _chunk_job(*args: Any) -> dict[str, list[dict[str, Any]]]:
     return evaluate_chunk(*args, progress=_WORKER_PROGRESS)
 
 
-def _import_plotting() -> None:
-    """Import matplotlib (Agg) in a worker before its plot job arrives."""
-    _plt()
-
-
 # --------------------------------------------------------------------------- validation
 def check_env_id(env_id: str) -> None:
     """Raise UsageError unless ``env_id`` is registered."""
@@ -557,11 +552,12 @@ def run_evaluation(env_id: str, policies: list[str], episodes: int, seed: int,
     policy_objs = [(n, None if n == "oracle" or (n_workers > 1 and is_model_spec(n))
                     else make_policy(n, env, seed=seed)) for n in names + refs]
     with contextlib.ExitStack() as stack:
+        if n_workers > 1 and plots and out_dir is not None:
+            _plt()  # imported once, before the workers fork (they draw the figures)
         queue = _mp_context().SimpleQueue() if n_workers > 1 and progress else None
         pool = stack.enter_context(_process_pool(n_workers, queue)) if n_workers > 1 else None
         jobs = [(policy_objs, chunk, names if k == 0 else ()) for k, chunk in enumerate(chunks)]
         outputs = _run_jobs(pool, jobs, env_id, seed, env_kwargs, progress,
-                            warm_plots=n_workers if plots and out_dir is not None else 0,
                             progress_queue=queue)
         results: dict[str, list[dict[str, Any]]] = {}
         traces: dict[str, dict[str, np.ndarray]] = {}
@@ -597,11 +593,10 @@ def run_evaluation(env_id: str, policies: list[str], episodes: int, seed: int,
 
 
 def _run_jobs(pool: Any, jobs: list[tuple[list, list[int], Sequence[str]]], env_id: str,
-              seed: int, env_kwargs: dict, progress: bool, warm_plots: int = 0,
+              seed: int, env_kwargs: dict, progress: bool,
               progress_queue: Any = None) -> list[dict[str, list[dict[str, Any]]]]:
     """Outputs of :func:`evaluate_chunk` for every job (policies, seeds, record), in job
-    order: here, or in ``pool`` (whose workers report progress to ``progress_queue``)
-    followed by ``warm_plots`` jobs that import matplotlib."""
+    order: here, or in ``pool`` (whose workers report progress to ``progress_queue``)."""
     from tqdm.auto import tqdm
 
     total = sum(len(policies) * len(chunk) for policies, chunk, _ in jobs)
@@ -614,8 +609,6 @@ def _run_jobs(pool: Any, jobs: list[tuple[list, list[int], Sequence[str]]], env_
     # Submitting forks the workers: before the progress bar starts its monitor thread.
     futures = [pool.submit(_chunk_job, env_id, policies, chunk, seed, env_kwargs, rec)
                for policies, chunk, rec in jobs]
-    for _ in range(warm_plots):  # an idle worker imports matplotlib while others finish
-        pool.submit(_import_plotting)
     with tqdm(total=total, desc=env_id, disable=not progress, unit="ep", leave=False) as bar:
         pending = set(futures)
         while pending:

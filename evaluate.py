@@ -240,6 +240,11 @@ class _PerEpisodeGenerators:
         # row (the same values for a batch as for one row): convert all rows in one call.
         self._mixture_rows = (isinstance(policy, MixtureHeuristic) and not policy.discrete
                               and type(policy).act is MixtureHeuristic.act)
+        # A static rule (one fixed mixture, declared where its mixture is defined): the same
+        # action for every row, converted once.
+        self._static_rows = (self._mixture_rows and getattr(policy, "static", False)
+                             and _owner(type(policy), "static") is _owner(type(policy),
+                                                                          "mixture"))
         # A rule's own act_rows (act of every row with its generator), unless a subclass
         # changed act without it.
         self._act_rows = (policy.act_rows if _owner(type(policy), "act_rows")
@@ -262,6 +267,9 @@ class _PerEpisodeGenerators:
                 return serve_action(p.config, mixtures_b), state
         if self._act_rows is not None:
             return self._act_rows(np.asarray(observation), self.rngs), state
+        if self._static_rows:  # serve_action is elementwise per row: convert one row
+            action = serve_action(p.config, p.mixture(observation[0])[None])
+            return np.repeat(action, len(observation), axis=0), state
         if self._mixture_rows:  # act = serve_action(mixture): convert the batch at once
             mixtures = []
             for obs, rng in zip(observation, self.rngs):

@@ -43,7 +43,11 @@ class MixtureHeuristic(Heuristic):
     """A heuristic whose rule is a mixture over configurations (per class, or class-blind).
 
     Subclasses implement :meth:`mixture`; :meth:`act` turns it into an action of either type.
+    A subclass whose :meth:`mixture` returns one fixed array, whatever the observation, sets
+    ``static = True`` next to it (batched evaluation then converts it once per step).
     """
+
+    static: bool = False
 
     def __init__(self, env: gym.Env, seed: int | None = None) -> None:
         super().__init__(env, seed)
@@ -108,6 +112,8 @@ class CheapestPolicy(MixtureHeuristic):
         self._x = np.zeros((rows, self.n_configs))
         self._x[:, j] = 1.0
 
+    static = True
+
     def mixture(self, observation: np.ndarray) -> np.ndarray:
         """The fixed pure mixture."""
         return self._x
@@ -129,6 +135,8 @@ class MostAccuratePolicy(MixtureHeuristic):
         for r in range(acc.shape[0]):
             best = np.flatnonzero(acc[r] >= acc[r].max() - 1e-12)
             self._x[r, best[np.argmin(mean[r, best])]] = 1.0
+
+    static = True
 
     def mixture(self, observation: np.ndarray) -> np.ndarray:
         """The fixed pure mixture."""
@@ -154,6 +162,8 @@ class MeanMatchingPolicy(MixtureHeuristic):
     def __init__(self, env: gym.Env, seed: int | None = None) -> None:
         super().__init__(env, seed)
         self._x = max_value_mixture(self.model, self.model.mean_harvest_kwh)
+
+    static = True
 
     def mixture(self, observation: np.ndarray) -> np.ndarray:
         """The fixed certainty-equivalent mixture."""
@@ -192,6 +202,8 @@ class VarianceAwarePolicy(MixtureHeuristic):
             accuracy_floor = max_accuracy(self.model, target) - accuracy_slack
         self.accuracy_floor = float(accuracy_floor)
         self._x = min_second_moment_mixture(self.model, target, self.accuracy_floor)
+
+    static = True
 
     def mixture(self, observation: np.ndarray) -> np.ndarray:
         """The fixed variance-aware mixture."""
@@ -515,6 +527,8 @@ class ScalingLawPolicy(MixtureHeuristic):
         self.delta_kwh = float(delta_kwh)
         predicted = routing_model(cfg, self.discrete, energy_bias_kwh=-self.delta_kwh)
         self._x = max_value_mixture(predicted, predicted.mean_harvest_kwh)
+
+    static = True
 
     def mixture(self, observation: np.ndarray) -> np.ndarray:
         """The fixed mixture chosen on predicted energies."""

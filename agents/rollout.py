@@ -170,7 +170,8 @@ def _rollout_batch(policy: Any, venv: FleetVectorEnv, seeds: Sequence[int],
         actions, state = policy.predict(obs, state=state, episode_start=starts,
                                         deterministic=deterministic)
         starts = np.zeros(n, dtype=bool)
-        if active.all():
+        all_active = bool(active.all())
+        if all_active:
             obs, reward, term, trunc, info = venv.step(actions)
         else:  # some episodes have ended (an env that terminates early): reset, then ignore
             venv.reset(options={"reset_mask": ~active})
@@ -179,12 +180,16 @@ def _rollout_batch(policy: Any, venv: FleetVectorEnv, seeds: Sequence[int],
         if trace is not None and a[0]:
             for k in TRACE_KEYS:
                 trace[k].append(float(info[k][0]))
-        out["return"][sl] += np.where(a, reward, 0.0)
+
+        def live(x: np.ndarray) -> np.ndarray:  # x where the episode runs, else 0
+            return x if all_active else np.where(a, x, 0)
+
+        out["return"][sl] += live(reward)
         out["length"][sl] += a
         for k in FLOW_KEYS:
-            out[k][sl] += np.where(a, info[k], 0)
+            out[k][sl] += live(info[k])
         for k in REWARD_TERMS:
-            out[f"reward_terms/{k}"][sl] += np.where(a, info["reward_terms"][k], 0.0)
+            out[f"reward_terms/{k}"][sl] += live(info["reward_terms"][k])
         done = (term | trunc) & a
         out["final_storage_kwh"][sl] = np.where(done, info["storage_kwh"],
                                                 out["final_storage_kwh"][sl])

@@ -418,9 +418,9 @@ def resolve_workers(workers: int, n_jobs: int) -> int:
     """Number of processes :func:`run_evaluation` uses for ``n_jobs`` jobs.
 
     Args:
-        workers: Requested number (>= 0); 0 means one per CPU available to this process,
-            or 1 where processes cannot be forked or torch is already loaded (a fork of a
-            process whose torch thread pools have run can hang).
+        workers: Requested number (>= 0); 0 means one per CPU available to this process on
+            Linux (workers are forked there), else 1; also 1 when torch is already loaded
+            (a fork of a process whose torch thread pools have run can hang).
         n_jobs: Number of jobs (no more workers than that).
 
     Raises:
@@ -429,9 +429,7 @@ def resolve_workers(workers: int, n_jobs: int) -> int:
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 0:
         raise UsageError(f"--workers must be an integer >= 0 (0: one per CPU), got {workers!r}")
     if workers == 0:
-        import multiprocessing
-
-        if "fork" not in multiprocessing.get_all_start_methods() or "torch" in sys.modules:
+        if not _forks() or "torch" in sys.modules:
             return 1
         workers = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                    else os.cpu_count() or 1)
@@ -447,12 +445,18 @@ def _process_pool(workers: int, progress_queue: Any = None) -> Any:
                                initializer=_set_progress_queue, initargs=(progress_queue,))
 
 
-def _mp_context() -> Any:
-    """The multiprocessing context: fork where available."""
+def _forks() -> bool:
+    """Whether workers are forked (Linux; elsewhere they start fresh and import again)."""
     import multiprocessing
 
-    fork = "fork" in multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("fork" if fork else None)
+    return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
+
+
+def _mp_context() -> Any:
+    """The multiprocessing context: fork on Linux, else the platform's default."""
+    import multiprocessing
+
+    return multiprocessing.get_context("fork" if _forks() else None)
 
 
 class _QueueProgress:

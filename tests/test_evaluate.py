@@ -326,3 +326,29 @@ def test_workers_argument_is_checked() -> None:
         evaluate.resolve_workers(1.5, 4)  # type: ignore[arg-type]
     assert evaluate.resolve_workers(3, 2) == 2  # never more workers than jobs
     assert 1 <= evaluate.resolve_workers(0, 64) <= 64
+
+
+def test_batched_fast_paths_respect_overridden_rules() -> None:
+    """A subclass that changes ``act`` or ``mixture`` loses the parent's batched shortcut
+    (``act_rows``, ``static``): its batched episodes still equal single-env rollouts."""
+    from agents.heuristics import MeanMatchingPolicy, RandomPolicy
+
+    class Tilted(MeanMatchingPolicy):  # mixture depends on the observation: not static
+        def mixture(self, observation: np.ndarray) -> np.ndarray:
+            x = super().mixture(observation).copy()
+            x[:, 0] += 0.5 * abs(float(observation[0]))
+            return x / x.sum(axis=1, keepdims=True)
+
+    class Halved(RandomPolicy):  # act changed, act_rows inherited: must not be used
+        def act(self, observation: np.ndarray) -> np.ndarray:
+            return (0.5 * super().act(observation)).astype(np.float32)
+
+    kwargs = {"horizon": 24}
+    env = gym.make("lrm/Critical-v0", **kwargs)
+    seeds = [4, 5, 6]
+    for cls in (Tilted, Halved):
+        single = [evaluate.rollout("lrm/Critical-v0", cls(env, seed=0), s, env=env)
+                  for s in seeds]
+        batched = evaluate.batched_rollouts("lrm/Critical-v0", cls(env, seed=0), seeds,
+                                            env_kwargs=kwargs)
+        assert batched == single, cls.__name__

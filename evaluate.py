@@ -8,9 +8,10 @@ Usage::
 
 Every policy runs on the same evaluation seeds (derived from ``--seed``), so differences are
 paired. ``oracle`` is the hindsight LP bound (``agents.oracle``), reported as its optimum (one
-LP per episode). Every other policy runs all its episodes side by side in the native vector
-env (:func:`batched_rollouts`), with exactly the per-episode results of a single-env loop.
-Writes ``DIR/episodes.csv`` (one row per policy and episode), ``DIR/summary.json`` and PNG plots,
+LP per episode). Every other policy runs its episodes side by side in the native vector env,
+with exactly the per-episode results of a single-env loop. The episodes are drawn once per
+chunk of seeds and shared by all policies (:func:`evaluate_chunk`); with ``--workers`` (default
+one per CPU on Linux) the chunks run in worker processes, with the same results. Writes ``DIR/episodes.csv`` (one row per policy and episode), ``DIR/summary.json`` and PNG plots,
 and prints a Markdown table. Library use (e.g. from a training script)::
 
     from evaluate import run_evaluation, format_table
@@ -529,8 +530,8 @@ def run_evaluation(env_id: str, policies: list[str], episodes: int, seed: int,
         env_kwargs: ``gym.make`` overrides (any ``FleetConfig`` field).
         progress: Show a tqdm progress bar.
         plots: Write the PNG plots (with ``out_dir``).
-        workers: Processes to use (see :func:`resolve_workers`; 0 = one per CPU). 1 runs
-            everything in this process.
+        workers: Processes to use (see :func:`resolve_workers`; 0 = one per CPU on Linux).
+            1 runs everything in this process.
 
     Returns:
         The summary (JSON-serialisable): per policy, mean and 95% CI of each metric, the

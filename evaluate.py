@@ -8,9 +8,10 @@ Usage::
 
 Every policy runs on the same evaluation seeds (derived from ``--seed``), so differences are
 paired. ``oracle`` is the hindsight LP bound (``agents.oracle``), reported as its optimum (one
-LP per episode). Every other policy runs all its episodes side by side in the native vector
-env (:func:`batched_rollouts`), with exactly the per-episode results of a single-env loop.
-Writes ``DIR/episodes.csv`` (one row per policy and episode), ``DIR/summary.json`` and PNG plots,
+LP per episode). Every other policy runs its episodes side by side in the native vector env,
+with exactly the per-episode results of a single-env loop. The episodes are drawn once per
+chunk of seeds and shared by all policies (:func:`evaluate_chunk`); with ``--workers`` (default
+one per CPU on Linux) the chunks run in worker processes, with the same results. Writes ``DIR/episodes.csv`` (one row per policy and episode), ``DIR/summary.json`` and PNG plots,
 and prints a Markdown table. Library use (e.g. from a training script)::
 
     from evaluate import run_evaluation, format_table
@@ -21,6 +22,8 @@ and prints a Markdown table. Library use (e.g. from a training script)::
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
 import csv
 import io
 import json
@@ -41,8 +44,8 @@ from agents import POLICIES, is_model_spec, make_policy
 from agents.base import Heuristic
 from agents.heuristics import HEURISTICS, MixtureHeuristic
 from agents.oracle import solve_episode
-from agents.rollout import rollout_episodes
-from agents.oracle_fast import fast_oracle_episode
+from agents.oracle_fast import fast_oracle_episodes
+from agents.rollout import make_vector_env, rollout_episodes, rollout_from_reset
 from envs.spaces import serve_action
 
 #: Per-episode metrics, in table order: (key, column title, digits).
@@ -152,7 +155,9 @@ def evaluation_seeds(seed: int, episodes: int) -> list[int]:
 
 def mean_ci(x: Sequence[float], level: float = 0.95) -> dict[str, float]:
     """Mean and Student-t confidence interval of the mean (half-width NaN for n < 2)."""
-    from scipy import stats
+    # scipy.special.stdtrit is the Student-t quantile scipy.stats.t.ppf evaluates (the same
+    # bits) without importing scipy.stats (about 0.3 s).
+    from scipy.special import stdtrit
 
     a = np.asarray(x, dtype=np.float64)
     n = a.size
@@ -160,7 +165,7 @@ def mean_ci(x: Sequence[float], level: float = 0.95) -> dict[str, float]:
     if n < 2:
         half = math.nan
     else:
-        half = float(stats.t.ppf(0.5 + level / 2, n - 1) * a.std(ddof=1) / math.sqrt(n))
+        half = float(stdtrit(n - 1, 0.5 + level / 2) * a.std(ddof=1) / math.sqrt(n))
     return {"mean": mean, "half_width": half, "low": mean - half, "high": mean + half, "n": n}
 
 
@@ -215,13 +220,19 @@ def rollout(env_id: str, policy: Any, seed: int, env_kwargs: dict | None = None,
     return out
 
 
+def _owner(cls: type, attr: str) -> type | None:
+    """The class in ``cls``'s MRO that defines ``attr`` (None if none does)."""
+    return next((c for c in cls.__mro__ if attr in vars(c)), None)
+
+
 class _PerEpisodeGenerators:
     """Batched ``predict`` of a :class:`Heuristic` that gives row k its own generator.
 
     Row k acts with ``policy.act(obs[k])`` drawing from the generator ``policy.seed(seeds[k])``
     creates, so each episode sees exactly the draws of a single-env :func:`rollout` of its
     seed (which reseeds the policy per episode). Valid for heuristics whose action depends on
-    the observation and ``self.rng`` only (every registered heuristic).
+    the observation and ``self.rng`` only (every registered heuristic). A rule may define
+    ``act_rows(observations, rngs)``, the actions of all rows at once with those draws.
     """
 
     def __init__(self, policy: Heuristic, seeds: Sequence[int]) -> None:
@@ -230,6 +241,15 @@ class _PerEpisodeGenerators:
         # row (the same values for a batch as for one row): convert all rows in one call.
         self._mixture_rows = (isinstance(policy, MixtureHeuristic) and not policy.discrete
                               and type(policy).act is MixtureHeuristic.act)
+        # A static rule (one fixed mixture, declared where its mixture is defined): the same
+        # action for every row, converted once.
+        self._static_rows = (self._mixture_rows and getattr(policy, "static", False)
+                             and _owner(type(policy), "static") is _owner(type(policy),
+                                                                          "mixture"))
+        # A rule's own act_rows (act of every row with its generator), unless a subclass
+        # changed act without it.
+        self._act_rows = (policy.act_rows if _owner(type(policy), "act_rows")
+                          is _owner(type(policy), "act") else None)
         self.rngs = []
         for s in seeds:
             policy.seed(s)
@@ -246,6 +266,11 @@ class _PerEpisodeGenerators:
             mixtures_b = batch(np.asarray(observation))
             if mixtures_b is not None:  # a rule with a vectorised form (no random draws)
                 return serve_action(p.config, mixtures_b), state
+        if self._act_rows is not None:
+            return self._act_rows(np.asarray(observation), self.rngs), state
+        if self._static_rows:  # serve_action is elementwise per row: convert one row
+            action = serve_action(p.config, p.mixture(observation[0])[None])
+            return np.repeat(action, len(observation), axis=0), state
         if self._mixture_rows:  # act = serve_action(mixture): convert the batch at once
             mixtures = []
             for obs, rng in zip(observation, self.rngs):
@@ -289,22 +314,29 @@ def batched_rollouts(env_id: str, policy: Any, seeds: Sequence[int],
         rec = record and lo == 0
         res = rollout_episodes(pol, env_id, chunk, deterministic=True, max_batch=len(chunk),
                                env_kwargs=env_kwargs, record_first=rec)
-        for k in range(len(chunk)):
-            correct, arrived = int(res["correct"][k]), int(res["arrived"][k])
-            r: dict[str, Any] = {
-                "reward": float(res["return"][k]),
-                **{key: float(res[f"reward_terms/{key}"][k])
-                   for key in ("aux_kwh", "waste_kwh", "leftover_kwh", "value_correct")},
-                "harvest_kwh": float(res["harvest_kwh"][k]),
-                "demand_kwh": float(res["demand_kwh"][k]),
-                "correct": correct, "arrived": arrived,
-                "accuracy": correct / arrived if arrived else math.nan}
-            if rec and k == 0:
-                r.update(harvest=res["trace/harvest_kwh"], demand=res["trace/demand_kwh"],
-                         storage=res["trace/storage_kwh"])
-            rows.append(r)
+        rows += _episode_rows(res, rec)
         if progress is not None:
             progress.update(len(chunk))
+    return rows
+
+
+def _episode_rows(res: dict[str, np.ndarray], record: bool) -> list[dict[str, Any]]:
+    """Per-episode dicts (keys of :func:`rollout`) from ``rollout_episodes`` totals."""
+    rows = []
+    for k in range(len(res["seed"])):
+        correct, arrived = int(res["correct"][k]), int(res["arrived"][k])
+        r: dict[str, Any] = {
+            "reward": float(res["return"][k]),
+            **{key: float(res[f"reward_terms/{key}"][k])
+               for key in ("aux_kwh", "waste_kwh", "leftover_kwh", "value_correct")},
+            "harvest_kwh": float(res["harvest_kwh"][k]),
+            "demand_kwh": float(res["demand_kwh"][k]),
+            "correct": correct, "arrived": arrived,
+            "accuracy": correct / arrived if arrived else math.nan}
+        if record and k == 0:
+            r.update(harvest=res["trace/harvest_kwh"], demand=res["trace/demand_kwh"],
+                     storage=res["trace/storage_kwh"])
+        rows.append(r)
     return rows
 
 
@@ -321,6 +353,135 @@ def oracle_episode(env: gym.Env, seed: int, record: bool = False) -> dict[str, A
     if record:
         out.update(harvest=sol.harvest_kwh, demand=sol.demand_kwh, storage=sol.storage_kwh)
     return out
+
+
+def evaluate_chunk(env_id: str, policies: Sequence[tuple[str, Any]], seeds: Sequence[int],
+                   seed: int, env_kwargs: dict | None = None, record: Sequence[str] = (),
+                   progress: Any = None) -> dict[str, list[dict[str, Any]]]:
+    """Every policy on one chunk of episodes, all from one batched reset: a job of
+    :func:`run_evaluation`.
+
+    The chunk's episodes are drawn once, by one reset of the native vector env (copy k holds
+    exactly the episode of a single env reset with ``seeds[k]``). The ``oracle`` bound reads
+    them from it: the per-slot hull LP (``agents.oracle_fast``) without a queue, else the
+    task-level or queue LP of ``agents.oracle`` per episode in a single env. Every other
+    policy runs its episodes side by side in a copy of the reset env (as
+    :func:`batched_rollouts`, the same numbers). A pure function of its arguments, so a job
+    gives the same rows in this process or in a worker process.
+
+    Args:
+        env_id: Registered id.
+        policies: (name, policy) pairs; the policy object may be None (built here from
+            ``seed``; ``oracle`` needs none).
+        seeds: Episode seeds of the chunk (at most about ``EVAL_BATCH``: memory).
+        seed: Root seed of the evaluation (seeds the policies built here).
+        env_kwargs: Overrides passed to ``gym.make``.
+        record: Names whose first episode's per-slot ``harvest``, ``demand`` and ``storage``
+            are returned too.
+        progress: Object with ``update(n)`` (a tqdm bar).
+
+    Returns:
+        Per name, one dict per seed with the keys of :func:`rollout`.
+    """
+    seeds = [int(s) for s in seeds]
+    env_kwargs = dict(env_kwargs or {})
+    env = gym.make(env_id, **env_kwargs)
+    venv = make_vector_env(env_id, len(seeds), env_kwargs)
+    obs, _ = venv.reset(seed=seeds)
+    # The oracle only reads the reset episodes: solve it first, then step copies.
+    todo = sorted(policies, key=lambda item: item[0] != "oracle")
+    out: dict[str, list[dict[str, Any]]] = {}
+    for i, (name, policy) in enumerate(todo):
+        rec = name in record
+        if name == "oracle":
+            rows = fast_oracle_episodes(venv.core, rec, progress)
+            if rows is None:  # a queue, deadlines or caps: the general LP, one env per seed
+                rows = []
+                for k, s in enumerate(seeds):
+                    rows.append(oracle_episode(env, s, record=rec and k == 0))
+                    if progress is not None:
+                        progress.update(1)
+            out[name] = rows
+            continue
+        if policy is None:
+            policy = make_policy(name, env, seed=seed)
+        pol = _PerEpisodeGenerators(policy, seeds) if isinstance(policy, Heuristic) else policy
+        run = venv if i == len(todo) - 1 else copy.deepcopy(venv)  # the last one steps venv
+        res = rollout_from_reset(pol, run, obs.copy(), seeds, deterministic=True,
+                                 record_first=rec)
+        out[name] = _episode_rows(res, rec)
+        if progress is not None:
+            progress.update(len(seeds))
+    return out
+
+
+def resolve_workers(workers: int, n_jobs: int) -> int:
+    """Number of processes :func:`run_evaluation` uses for ``n_jobs`` jobs.
+
+    Args:
+        workers: Requested number (>= 0); 0 means one per CPU available to this process on
+            Linux (workers are forked there), else 1; also 1 when torch is already loaded
+            (a fork of a process whose torch thread pools have run can hang).
+        n_jobs: Number of jobs (no more workers than that).
+
+    Raises:
+        UsageError: ``workers`` is not an integer >= 0.
+    """
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 0:
+        raise UsageError(f"--workers must be an integer >= 0 (0: one per CPU), got {workers!r}")
+    if workers == 0:
+        if not _forks() or "torch" in sys.modules:
+            return 1
+        workers = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                   else os.cpu_count() or 1)
+    return int(max(1, min(workers, n_jobs)))
+
+
+def _process_pool(workers: int, progress_queue: Any = None) -> Any:
+    """A pool of ``workers`` processes, forked where possible (they inherit the imports);
+    their jobs report progress to ``progress_queue`` (see :func:`_chunk_job`)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context(),
+                               initializer=_set_progress_queue, initargs=(progress_queue,))
+
+
+def _forks() -> bool:
+    """Whether workers are forked (Linux; elsewhere they start fresh and import again)."""
+    import multiprocessing
+
+    return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
+
+
+def _mp_context() -> Any:
+    """The multiprocessing context: fork on Linux, else the platform's default."""
+    import multiprocessing
+
+    return multiprocessing.get_context("fork" if _forks() else None)
+
+
+class _QueueProgress:
+    """``update(n)`` sent to the parent's progress bar through a queue."""
+
+    def __init__(self, queue: Any) -> None:
+        self.queue = queue
+
+    def update(self, n: int = 1) -> None:
+        self.queue.put(n)
+
+
+#: Progress reporter of a worker process (set by the pool's initializer).
+_WORKER_PROGRESS: _QueueProgress | None = None
+
+
+def _set_progress_queue(queue: Any) -> None:
+    global _WORKER_PROGRESS
+    _WORKER_PROGRESS = _QueueProgress(queue) if queue is not None else None
+
+
+def _chunk_job(*args: Any) -> dict[str, list[dict[str, Any]]]:
+    """:func:`evaluate_chunk` in a worker, reporting progress to the parent."""
+    return evaluate_chunk(*args, progress=_WORKER_PROGRESS)
 
 
 # --------------------------------------------------------------------------- validation
@@ -352,8 +513,13 @@ def check_policy_name(name: str) -> None:
 # --------------------------------------------------------------------------- evaluation
 def run_evaluation(env_id: str, policies: list[str], episodes: int, seed: int,
                    out_dir: str | os.PathLike | None = None, env_kwargs: dict | None = None,
-                   progress: bool = True, plots: bool = True) -> dict:
+                   progress: bool = True, plots: bool = True, workers: int = 1) -> dict:
     """Evaluate ``policies`` on ``episodes`` paired episodes of ``env_id``.
+
+    The episodes are split into chunks (one per worker, at most ``EVAL_BATCH`` episodes
+    each); a job (:func:`evaluate_chunk`) draws a chunk's episodes once and runs every
+    policy on them. Jobs run here or spread over ``workers`` processes, then the plots; a job
+    is a pure function of its arguments, so the results do not depend on ``workers``.
 
     Args:
         env_id: Registered id (e.g. ``lrm/Critical-v0``).
@@ -364,6 +530,8 @@ def run_evaluation(env_id: str, policies: list[str], episodes: int, seed: int,
         env_kwargs: ``gym.make`` overrides (any ``FleetConfig`` field).
         progress: Show a tqdm progress bar.
         plots: Write the PNG plots (with ``out_dir``).
+        workers: Processes to use (see :func:`resolve_workers`; 0 = one per CPU on Linux).
+            1 runs everything in this process.
 
     Returns:
         The summary (JSON-serialisable): per policy, mean and 95% CI of each metric, the
@@ -386,48 +554,83 @@ def run_evaluation(env_id: str, policies: list[str], episodes: int, seed: int,
     seeds = evaluation_seeds(seed, episodes)
     names = list(dict.fromkeys(policies))
     refs = [r for r in (SCORE_FLOOR, SCORE_CEILING) if r not in names]
+    n_workers = resolve_workers(workers, len(seeds))
+    n_chunks = max(n_workers, math.ceil(len(seeds) / EVAL_BATCH))
+    size = math.ceil(len(seeds) / n_chunks)
+    chunks = [seeds[lo:lo + size] for lo in range(0, len(seeds), size)]
+    n_workers = min(n_workers, len(chunks))
     t0 = time.perf_counter()
-    results: dict[str, list[dict[str, Any]]] = {}
-    traces: dict[str, dict[str, np.ndarray]] = {}
+    # Heuristics are built once here (a worker gets a pickled copy); saved SB3 models are
+    # loaded in each job when the jobs run in workers.
+    policy_objs = [(n, None if n == "oracle" or (n_workers > 1 and is_model_spec(n))
+                    else make_policy(n, env, seed=seed)) for n in names + refs]
+    with contextlib.ExitStack() as stack:
+        if n_workers > 1 and plots and out_dir is not None:
+            _plt()  # imported once, before the workers fork (they draw the figures)
+        queue = _mp_context().SimpleQueue() if n_workers > 1 and progress else None
+        pool = stack.enter_context(_process_pool(n_workers, queue)) if n_workers > 1 else None
+        jobs = [(policy_objs, chunk, names if k == 0 else ()) for k, chunk in enumerate(chunks)]
+        outputs = _run_jobs(pool, jobs, env_id, seed, env_kwargs, progress,
+                            progress_queue=queue)
+        results: dict[str, list[dict[str, Any]]] = {}
+        traces: dict[str, dict[str, np.ndarray]] = {}
+        for name in names + refs:
+            episodes_out = [r for out in outputs for r in out[name]]
+            rows = []
+            for k, (s, r) in enumerate(zip(seeds, episodes_out)):
+                if k == 0 and name in names:
+                    traces[name] = {key: r.pop(key) for key in ("harvest", "demand", "storage")}
+                r["unused_kwh"] = r["waste_kwh"] + r["leftover_kwh"]
+                rows.append({"policy": name, "episode": k, "seed": s, **r})
+            results[name] = rows
+        elapsed = time.perf_counter() - t0
+        summary = summarise(env_id, env_kwargs, names, seeds, results, seed)
+        summary["elapsed_s"] = elapsed
+        if out_dir is not None:
+            out = Path(out_dir)
+            ep_rows = [{"env_id": env_id, **{k: v for k, v in row.items()}}
+                       for name in names for row in results[name]]
+            write_csv(out / "episodes.csv", ep_rows)
+            atomic_write_text(out / "summary.json",
+                              json.dumps(_json_clean(summary), indent=2) + "\n")
+            if plots:
+                plot_jobs = [(plot_episode, (out / "episode.png", env_id, traces)),
+                             (plot_costs, (out / "costs.png", summary))]
+                if pool is None:
+                    for fn, args in plot_jobs:
+                        fn(*args)
+                else:  # the two figures side by side
+                    for fut in [pool.submit(fn, *args) for fn, args in plot_jobs]:
+                        fut.result()
+    return _json_clean(summary)
+
+
+def _run_jobs(pool: Any, jobs: list[tuple[list, list[int], Sequence[str]]], env_id: str,
+              seed: int, env_kwargs: dict, progress: bool,
+              progress_queue: Any = None) -> list[dict[str, list[dict[str, Any]]]]:
+    """Outputs of :func:`evaluate_chunk` for every job (policies, seeds, record), in job
+    order: here, or in ``pool`` (whose workers report progress to ``progress_queue``)."""
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(names + refs) * episodes, desc=env_id, disable=not progress,
-               unit="ep", leave=False)
-    for name in names + refs:
-        rows = []
-        if name == "oracle":  # one LP per episode
-            episodes_out = []
-            for k, s in enumerate(seeds):
-                rec = k == 0 and name in names
-                # Per-slot hull LP without a queue (same bound, several times faster);
-                # the task-level LP otherwise.
-                episodes_out.append(fast_oracle_episode(env, s, record=rec)
-                                    or oracle_episode(env, s, record=rec))
-                bar.update(1)
-        else:  # every episode of the policy in batched rollouts
-            policy = make_policy(name, env, seed=seed)
-            episodes_out = batched_rollouts(env_id, policy, seeds, env_kwargs=env_kwargs,
-                                            record=name in names, progress=bar)
-        for k, (s, r) in enumerate(zip(seeds, episodes_out)):
-            if k == 0 and name in names:
-                traces[name] = {key: r.pop(key) for key in ("harvest", "demand", "storage")}
-            r["unused_kwh"] = r["waste_kwh"] + r["leftover_kwh"]
-            rows.append({"policy": name, "episode": k, "seed": s, **r})
-        results[name] = rows
-    bar.close()
-    elapsed = time.perf_counter() - t0
-    summary = summarise(env_id, env_kwargs, names, seeds, results, seed)
-    summary["elapsed_s"] = elapsed
-    if out_dir is not None:
-        out = Path(out_dir)
-        ep_rows = [{"env_id": env_id, **{k: v for k, v in row.items()}}
-                   for name in names for row in results[name]]
-        write_csv(out / "episodes.csv", ep_rows)
-        atomic_write_text(out / "summary.json", json.dumps(_json_clean(summary), indent=2) + "\n")
-        if plots:
-            plot_episode(out / "episode.png", env_id, traces)
-            plot_costs(out / "costs.png", summary)
-    return _json_clean(summary)
+    total = sum(len(policies) * len(chunk) for policies, chunk, _ in jobs)
+    if pool is None:
+        with tqdm(total=total, desc=env_id, disable=not progress, unit="ep", leave=False) as bar:
+            return [evaluate_chunk(env_id, policies, chunk, seed, env_kwargs, rec, progress=bar)
+                    for policies, chunk, rec in jobs]
+    from concurrent.futures import FIRST_EXCEPTION, wait
+
+    # Submitting forks the workers: before the progress bar starts its monitor thread.
+    futures = [pool.submit(_chunk_job, env_id, policies, chunk, seed, env_kwargs, rec)
+               for policies, chunk, rec in jobs]
+    with tqdm(total=total, desc=env_id, disable=not progress, unit="ep", leave=False) as bar:
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=0.1, return_when=FIRST_EXCEPTION)
+            for fut in done:
+                fut.result()  # a failed job raises here
+            while progress_queue is not None and not progress_queue.empty():
+                bar.update(progress_queue.get())
+    return [fut.result() for fut in futures]
 
 
 def summarise(env_id: str, env_kwargs: dict, names: list[str], seeds: list[int],
@@ -504,20 +707,14 @@ def plot_episode(path: str | os.PathLike, env_id: str,
     ratios: list[float] = []
     for r in range(rows):
         ratios += [2.0, 1.0] + ([0.55] if r < rows - 1 else [])
-    fig, axes = plt.subplots(len(ratios), cols, figsize=(4.2 * cols, 3.3 * rows),
-                             squeeze=False, gridspec_kw={"height_ratios": ratios,
-                                                         "hspace": 0.08, "wspace": 0.28})
+    # Only the panels drawn are created (spacer rows and empty cells stay blank), and the
+    # titles are plain annotations: about a quarter less time than subplots + set_title.
+    fig = plt.figure(figsize=(4.2 * cols, 3.3 * rows))
+    grid = fig.add_gridspec(len(ratios), cols, height_ratios=ratios, hspace=0.08, wspace=0.28)
     kernel = np.ones(12) / 12.0
-    for k in range(rows * cols):
+    for k, name in enumerate(names):
         r, c = 3 * (k // cols), k % cols
-        ax, ax2 = axes[r, c], axes[r + 1, c]
-        if r + 2 < len(ratios) and ratios[r + 2] < 1:
-            axes[r + 2, c].axis("off")
-        if k >= len(names):
-            ax.axis("off")
-            ax2.axis("off")
-            continue
-        name = names[k]
+        ax, ax2 = fig.add_subplot(grid[r, c]), fig.add_subplot(grid[r + 1, c])
         tr = traces[name]
         t = np.arange(1, tr["harvest"].size + 1)
         for key, color in (("harvest", "tab:green"), ("demand", "tab:red")):
@@ -526,7 +723,8 @@ def plot_episode(path: str | os.PathLike, env_id: str,
             if y.size >= 12:
                 ax.plot(t[11:], np.convolve(y, kernel, mode="valid"), color=color, lw=1.4,
                         label=f"{key} (hourly mean)")
-        ax.set_title(name, fontsize=9, pad=3)
+        ax.annotate(name, xy=(0.5, 1.0), xycoords="axes fraction", xytext=(0, 3),
+                    textcoords="offset points", ha="center", va="baseline", fontsize=9)
         ax.set_ylabel("Wh / slot", fontsize=8)
         ax.tick_params(labelsize=7, labelbottom=False)
         if k == 0:
@@ -610,6 +808,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="FleetConfig override, repeatable (e.g. storage_kwh=0.05)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--workers", type=int, default=0,
+                   help="processes to use (default 0: one per CPU; 1: all in this process); "
+                        "the results do not depend on it")
     return p
 
 
@@ -629,6 +830,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         policies = [p.strip() for p in args.policies.split(",") if p.strip()]
         if args.episodes < 1:
             raise UsageError(f"--episodes must be >= 1, got {args.episodes}")
+        resolve_workers(args.workers, 1)
         if not env_ids:
             raise UsageError("--env: give at least one env id")
         for e in env_ids:
@@ -645,7 +847,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 out = Path(args.out) if len(env_ids) == 1 else Path(args.out) / e.replace("/", "_")
             summary = run_evaluation(e, policies, args.episodes, seed, out_dir=out,
                                      env_kwargs=env_kwargs, progress=not args.quiet,
-                                     plots=not args.no_plots)
+                                     plots=not args.no_plots, workers=args.workers)
             print(format_table(summary))
             print(f"\n({summary['elapsed_s']:.1f} s" + (f"; files in {out})" if out else ")"))
             print()

@@ -43,7 +43,11 @@ class MixtureHeuristic(Heuristic):
     """A heuristic whose rule is a mixture over configurations (per class, or class-blind).
 
     Subclasses implement :meth:`mixture`; :meth:`act` turns it into an action of either type.
+    A subclass whose :meth:`mixture` returns one fixed array, whatever the observation, sets
+    ``static = True`` next to it (batched evaluation then converts it once per step).
     """
+
+    static: bool = False
 
     def __init__(self, env: gym.Env, seed: int | None = None) -> None:
         super().__init__(env, seed)
@@ -81,6 +85,15 @@ class RandomPolicy(Heuristic):
             return np.int64(self.rng.integers(self.config.n_configs))
         return self.rng.uniform(-1.0, 1.0, size=self.action_space.shape).astype(np.float32)
 
+    def act_rows(self, observations: np.ndarray,
+                 rngs: list[np.random.Generator]) -> np.ndarray:
+        """:meth:`act` of row k of a batch drawn from ``rngs[k]``: the same actions as
+        ``act(observations[k])`` with ``self.rng = rngs[k]``, without a call per row."""
+        if self.config.action_type == "discrete":
+            return np.array([r.integers(self.config.n_configs) for r in rngs], dtype=np.int64)
+        shape = self.action_space.shape
+        return np.stack([r.uniform(-1.0, 1.0, size=shape) for r in rngs]).astype(np.float32)
+
 
 class CheapestPolicy(MixtureHeuristic):
     """Every task to the smallest model with the shortest budget.
@@ -98,6 +111,8 @@ class CheapestPolicy(MixtureHeuristic):
         rows = 1 if self.discrete else self.config.n_classes
         self._x = np.zeros((rows, self.n_configs))
         self._x[:, j] = 1.0
+
+    static = True
 
     def mixture(self, observation: np.ndarray) -> np.ndarray:
         """The fixed pure mixture."""
@@ -120,6 +135,8 @@ class MostAccuratePolicy(MixtureHeuristic):
         for r in range(acc.shape[0]):
             best = np.flatnonzero(acc[r] >= acc[r].max() - 1e-12)
             self._x[r, best[np.argmin(mean[r, best])]] = 1.0
+
+    static = True
 
     def mixture(self, observation: np.ndarray) -> np.ndarray:
         """The fixed pure mixture."""
@@ -145,6 +162,8 @@ class MeanMatchingPolicy(MixtureHeuristic):
     def __init__(self, env: gym.Env, seed: int | None = None) -> None:
         super().__init__(env, seed)
         self._x = max_value_mixture(self.model, self.model.mean_harvest_kwh)
+
+    static = True
 
     def mixture(self, observation: np.ndarray) -> np.ndarray:
         """The fixed certainty-equivalent mixture."""
@@ -183,6 +202,8 @@ class VarianceAwarePolicy(MixtureHeuristic):
             accuracy_floor = max_accuracy(self.model, target) - accuracy_slack
         self.accuracy_floor = float(accuracy_floor)
         self._x = min_second_moment_mixture(self.model, target, self.accuracy_floor)
+
+    static = True
 
     def mixture(self, observation: np.ndarray) -> np.ndarray:
         """The fixed variance-aware mixture."""
@@ -506,6 +527,8 @@ class ScalingLawPolicy(MixtureHeuristic):
         self.delta_kwh = float(delta_kwh)
         predicted = routing_model(cfg, self.discrete, energy_bias_kwh=-self.delta_kwh)
         self._x = max_value_mixture(predicted, predicted.mean_harvest_kwh)
+
+    static = True
 
     def mixture(self, observation: np.ndarray) -> np.ndarray:
         """The fixed mixture chosen on predicted energies."""

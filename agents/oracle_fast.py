@@ -52,7 +52,7 @@ from envs.reward import reward_weights
 
 try:  # HiGHS bindings bundled with SciPy (>= 1.15); linprog is the fallback
     import scipy.optimize._highspy._core as _hc
-    _hc.HighsLp, _hc._Highs, _hc.HighsOptions, _hc.MatrixFormat  # noqa: B018
+    _hc._Highs, _hc.HighsOptions, _hc.MatrixFormat, _hc.ObjSense, _hc.HighsVarType  # noqa: B018
 except (ImportError, AttributeError):  # pragma: no cover - older SciPy
     _hc = None
 
@@ -64,16 +64,6 @@ def _solve_core(c: np.ndarray, a_eq: sparse.csc_matrix, b_eq: np.ndarray, lb: np
     Calls the HiGHS bindings shipped with SciPy directly: ``linprog`` spends as long as the
     solve itself in a Python loop over the columns (bound multipliers, unused here).
     """
-    lp = _hc.HighsLp()
-    m, n = a_eq.shape
-    lp.num_col_, lp.num_row_ = n, m
-    lp.a_matrix_.num_col_, lp.a_matrix_.num_row_ = n, m
-    lp.a_matrix_.format_ = _hc.MatrixFormat.kColwise
-    lp.col_cost_, lp.col_lower_, lp.col_upper_ = c, lb, ub
-    lp.row_lower_ = lp.row_upper_ = b_eq
-    lp.a_matrix_.start_ = a_eq.indptr
-    lp.a_matrix_.index_ = a_eq.indices
-    lp.a_matrix_.value_ = a_eq.data
     highs = _hc._Highs()
     options = _hc.HighsOptions()
     options.presolve = "off"
@@ -81,7 +71,15 @@ def _solve_core(c: np.ndarray, a_eq: sparse.csc_matrix, b_eq: np.ndarray, lb: np
     options.simplex_strategy = 1  # dual
     options.output_flag = False
     highs.passOptions(options)
-    highs.passModel(lp)
+    # The array form of passModel (the HighsLp attributes convert element by element).
+    m, n = a_eq.shape
+    status = highs.passModel(
+        n, m, a_eq.nnz, int(_hc.MatrixFormat.kColwise), int(_hc.ObjSense.kMinimize), 0.0, c,
+        lb, ub, b_eq, b_eq, a_eq.indptr.astype(np.int32, copy=False),
+        a_eq.indices.astype(np.int32, copy=False), a_eq.data,
+        np.full(n, int(_hc.HighsVarType.kContinuous), dtype=np.int32))
+    if status == _hc.HighsStatus.kError:  # pragma: no cover
+        raise RuntimeError("reduced hindsight LP rejected by HiGHS")
     highs.run()
     if highs.getModelStatus() != _hc.HighsModelStatus.kOptimal:  # pragma: no cover
         raise RuntimeError("reduced hindsight LP failed: "
@@ -258,13 +256,8 @@ def fast_bound(core: FleetCore, b: int = 0) -> float | None:
     return None if sol is None else sol["reward"]
 
 
-def fast_oracle_episode(env: gym.Env, seed: int, record: bool = False) -> dict[str, Any] | None:
-    """:func:`evaluate.oracle_episode` through the reduced LP (same keys), or ``None`` when the
-    env has a queue, deadlines or throughput caps (the caller then uses the general LP)."""
-    if not fast_applies(env.unwrapped.core):
-        return None
-    env.reset(seed=seed)
-    sol = fast_solve(env.unwrapped.core, 0)
+def _episode_row(sol: dict[str, Any], record: bool) -> dict[str, Any]:
+    """The keys of ``evaluate.oracle_episode`` from a :func:`fast_solve` solution."""
     out: dict[str, Any] = {
         "reward": sol["reward"], "aux_kwh": sol["aux_kwh"], "waste_kwh": sol["waste_kwh"],
         "leftover_kwh": sol["leftover_kwh"], "value_correct": sol["value_correct"],
@@ -276,3 +269,40 @@ def fast_oracle_episode(env: gym.Env, seed: int, record: bool = False) -> dict[s
         out.update(harvest=sol["harvest_kwh"], demand=sol["demand_kwh"],
                    storage=sol["storage_kwh"])
     return out
+
+
+def fast_oracle_episode(env: gym.Env, seed: int, record: bool = False) -> dict[str, Any] | None:
+    """:func:`evaluate.oracle_episode` through the reduced LP (same keys), or ``None`` when the
+    env has a queue, deadlines or throughput caps (the caller then uses the general LP)."""
+    if not fast_applies(env.unwrapped.core):
+        return None
+    env.reset(seed=seed)
+    return _episode_row(fast_solve(env.unwrapped.core, 0), record)
+
+
+def fast_oracle_episodes(core: FleetCore, record_first: bool = False, progress: Any = None
+                         ) -> list[dict[str, Any]] | None:
+    """:func:`fast_oracle_episode` of every copy of a batched core, right after its reset.
+
+    Copy b of a ``FleetVectorEnv`` reset with seeds ``s_0 .. s_{B-1}`` holds exactly the
+    episode of a single env reset with seed ``s_b``, so this gives the rows of
+    ``[fast_oracle_episode(env, s) for s in seeds]`` (the same LPs, the same numbers) without
+    a reset per episode.
+
+    Args:
+        core: The batched core of a vector env, every copy freshly reset.
+        record_first: Also return copy 0's per-slot ``harvest``, ``demand``, ``storage``.
+        progress: Object with ``update(n)`` (a tqdm bar), told after each episode.
+
+    Returns:
+        One dict per copy, or ``None`` if the config has a queue, deadlines or throughput
+        caps.
+    """
+    if not fast_applies(core):
+        return None
+    rows = []
+    for b in range(core.B):
+        rows.append(_episode_row(fast_solve(core, b), record_first and b == 0))
+        if progress is not None:
+            progress.update(1)
+    return rows

@@ -32,6 +32,17 @@ def _config_from_id(env_id: str) -> str | Mapping[str, Any] | FleetConfig:
     return spec.kwargs.get("config", "critical")
 
 
+def make_vector_env(env_id: str, num_envs: int,
+                    env_kwargs: Mapping[str, Any] | None = None) -> FleetVectorEnv:
+    """A :class:`FleetVectorEnv` of ``num_envs`` copies of ``gym.make(env_id, **env_kwargs)``,
+    without autoreset (each copy runs the one episode its reset seed gives)."""
+    kwargs = dict(env_kwargs or {})
+    config = kwargs.pop("config", _config_from_id(env_id))
+    kwargs.pop("render_mode", None)
+    return FleetVectorEnv(num_envs, config=config, autoreset_mode=AutoresetMode.DISABLED,
+                          **kwargs)
+
+
 def rollout_episodes(policy: Any, env_id: str, seeds: Iterable[int] | int,
                      deterministic: bool = True, max_batch: int = 1024,
                      env_kwargs: Mapping[str, Any] | None = None,
@@ -76,22 +87,14 @@ def rollout_episodes(policy: Any, env_id: str, seeds: Iterable[int] | int,
         raise ValueError("seeds must name at least one episode")
     if max_batch < 1:
         raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-    kwargs = dict(env_kwargs or {})
-    config = kwargs.pop("config", _config_from_id(env_id))
-    kwargs.pop("render_mode", None)
-    keys = ("return", "length", *FLOW_KEYS, "final_storage_kwh",
-            *[f"reward_terms/{k}" for k in REWARD_TERMS])
-    out = {k: np.zeros(len(seed_list)) for k in keys}
-    for k in ("length", *[k for k in FLOW_KEYS if k in INT_KEYS]):
-        out[k] = np.zeros(len(seed_list), dtype=np.int64)
+    out = _zero_totals(len(seed_list))
     venv: FleetVectorEnv | None = None
     trace: dict[str, list[float]] | None = None
     for lo in range(0, len(seed_list), max_batch):
         batch = seed_list[lo:lo + max_batch]
         n = len(batch)
         if venv is None or venv.num_envs != n:
-            venv = FleetVectorEnv(n, config=config, autoreset_mode=AutoresetMode.DISABLED,
-                                  **kwargs)
+            venv = make_vector_env(env_id, n, env_kwargs)
         if record_first and lo == 0:
             trace = {k: [] for k in TRACE_KEYS}
         _rollout_batch(policy, venv, batch, deterministic, out, lo, trace if lo == 0 else None)
@@ -101,16 +104,65 @@ def rollout_episodes(policy: Any, env_id: str, seeds: Iterable[int] | int,
     return out
 
 
+def rollout_from_reset(policy: Any, venv: FleetVectorEnv, obs: np.ndarray,
+                       seeds: Sequence[int], deterministic: bool = True,
+                       record_first: bool = False) -> dict[str, np.ndarray]:
+    """:func:`rollout_episodes` of one batch whose env is already reset.
+
+    One reset can serve several policies: reset a vector env once (``venv.reset(seed=seeds)``,
+    e.g. from :func:`make_vector_env`) and give each policy a ``copy.deepcopy`` of it (a
+    copy costs a fraction of a reset); every policy then meets exactly the episodes a reset
+    of its own would give.
+
+    Args:
+        policy: Any object with SB3's ``predict``.
+        venv: A vector env (without autoreset) right after ``reset(seed=seeds)``; it is
+            stepped to the end of the episodes.
+        obs: The observations that reset returned, shape (n, obs_dim).
+        seeds: The reset seeds (copy k ran seed k), returned as ``seed``.
+        deterministic: Passed to ``predict``.
+        record_first: Also return copy 0's per-slot trajectory (``trace/*`` keys).
+
+    Returns:
+        The arrays of :func:`rollout_episodes`.
+    """
+    seed_list = [int(s) for s in seeds]
+    if len(seed_list) != venv.num_envs:
+        raise ValueError(f"seeds must name one episode per copy ({venv.num_envs}), "
+                         f"got {len(seed_list)}")
+    out = _zero_totals(venv.num_envs)
+    trace = {k: [] for k in TRACE_KEYS} if record_first else None
+    _rollout_batch(policy, venv, seed_list, deterministic, out, 0, trace, obs=obs)
+    out["seed"] = np.asarray(seed_list, dtype=np.int64)
+    if trace is not None:
+        out.update({f"trace/{k}": np.asarray(v) for k, v in trace.items()})
+    return out
+
+
+def _zero_totals(n: int) -> dict[str, np.ndarray]:
+    """Zeroed per-episode totals for ``n`` episodes (the keys of :func:`rollout_episodes`)."""
+    keys = ("return", "length", *FLOW_KEYS, "final_storage_kwh",
+            *[f"reward_terms/{k}" for k in REWARD_TERMS])
+    out = {k: np.zeros(n) for k in keys}
+    for k in ("length", *[k for k in FLOW_KEYS if k in INT_KEYS]):
+        out[k] = np.zeros(n, dtype=np.int64)
+    return out
+
+
 #: Per-slot keys of ``info`` recorded for the first episode by ``record_first``.
 TRACE_KEYS = ("harvest_kwh", "demand_kwh", "storage_kwh")
 
 
 def _rollout_batch(policy: Any, venv: FleetVectorEnv, seeds: Sequence[int],
                    deterministic: bool, out: dict[str, np.ndarray], lo: int,
-                   trace: dict[str, list[float]] | None = None) -> None:
+                   trace: dict[str, list[float]] | None = None,
+                   obs: np.ndarray | None = None) -> None:
+    """Step the batch to the end, adding into ``out[lo:lo + n]`` (resets it first unless
+    ``obs``, the observations of a reset already done, is given)."""
     n = venv.num_envs
     sl = slice(lo, lo + n)
-    obs, _ = venv.reset(seed=list(seeds))
+    if obs is None:
+        obs, _ = venv.reset(seed=list(seeds))
     active = np.ones(n, dtype=bool)
     starts = np.ones(n, dtype=bool)
     state = None
@@ -118,7 +170,8 @@ def _rollout_batch(policy: Any, venv: FleetVectorEnv, seeds: Sequence[int],
         actions, state = policy.predict(obs, state=state, episode_start=starts,
                                         deterministic=deterministic)
         starts = np.zeros(n, dtype=bool)
-        if active.all():
+        all_active = bool(active.all())
+        if all_active:
             obs, reward, term, trunc, info = venv.step(actions)
         else:  # some episodes have ended (an env that terminates early): reset, then ignore
             venv.reset(options={"reset_mask": ~active})
@@ -127,12 +180,16 @@ def _rollout_batch(policy: Any, venv: FleetVectorEnv, seeds: Sequence[int],
         if trace is not None and a[0]:
             for k in TRACE_KEYS:
                 trace[k].append(float(info[k][0]))
-        out["return"][sl] += np.where(a, reward, 0.0)
+
+        def live(x: np.ndarray) -> np.ndarray:  # x where the episode runs, else 0
+            return x if all_active else np.where(a, x, 0)
+
+        out["return"][sl] += live(reward)
         out["length"][sl] += a
         for k in FLOW_KEYS:
-            out[k][sl] += np.where(a, info[k], 0)
+            out[k][sl] += live(info[k])
         for k in REWARD_TERMS:
-            out[f"reward_terms/{k}"][sl] += np.where(a, info["reward_terms"][k], 0.0)
+            out[f"reward_terms/{k}"][sl] += live(info["reward_terms"][k])
         done = (term | trunc) & a
         out["final_storage_kwh"][sl] = np.where(done, info["storage_kwh"],
                                                 out["final_storage_kwh"][sl])

@@ -82,6 +82,7 @@ def test_mean_ci_matches_a_t_interval() -> None:
     (["--env-kwarg", "not_a_field=3"], "not_a_field"),
     (["--env-kwarg", "horizon=-5"], "horizon"),
     (["--experiment", "nope"], "--experiment"),
+    (["--workers", "-1"], "--workers"),
 ])
 def test_cli_rejects_bad_input(args: list[str], needle: str, capsys: pytest.CaptureFixture,
                                tmp_path: Path) -> None:
@@ -268,3 +269,86 @@ def test_rollout_episodes_records_the_first_episode() -> None:
         assert np.array_equal(res[f"trace/{name}"], ref[key]), key
     assert "trace/harvest_kwh" not in rollout_episodes(policy, "lrm/Critical-v0", [7],
                                                        env_kwargs={"horizon": 20})
+
+
+# --------------------------------------------------------------------------- jobs and workers
+def _files(out: Path) -> tuple[bytes, dict]:
+    summary = json.loads((out / "summary.json").read_text())
+    summary.pop("elapsed_s")  # the only field allowed to differ
+    return (out / "episodes.csv").read_bytes(), summary
+
+
+def test_results_do_not_depend_on_workers_or_chunks(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job is a pure function of its arguments: one process, two worker processes and
+    chunks of two episodes write the same CSV and summary, byte for byte."""
+    names = ["random", "variance_feedback", "oracle"]
+    kwargs = {"horizon": 24}
+
+    def run(out: str, workers: int) -> tuple[bytes, dict]:
+        evaluate.run_evaluation("lrm/Critical-v0", names, 5, 2, out_dir=tmp_path / out,
+                                env_kwargs=kwargs, progress=False, plots=False,
+                                workers=workers)
+        return _files(tmp_path / out)
+
+    one = run("one", 1)
+    assert run("two", 2) == one
+    monkeypatch.setattr(evaluate, "EVAL_BATCH", 2)  # three chunks of at most 2 episodes
+    assert run("chunks", 1) == one
+    rewards = {float(line.split(b",")[4]) for line in one[0].splitlines()[1:]}
+    assert len(rewards) == 3 * 5, "every policy and episode must give its own reward"
+
+
+@pytest.mark.parametrize("kwargs", [{"horizon": 48},
+                                    {"horizon": 24, "class_deadlines": (0, 2, 5)}])
+def test_oracle_of_a_batched_reset_equals_one_env_per_episode(kwargs: dict) -> None:
+    """The oracle rows of a job (episodes read from one vector-env reset; with a queue, the
+    general LP per episode) equal the bound of a single env reset with each seed."""
+    from agents.oracle_fast import fast_oracle_episode
+
+    env_id, seeds = "lrm/Volatile-v0", [3, 4, 5]
+    rows = evaluate.evaluate_chunk(env_id, [("oracle", None)], seeds, 0, kwargs,
+                                   record=("oracle",))["oracle"]
+    env = gym.make(env_id, **kwargs)
+    for k, (s, row) in enumerate(zip(seeds, rows)):
+        ref = (fast_oracle_episode(env, s, record=k == 0)
+               or evaluate.oracle_episode(env, s, record=k == 0))
+        assert row.keys() == ref.keys()
+        for key in ref:
+            assert np.array_equal(np.asarray(row[key]), np.asarray(ref[key])), (k, key)
+    assert len({r["reward"] for r in rows}) == len(seeds)
+
+
+def test_workers_argument_is_checked() -> None:
+    with pytest.raises(evaluate.UsageError, match="--workers"):
+        evaluate.resolve_workers(-1, 4)
+    with pytest.raises(evaluate.UsageError, match="--workers"):
+        evaluate.resolve_workers(1.5, 4)  # type: ignore[arg-type]
+    assert evaluate.resolve_workers(3, 2) == 2  # never more workers than jobs
+    assert 1 <= evaluate.resolve_workers(0, 64) <= 64
+
+
+def test_batched_fast_paths_respect_overridden_rules() -> None:
+    """A subclass that changes ``act`` or ``mixture`` loses the parent's batched shortcut
+    (``act_rows``, ``static``): its batched episodes still equal single-env rollouts."""
+    from agents.heuristics import MeanMatchingPolicy, RandomPolicy
+
+    class Tilted(MeanMatchingPolicy):  # mixture depends on the observation: not static
+        def mixture(self, observation: np.ndarray) -> np.ndarray:
+            x = super().mixture(observation).copy()
+            x[:, 0] += 0.5 * abs(float(observation[0]))
+            return x / x.sum(axis=1, keepdims=True)
+
+    class Halved(RandomPolicy):  # act changed, act_rows inherited: must not be used
+        def act(self, observation: np.ndarray) -> np.ndarray:
+            return (0.5 * super().act(observation)).astype(np.float32)
+
+    kwargs = {"horizon": 24}
+    env = gym.make("lrm/Critical-v0", **kwargs)
+    seeds = [4, 5, 6]
+    for cls in (Tilted, Halved):
+        single = [evaluate.rollout("lrm/Critical-v0", cls(env, seed=0), s, env=env)
+                  for s in seeds]
+        batched = evaluate.batched_rollouts("lrm/Critical-v0", cls(env, seed=0), seeds,
+                                            env_kwargs=kwargs)
+        assert batched == single, cls.__name__

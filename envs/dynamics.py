@@ -167,6 +167,7 @@ class FleetCore:
         self.s_max = float(config.storage_kwh)
         self.eta_c = float(config.charge_efficiency)
         self.eta_d = float(config.discharge_efficiency)
+        self._lossless = self.eta_c == 1.0 and self.eta_d == 1.0
         k_cap = self.tables.n_max + 1
         self._k_dtype = np.int16 if k_cap < np.iinfo(np.int16).max else np.int32
         self.A = max(1, poisson_upper(self.arrival_process.max_rate))
@@ -685,16 +686,24 @@ class FleetCore:
                 correct.append(n_ok)
                 k += n_c
         omega = self.omega
-        tok = [x * omega + f for x, f in zip(ok_steps, failed_tokens)]
         energy_j = 0.0
-        for jpt, x in zip(self._jpt, tok):
-            energy_j += jpt * x
+        for jpt, x, f in zip(self._jpt, ok_steps, failed_tokens):
+            energy_j += jpt * (x * omega + f)  # J/token x tokens of the model
         demand = self.idle_kwh + energy_j / J_PER_KWH
         value = 0.0
         for v, x in zip(self._vals, correct):
             value += v * x
         harvest = harvest_l[t0]
-        aux, waste, loss, storage = self._ledger_scalar(s_prev, harvest, demand)
+        if self._lossless:  # _ledger_scalar written out for unit efficiencies
+            y = s_prev + harvest - demand
+            aux = 0.0 if 0.0 > -y else -y
+            over = y - self.s_max
+            waste = 0.0 if 0.0 > over else over
+            pos = 0.0 if 0.0 > y else y
+            storage = self.s_max if self.s_max < pos else pos
+            loss = 0.0
+        else:
+            aux, waste, loss, storage = self._ledger_scalar(s_prev, harvest, demand)
         net = (harvest - demand) / self.ref_demand_kwh
         delta = net - mean
         mean = mean + delta / float(t0 + 1)
@@ -705,16 +714,11 @@ class FleetCore:
                 value)
 
     def _ledger_scalar(self, s: float, h: float, d: float) -> tuple[float, float, float, float]:
-        """:meth:`_ledger` on Python floats, operation for operation (np.maximum(a, b) is
-        ``a if a > b else b`` and np.minimum(a, b) is ``a if a < b else b``, signed zeros
-        included)."""
+        """:meth:`_ledger` with efficiencies below 1 on Python floats, operation for
+        operation (np.maximum(a, b) is ``a if a > b else b`` and np.minimum(a, b) is
+        ``a if a < b else b``, signed zeros included); :meth:`step_single` writes out the
+        lossless case the same way."""
         s_max = self.s_max
-        if self.eta_c == 1.0 and self.eta_d == 1.0:
-            y = s + h - d
-            aux = 0.0 if 0.0 > -y else -y
-            waste = 0.0 if 0.0 > y - s_max else y - s_max
-            pos = 0.0 if 0.0 > y else y
-            return aux, waste, 0.0, (s_max if s_max < pos else pos)
         eta_c, eta_d = self.eta_c, self.eta_d
         net = h - d
         surplus = net if net > 0.0 else 0.0

@@ -190,7 +190,8 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
         state = core.single_state
         t = state[0] if state is not None else int(core.t[0])
         reward, truncated, info = single_slot(out, t, self._horizon, self._s0,
-                                              self.reward_weights, self._queued())
+                                              self.reward_weights,
+                                              self._queued() if self._realistic else 0)
         self._history.append((out[0], out[1], out[5]))  # harvest, demand, storage [kWh]
         self._needs_reset = truncated
         self._last = info

@@ -172,6 +172,8 @@ class FleetCore:
         self._k_dtype = np.int16 if k_cap < np.iinfo(np.int16).max else np.int32
         self.A = max(1, poisson_upper(self.arrival_process.max_rate))
         self._build_guides()
+        #: Tasks of the last reset not yet written to the task buffers (see _reset_chunk).
+        self._pending: tuple | None = None
         self._alloc(self.A)
         B = self.B
         #: Copy 0's state after a B = 1 fast-path step, as Python scalars in the order of
@@ -225,21 +227,29 @@ class FleetCore:
     @property
     def cls(self) -> np.ndarray:
         """Class of each task slot, shape (B, T, A); C marks an empty slot."""
+        if self._pending is not None:
+            self._fill_task_buffers()
         return self._cls_tm.transpose(1, 0, 2)
 
     @property
     def u_solve(self) -> np.ndarray:
         """Solvability quantile of each task, shape (B, T, A), float32."""
+        if self._pending is not None:
+            self._fill_task_buffers()
         return self._us_tm.transpose(1, 0, 2)
 
     @property
     def u_assign(self) -> np.ndarray:
         """Assignment quantile of each task, shape (B, T, A), float32."""
+        if self._pending is not None:
+            self._fill_task_buffers()
         return self._ua_tm.transpose(1, 0, 2)
 
     @property
     def steps(self) -> np.ndarray:
         """Step count of each task under each model, shape (B, T, A, M)."""
+        if self._pending is not None:
+            self._fill_task_buffers()
         return self._steps_tm.transpose(1, 0, 2, 3)
 
     def _grow(self, a: int) -> None:
@@ -357,13 +367,8 @@ class FleetCore:
         counts = np.stack(counts_l)  # (R, T, C)
         per_slot = counts.sum(axis=2)  # (R, T)
         lat = np.concatenate(lat_l) if R > 1 else lat_l[0]
-        n_tasks = lat.shape[0]
         if per_slot.size and int(per_slot.max()) > self.A:
             self._grow(int(per_slot.max()))
-        flat = per_slot.ravel()
-        slot = np.repeat(np.tile(np.arange(T), R), flat)
-        start = np.concatenate([[0], np.cumsum(flat)[:-1]])
-        pos = np.arange(n_tasks) - np.repeat(start, flat)
         cls = np.repeat(np.tile(np.arange(C), R * T), counts.ravel())
         steps = self._sample_steps(cls, lat[:, 0])
         rows = np.asarray(copies, dtype=np.intp)
@@ -371,24 +376,16 @@ class FleetCore:
             rows_sel: slice | np.ndarray = slice(int(rows[0]), int(rows[0]) + R)
         else:
             rows_sel = rows
-        # Flat index of each task's slot in the (T, B, A) buffers (1-D scatters are fast).
-        flat_pos = (slot * self.B + np.repeat(rows, per_slot.sum(axis=1))) * self.A + pos
-        # Only ``cls`` is cleared: a task slot holding class C is padding, and no reader uses
-        # the latents or step counts of padding (the step masks them out), so those buffers
-        # keep stale values there instead of being rewritten every reset.
-        self.cls[rows_sel] = C
-        self._cls_tm.reshape(-1)[flat_pos] = cls
-        self._us_tm.reshape(-1)[flat_pos] = lat[:, 1]
-        self._ua_tm.reshape(-1)[flat_pos] = lat[:, 2]
-        steps_flat = self._steps_tm.reshape(-1)
-        flat_pos *= self.M
-        for m in range(self.M):
-            steps_flat[flat_pos + m] = steps[:, m]
+        if self.B == 1:
+            self._build_single_lists(counts[0], cls, lat, steps, harvest_l[0])
+        # The task buffers: written now, or (B = 1 fast path, which does not read them) when
+        # first read.
+        self._pending = (rows, rows_sel, per_slot, cls, lat, steps)
+        if self._single is None:
+            self._fill_task_buffers()
         self.arrivals[rows_sel] = counts
         self.n_slot[rows_sel] = per_slot
         self.harvest[rows_sel] = np.stack(harvest_l)
-        if self.B == 1:
-            self._build_single_lists(counts[0], cls, lat, steps, harvest_l[0])
         self.t[rows_sel] = 0
         self.storage[rows_sel] = cfg.initial_storage_kwh
         self.last_harvest[rows_sel] = 0.0
@@ -397,6 +394,31 @@ class FleetCore:
         self.last_waste[rows_sel] = 0.0
         self.net_mean[rows_sel] = 0.0
         self.net_m2[rows_sel] = 0.0
+
+    def _fill_task_buffers(self) -> None:
+        """Write the tasks of the last reset (``_pending``) into the (T, B, A) buffers."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        rows, rows_sel, per_slot, cls, lat, steps = pending
+        T, R = self.T, len(rows)
+        flat = per_slot.ravel()
+        slot = np.repeat(np.tile(np.arange(T), R), flat)
+        start = np.concatenate([[0], np.cumsum(flat)[:-1]])
+        pos = np.arange(cls.size) - np.repeat(start, flat)
+        # Flat index of each task's slot in the (T, B, A) buffers (1-D scatters are fast).
+        flat_pos = (slot * self.B + np.repeat(rows, per_slot.sum(axis=1))) * self.A + pos
+        # Only ``cls`` is cleared: a task slot holding class C is padding, and no reader uses
+        # the latents or step counts of padding (the step masks them out), so those buffers
+        # keep stale values there instead of being rewritten every reset.
+        self._cls_tm[:, rows_sel] = self.C
+        self._cls_tm.reshape(-1)[flat_pos] = cls
+        self._us_tm.reshape(-1)[flat_pos] = lat[:, 1]
+        self._ua_tm.reshape(-1)[flat_pos] = lat[:, 2]
+        steps_flat = self._steps_tm.reshape(-1)
+        flat_pos *= self.M
+        for m in range(self.M):
+            steps_flat[flat_pos + m] = steps[:, m]
 
     # ------------------------------------------------------------------ step
     def current_arrivals(self) -> np.ndarray:
@@ -475,6 +497,8 @@ class FleetCore:
                 sums of the row divided by its total (:func:`mixture_thresholds`).
             configs: Shape (B,), integer: every task of the slot goes to that configuration.
         """
+        if self._pending is not None:
+            self._fill_task_buffers()
         t, B, C = self.t, self.B, self.C
         t0 = int(t[0])
         if B == 1 or bool((t == t0).all()):

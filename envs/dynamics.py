@@ -156,13 +156,15 @@ class FleetCore:
         self.solvable = self.tables.solvable  # (M, C)
         self._solv_flat = self.solvable.ravel()
         self._solvable_by_class = np.ascontiguousarray(self.solvable.T)  # (C, M)
-        # Solvability threshold of each (configuration j, class c) at index j * C + c, as the
+        # Solvability threshold of each (model i, class c) at index i * C + c, as the
         # smallest float32 >= the float64 value: for float32 quantiles u, u < s32 iff u < s.
-        solv_jc = self.solvable[self.model_of].ravel()
-        s32 = solv_jc.astype(np.float32)
-        low = s32.astype(np.float64) < solv_jc
-        s32[low] = np.nextafter(s32[low], np.float32(np.inf))
-        self._solv32_jc = s32
+        # C more entries of 0 (never solvable) for padding task slots (class C).
+        solv = self.solvable.ravel()
+        s32 = np.zeros(solv.size + self.C, dtype=np.float32)
+        s32[:solv.size] = solv
+        low = s32[:solv.size].astype(np.float64) < solv
+        s32[:solv.size][low] = np.nextafter(s32[:solv.size][low], np.float32(np.inf))
+        self._solv32_ic = s32
         self.omega = config.step_tokens
         self.s_max = float(config.storage_kwh)
         self.eta_c = float(config.charge_efficiency)
@@ -443,31 +445,32 @@ class FleetCore:
 
     @staticmethod
     def _thresholds(w: np.ndarray) -> np.ndarray:
-        """Assignment thresholds of weight rows w (R, J), shape (J - 1, R), float64: the
-        running sums of each row (left to right) divided by its total, as
+        """Assignment thresholds of weight rows w (R, J), shape (R, J - 1), float64: the
+        running sums of each row, left to right, divided by its total, as
         :func:`mixture_thresholds` computes them."""
         J = w.shape[1]
-        cum = np.empty((J, w.shape[0]))
+        cum = np.empty((J, w.shape[0]))  # summed column by column: long contiguous rows
         cum[0] = w[:, 0]
         for q in range(1, J):
             np.add(cum[q - 1], w[:, q], out=cum[q])
-        return np.divide(cum[:J - 1], cum[J - 1], out=cum[:J - 1])
+        return np.divide(cum[:J - 1], cum[J - 1], out=cum[:J - 1]).T
 
     @classmethod
     def _thresholds32(cls, w: np.ndarray) -> np.ndarray:
-        """:meth:`_thresholds` as rows (R, P) of float32, P = J - 1 rounded up to a multiple
-        of 8 (padded with +inf): each value is the smallest float32 >= the float64
-        threshold t, so for a float32 quantile u, ``u >= t32`` iff ``u >= t`` (no float32 lies
-        in [t, t32)). Half the bytes to gather per task, and 8 comparisons fill one uint64.
+        """:meth:`_thresholds` as rows (R + 1, P) of float32, P = J - 1 rounded up to a
+        multiple of 8, padded with +inf (and a last row of +inf that padding task slots
+        may index): each value is the smallest float32 >= the float64 threshold t, so for a
+        float32 quantile u, ``u >= t32`` iff ``u >= t`` (no float32 lies in [t, t32)). Half
+        the bytes to gather per task, and 8 comparisons fill one uint64.
         """
-        thr = cls._thresholds(w)  # (J-1, R), values in [0, 1]
-        n_thr, rows = thr.shape
-        out = np.full((rows, -(-n_thr // 8) * 8), np.inf, dtype=np.float32)
-        t32 = out[:, :n_thr]
-        t32[...] = thr.T
+        thr = cls._thresholds(w)  # (R, J-1), values in [0, 1]
+        rows, n_thr = thr.shape
+        out = np.full((rows + 1, -(-n_thr // 8) * 8), np.inf, dtype=np.float32)
+        t32 = out[:rows, :n_thr]
+        t32[...] = thr
         # Round up where the float32 fell below: for non-negative floats the next float32 up
         # is the next bit pattern.
-        t32.view(np.int32)[...] += t32 < thr.T
+        t32.view(np.int32)[...] += t32 < thr
         return out
 
     @staticmethod
@@ -525,32 +528,30 @@ class FleetCore:
             u_assign = self.u_assign[rows, t, :a] if configs is None else None
             steps_flat = self._steps_tm.reshape(-1)
             k_base = self._steps_base[:, :a] + (t * (self.B * self.A * self.M))[:, None]
-        # Task slots beyond the slot's arrivals hold class C (padding): no tokens, not correct.
-        cls = np.minimum(cls_raw, C - 1)
+        # Task slots beyond the slot's arrivals hold class C (padding). Their indices below
+        # stay in range (one extra threshold row, C extra solvability entries) and they are
+        # masked out: never solvable (threshold 0), no tokens.
         J, M = self.J, self.M
         if configs is not None:
             j_b = np.asarray(configs, dtype=np.intp)
             i = self.model_of[j_b][:, None]
             budget = self.budget_of[j_b][:, None]
-            jc = j_b[:, None] * C + cls
+            ic = i * C + cls_raw
         else:
-            # Thresholds as rows (B*C, P): gathering them for every task is one row take.
+            # Thresholds as rows (B*C + 1, P): gathering them for every task is one row take.
             thr32 = self._thresholds32(np.asarray(mixtures, dtype=np.float64).reshape(B * C, J))
-            j = self._count_at_or_below(u_assign, thr32.take(self._rows2 * C + cls, axis=0))
+            j = self._count_at_or_below(u_assign, thr32.take(self._rows2 * C + cls_raw, axis=0))
             i = self.model_of.take(j)
             budget = self.budget_of.take(j)
-            jc = j.astype(np.intp)
-            jc *= C
-            jc += cls
+            ic = i * C
+            ic += cls_raw
         k = steps_flat.take(k_base + i)  # steps[b, t_b, p, i]: one flat take
         # Correct iff solvable by the model (u_solve < s) and k * omega <= budget; it then
         # runs k * omega tokens, else the budget.
         step_tok = np.multiply(k, self.omega, dtype=np.int64)
-        finished = (u_solve < self._solv32_jc.take(jc)) & (step_tok <= budget)
-        tokens = np.where(finished, step_tok, budget)
-        valid = cls_raw < C
-        tokens *= valid
-        correct = finished & valid
+        correct = (u_solve < self._solv32_ic.take(ic)) & (step_tok <= budget)
+        tokens = np.where(correct, step_tok, budget)
+        tokens *= cls_raw < C
 
         if configs is not None:
             tokens_by_model = np.zeros((B, M), dtype=np.int64)
@@ -805,9 +806,8 @@ def _sums_by_group(x: np.ndarray, group: np.ndarray, n_groups: int, bound: int
     width = max(int(bound), 1).bit_length()
     B = x.shape[0]
     if width * n_groups <= 63:
-        shift = group.astype(np.int64)
-        shift *= width
-        total = np.add.reduce(np.left_shift(x.astype(np.int64), shift), axis=1)
+        shift = np.multiply(group, width, dtype=np.int64)
+        total = np.add.reduce(np.left_shift(x, shift, dtype=np.int64), axis=1)
         fields = total[:, None] >> (np.arange(n_groups, dtype=np.int64) * width)
         fields &= (1 << width) - 1
         return fields

@@ -174,6 +174,8 @@ class FleetCore:
         self._k_dtype = np.int16 if k_cap < np.iinfo(np.int16).max else np.int32
         self.A = max(1, poisson_upper(self.arrival_process.max_rate))
         self._build_guides()
+        #: Calls of :meth:`reset_copies` so far (observers key per-episode tables on it).
+        self.resets = 0
         #: Tasks of the last reset not yet written to the task buffers (see _reset_chunk).
         self._pending: tuple | None = None
         self._alloc(self.A)
@@ -351,6 +353,7 @@ class FleetCore:
         if len(copies) != len(rngs):
             raise ValueError(f"copies and rngs must have the same length, got {len(copies)} "
                              f"and {len(rngs)}")
+        self.resets += 1
         for lo in range(0, len(copies), self.RESET_CHUNK):
             self._reset_chunk(list(copies[lo:lo + self.RESET_CHUNK]),
                               rngs[lo:lo + self.RESET_CHUNK])

@@ -193,12 +193,12 @@ class Observer:
         #: when an episode starts, t = 0).
         self.start_slot = np.full(core.B, cfg.trace_start_hour * 60.0 / cfg.slot_minutes)
         self._inv_rates = self.inv_rates.tolist()
-        self._rates: list[list[float]] = []  # arrivals / mean rate per slot of the episode
-        self._rates_of: tuple | None = None  # the core's episode lists they were made from
+        #: Per slot of copy 0's episode, the features the episode fixes (see
+        #: _build_episode_features), and the core's reset count they were made at.
+        self._episode_features: list[list[float]] = []
+        self._episode_of = -1
         #: Store feature of observe_single: 1 = S / S_max, 2 = S / (S + s_ref), 0 = none.
         self._store_mode = 2 if math.isinf(self.s_max) else (1 if self.s_max > 0 else 0)
-        self._clock_start: float | None = None
-        self._clock: tuple[list[float], list[float]] = ([], [])
 
     def observe(self) -> np.ndarray:
         """Observation of every copy, shape (B, dim), float32."""
@@ -246,36 +246,37 @@ class Observer:
                 float(core.last_demand[0])
             aux, waste = float(core.last_aux[0]), float(core.last_waste[0])
             mean, m2 = float(core.net_mean[0]), float(core.net_m2[0])
-        start = self._clock_start
-        if t == 0 or start is None:  # a new episode may start at another time of day
-            start = float(self.start_slot[0])
-        if start != self._clock_start:
-            phase = 2.0 * math.pi * (np.arange(core.T + 1) + start) / self.slots_per_day
-            self._clock = (np.sin(phase).tolist(), np.cos(phase).tolist())
-            self._clock_start = start
+        if self._episode_of != core.resets:  # a new episode
+            self._build_episode_features()
         if self._store_mode == 1:
             store = s / self.s_max
         elif self._store_mode == 2:
             store = s / (s + self.s_ref)
         else:
             store = 0.0
-        single = core._single  # the episode as lists (B = 1 fast path)
-        if single is not None and t < core.T:
-            if single is not self._rates_of:  # a new episode: arrivals / mean rates per slot
-                self._rates = (core.arrivals[0] * self.inv_rates).tolist()
-                self._rates_of = single
-            rates = self._rates[t]
-        else:
-            arr = core.arrivals[0, t if t < core.T else core.T - 1].tolist()
-            rates = [x * r for x, r in zip(arr, self._inv_rates)]
         n = float(t if t > 1 else 1)
         var = m2 / n
         d_ref = self.d_ref
         return np.array(
             [store, harvest / self.h_ref, demand / d_ref, aux / d_ref, waste / d_ref,
-             *rates,
-             self._clock[0][t], self._clock[1][t], t / core.T, mean,
-             math.sqrt(var if var > 0.0 else 0.0)], dtype=np.float32)
+             *self._episode_features[t], mean, math.sqrt(var if var > 0.0 else 0.0)],
+            dtype=np.float32)
+
+    def _build_episode_features(self) -> None:
+        """Features of copy 0 that the episode fixes, per slot t = 0..T: arrivals / mean rate
+        per class, time of day (sin, cos) and progress, by the expressions of
+        :meth:`observe` (bit-identical)."""
+        core = self.core
+        T = core.T
+        t = np.arange(T + 1)
+        phase = 2.0 * math.pi * (t + self.start_slot[0]) / self.slots_per_day
+        feats = np.empty((T + 1, self.n_c + 3))
+        feats[:, :self.n_c] = core.arrivals[0, np.minimum(t, T - 1)] * self.inv_rates
+        feats[:, self.n_c] = np.sin(phase)
+        feats[:, self.n_c + 1] = np.cos(phase)
+        feats[:, self.n_c + 2] = t / T
+        self._episode_features = feats.tolist()
+        self._episode_of = core.resets
 
 
 def serve_action(config: FleetConfig, mixture: np.ndarray) -> np.ndarray:

@@ -377,7 +377,7 @@ class FleetCore:
         cls = np.repeat(np.tile(np.arange(C), R * T), counts.ravel())
         steps = self._sample_steps(cls, lat[:, 0])
         rows = np.asarray(copies, dtype=np.intp)
-        if R > 1 and np.array_equal(rows, np.arange(rows[0], rows[0] + R)):
+        if R == 1 or np.array_equal(rows, np.arange(rows[0], rows[0] + R)):
             rows_sel: slice | np.ndarray = slice(int(rows[0]), int(rows[0]) + R)
         else:
             rows_sel = rows

@@ -29,6 +29,7 @@ from envs.traces import (
     load_servegen_rate,
     load_wind_80m,
     months_mean,
+    cumulative_integral,
     slot_means,
 )
 
@@ -116,6 +117,8 @@ class _ReplayHarvest:
         self.var_kwh2 = float(ref_vals.var())
         self.start_day = int(config.trace_start_day)
         self.start_hour = float(config.trace_start_hour)
+        self._cum = cumulative_integral(self.series)
+        self._days: dict[int, np.ndarray] = {}  # start days per episode length
         # Fail at construction, not at reset, if no episode fits the series.
         self._start_days(config.horizon + lookahead_slots(config))
 
@@ -145,10 +148,13 @@ class _ReplayHarvest:
 
     def sample(self, rng: np.random.Generator, horizon: int) -> np.ndarray:
         """Harvest per slot [kWh] of an episode starting on a day drawn from ``rng``."""
-        days = self._start_days(horizon)
+        days = self._days.get(horizon)
+        if days is None:
+            days = self._days[horizon] = self._start_days(horizon)
         day = int(days[rng.integers(days.size)]) if days.size > 1 else int(days[0])
         start = day * MINUTES_PER_DAY + 60.0 * self.start_hour
-        return self.scale * slot_means(self.series, start, self.slot_minutes, horizon)
+        return self.scale * slot_means(self.series, start, self.slot_minutes, horizon,
+                                       self._cum)
 
 
 def _values_in_months(series: TimeSeries, months: tuple[int, ...]) -> np.ndarray:

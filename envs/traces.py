@@ -343,8 +343,14 @@ def load_servegen_pmf(field: str = "output_tokens", window: str = "all",
 
 
 # ---------------------------------------------------------------------------------- resampling
+def cumulative_integral(series: TimeSeries) -> np.ndarray:
+    """Integral of the linearly joined series from its start to each sample [unit x min]."""
+    v = series.values
+    return np.concatenate([[0.0], np.cumsum(0.5 * (v[1:] + v[:-1]) * series.step_minutes)])
+
+
 def slot_means(series: TimeSeries, start_minute: float, slot_minutes: float,
-               n_slots: int) -> np.ndarray:
+               n_slots: int, cum: np.ndarray | None = None) -> np.ndarray:
     """Mean of the linearly interpolated series over consecutive slots.
 
     Args:
@@ -352,6 +358,7 @@ def slot_means(series: TimeSeries, start_minute: float, slot_minutes: float,
         start_minute: Start of the first slot [min from the start of the year].
         slot_minutes: Slot length [min].
         n_slots: Number of slots.
+        cum: :func:`cumulative_integral` of the series, if already at hand.
 
     Returns:
         Mean value in each slot, shape (n_slots,) [unit of the series].
@@ -367,7 +374,8 @@ def slot_means(series: TimeSeries, start_minute: float, slot_minutes: float,
     v = series.values
     step = series.step_minutes
     # Cumulative integral at the sample times, then exact integral of the linear pieces.
-    cum = np.concatenate([[0.0], np.cumsum(0.5 * (v[1:] + v[:-1]) * step)])
+    if cum is None:
+        cum = cumulative_integral(series)
     edges = start_minute + slot_minutes * np.arange(n_slots + 1)
     x = (edges - series.start_minute) / step
     k = np.minimum(np.floor(x).astype(np.int64), v.size - 2)

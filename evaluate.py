@@ -740,6 +740,11 @@ def plot_episode(path: str | os.PathLike, env_id: str,
     plt.close(fig)
 
 
+def _tick_label(name: str, width: int = 22) -> str:
+    """A policy name short enough for a rotated tick label (a model's path keeps its end)."""
+    return name if len(name) <= width else "..." + name[-(width - 3):]
+
+
 def plot_costs(path: str | os.PathLike, summary: dict) -> None:
     """Bar charts with 95% CI error bars: reward, auxiliary, wasted + leftover, accuracy."""
 
@@ -757,7 +762,7 @@ def plot_costs(path: str | os.PathLike, summary: dict) -> None:
         colors = ["tab:gray" if pol[n].get("kind") == "bound" else "tab:blue" for n in names]
         ax.bar(x, means, yerr=errs, color=colors, capsize=3)
         ax.set_xticks(x)
-        ax.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
+        ax.set_xticklabels([_tick_label(n) for n in names], rotation=60, ha="right", fontsize=7)
         ax.set_title(title, fontsize=9)
         ax.tick_params(axis="y", labelsize=7)
     fig.suptitle(f"{summary['env_id']}: mean ± 95% CI over {summary['episodes']} paired "

@@ -32,7 +32,13 @@ from envs.config import FleetConfig, resolve_config
 from envs.realistic import RealisticCore, make_core
 from envs.info import FLOAT_KEYS, INT_KEYS, batch_one, batched_info, single_slot
 from envs.reward import REWARD_TERMS, combine, reward_terms, reward_weights
-from envs.spaces import Observer, action_space, action_weights, observation_space
+from envs.spaces import (
+    Observer,
+    SingleActionMap,
+    action_space,
+    action_weights,
+    observation_space,
+)
 
 #: Per-copy state arrays of :class:`FleetCore` that a step changes (restored for copies that
 #: are reset, not stepped, in a NEXT_STEP autoreset while other copies step).
@@ -82,6 +88,7 @@ class FleetVectorEnv(VectorEnv):
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self.reward_weights = reward_weights(self.core)
         self._discrete = self.config.action_type == "discrete"
+        self._action_map = SingleActionMap(self.config, self.single_action_space)
         self._np_randoms: list[np.random.Generator | None] = [None] * self.num_envs
         self._np_random_seeds: list[int | None] = [None] * self.num_envs
         self._autoreset = np.zeros(self.num_envs, dtype=bool)
@@ -246,9 +253,11 @@ class FleetVectorEnv(VectorEnv):
         if self.num_envs == 1:  # the single env's fast path (bit-identical, see tests)
             if self._discrete:
                 out = core.step_single(config=int(a[0]))
-            else:
-                out = core.step_single(mixture=action_weights(self.config, a)[0])
-            reward, trunc, info1 = single_slot(out, int(core.t[0]), self.config.horizon,
+            else:  # a is validated: the single env's action map gives the same thresholds
+                out = core.step_single(thresholds=self._action_map(a[0]))
+            state = core.single_state
+            t = state[0] if state is not None else int(core.t[0])
+            reward, trunc, info1 = single_slot(out, t, self.config.horizon,
                                                self.config.initial_storage_kwh,
                                                self.reward_weights)
             one = np.ones(1, dtype=bool)

@@ -154,7 +154,6 @@ class FleetCore:
         self.model_of = self.tables.model_of
         self.budget_of = self.tables.budget_of
         self.solvable = self.tables.solvable  # (M, C)
-        self._solv_flat = self.solvable.ravel()
         self._solvable_by_class = np.ascontiguousarray(self.solvable.T)  # (C, M)
         # Solvability threshold of each (model i, class c) at index i * C + c, as the
         # smallest float32 >= the float64 value: for float32 quantiles u, u < s32 iff u < s.

@@ -88,10 +88,8 @@ def single_slot(out: tuple, t: int, horizon: int, initial_storage_kwh: float,
         reward = reward + weights["waste_kwh"] * waste
         reward = reward + weights["leftover_kwh"] * 0.0
         reward = reward + weights["dropped"] * float(dropped)
-    info = {"harvest_kwh": harvest, "demand_kwh": demand, "aux_kwh": aux, "waste_kwh": waste,
-            "loss_kwh": loss, "storage_kwh": storage, "arrived": arrived, "served": served,
-            "correct": correct, "dropped": dropped, "queued": queued, "t": t,
-            "reward_terms": terms}
+    info = slot_info(harvest, demand, aux, waste, loss, storage, arrived, served, correct,
+                     dropped, queued, t, terms)
     return reward, truncated, info
 
 

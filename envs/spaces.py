@@ -190,7 +190,7 @@ class Observer:
         self.n_extra = len(extra_feature_names(cfg))
         self.dim = 10 + self.n_c + self.n_extra
         #: Slot of the day at which each copy's episode starts (the single-copy path reads it
-        #: when an episode starts, t = 0).
+        #: once per episode, at its first observation).
         self.start_slot = np.full(core.B, cfg.trace_start_hour * 60.0 / cfg.slot_minutes)
         self._inv_rates = self.inv_rates.tolist()
         #: Per slot of copy 0's episode, the features the episode fixes (see

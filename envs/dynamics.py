@@ -107,6 +107,18 @@ def _state_array(name: str) -> property:
     return property(get, set, doc=f"State array ``{name}``, shape (B,).")
 
 
+def _task_buffer(key: str, doc: str) -> property:
+    """A (B, T, ...) view of the slot-major task buffer ``key`` of :class:`FleetCore`, written
+    first if a reset left its tasks pending."""
+
+    def get(self: FleetCore) -> np.ndarray:
+        if self._pending is not None:
+            self._fill_task_buffers()
+        return np.swapaxes(self.__dict__[key], 0, 1)
+
+    return property(get, doc=doc)
+
+
 class FleetCore:
     """B copies of the fleet model held in arrays with a leading batch axis.
 
@@ -227,33 +239,14 @@ class FleetCore:
 
     # (B, T, A[, M]) views of the slot-major task buffers (properties, so that a copy of the
     # core, e.g. by pickling, keeps them views of its own buffers).
-    @property
-    def cls(self) -> np.ndarray:
-        """Class of each task slot, shape (B, T, A); C marks an empty slot."""
-        if self._pending is not None:
-            self._fill_task_buffers()
-        return self._cls_tm.transpose(1, 0, 2)
-
-    @property
-    def u_solve(self) -> np.ndarray:
-        """Solvability quantile of each task, shape (B, T, A), float32."""
-        if self._pending is not None:
-            self._fill_task_buffers()
-        return self._us_tm.transpose(1, 0, 2)
-
-    @property
-    def u_assign(self) -> np.ndarray:
-        """Assignment quantile of each task, shape (B, T, A), float32."""
-        if self._pending is not None:
-            self._fill_task_buffers()
-        return self._ua_tm.transpose(1, 0, 2)
-
-    @property
-    def steps(self) -> np.ndarray:
-        """Step count of each task under each model, shape (B, T, A, M)."""
-        if self._pending is not None:
-            self._fill_task_buffers()
-        return self._steps_tm.transpose(1, 0, 2, 3)
+    cls = _task_buffer("_cls_tm", "Class of each task slot, shape (B, T, A); C marks an empty "
+                       "slot.")
+    u_solve = _task_buffer("_us_tm", "Solvability quantile of each task, shape (B, T, A), "
+                           "float32.")
+    u_assign = _task_buffer("_ua_tm", "Assignment quantile of each task, shape (B, T, A), "
+                            "float32.")
+    steps = _task_buffer("_steps_tm", "Step count of each task under each model, shape "
+                         "(B, T, A, M).")
 
     def _grow(self, a: int) -> None:
         old = (self.cls, self.u_solve, self.u_assign, self.steps)

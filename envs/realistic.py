@@ -194,6 +194,9 @@ class RealisticCore(FleetCore):
                 self.harvest_process, lookahead_slots(config), self.F)
         self.forecast = np.zeros((B, T, self.F))
         self.queue_len = np.zeros((B, C), dtype=np.int64)
+        #: Per copy, the oldest slot that may hold a pending task (every task that arrived
+        #: before it is served, dropped or past its deadline): the step looks no further back.
+        self.first_open = np.zeros(B, dtype=np.int64)
         self._done_A = self.A
         self.done = np.zeros((B, T + self.W - 1, self.A), dtype=bool)
         self.rates = config.arrival_rate * np.asarray(config.class_shares, dtype=np.float64)
@@ -201,7 +204,7 @@ class RealisticCore(FleetCore):
     # ------------------------------------------------------------------ reset
     #: Per-copy state a step changes beyond ``FleetCore``'s (the vector env restores it for
     #: copies that are reset, not stepped, in a next-step autoreset).
-    EXTRA_STEP_STATE = ("queue_len", "done")
+    EXTRA_STEP_STATE = ("queue_len", "done", "first_open")
 
     def reset_copies(self, copies, rngs) -> None:  # noqa: ANN001 - as FleetCore.reset_copies
         """Start new episodes (as ``FleetCore``), clearing each copy's queue.
@@ -222,6 +225,7 @@ class RealisticCore(FleetCore):
                 self._done_A = self.A
             self.done[b] = False
             self.queue_len[b] = 0
+            self.first_open[b] = 0
             if self.F:
                 self._build_forecast(b)
 
@@ -291,17 +295,22 @@ class RealisticCore(FleetCore):
                      defer: np.ndarray | None) -> SlotResult:
         if np.any(self.t >= self.T):
             raise RuntimeError("an episode has ended (t == horizon); reset the copy first")
-        B, C, M, W, T = self.B, self.C, self.M, self.W, self.T
+        B, C, M, T = self.B, self.C, self.M, self.T
         rows, t = self._rows, self.t
-        # Window of the W slots a pending task can come from, oldest first: (B, W).
+        # Window of the W slots a pending task can come from, oldest first: (B, W). A task
+        # waits at most max(deadlines) slots, and no copy looks back past its oldest open
+        # slot; tasks outside the window are neither pending nor due, so leaving them out
+        # changes nothing (the admission order among the others is kept).
+        W = int(min(self.W, max(1, int((t - self.first_open).max()) + 1)))
         slots = t[:, None] - (W - 1) + np.arange(W)[None, :]
         in_ep = slots >= 0
         sl = np.maximum(slots, 0)
         R = rows[:, None]
-        cls_raw = self.cls[R, sl]  # (B, W, A)
-        A = cls_raw.shape[2]
-        pad = slots + (W - 1)  # index into the padded done flags, distinct per window slot
-        done = self.done[R, pad][:, :, :A]
+        # Task slots up to the most arrivals of any window slot (the rest are padding).
+        A = max(1, int(np.where(in_ep, self.n_slot[R, sl], 0).max()))
+        cls_raw = self.cls[R, sl, :A]  # (B, W, A)
+        pad = slots + (self.W - 1)  # index into the padded done flags, distinct per slot
+        done = self.done[R, pad, :A]
         valid = (cls_raw < C) & in_ep[..., None]
         cls = np.minimum(cls_raw, C - 1).astype(np.intp)
         dl = np.minimum(sl[..., None] + self.deadlines[cls], T - 1)
@@ -329,13 +338,13 @@ class RealisticCore(FleetCore):
             j = np.broadcast_to(np.asarray(configs, dtype=np.intp).reshape(B, 1), (B, N))
         else:
             cum = np.cumsum(np.asarray(mixtures, dtype=np.float64), axis=-1)[:, :, :-1]
-            u = self.u_assign[R, sl][:, :, :A].reshape(B, N)
+            u = self.u_assign[R, sl, :A].reshape(B, N)
             j = (u[..., None] >= cum[rows[:, None], cls_f]).sum(axis=-1)
         i = self.model_of[j]
         budget = self.budget_of[j]
-        steps = self.steps[R, sl][:, :, :A].reshape(B, N, M)
+        steps = self.steps[R, sl, :A].reshape(B, N, M)
         k = np.take_along_axis(steps, i[..., None], axis=-1)[..., 0]
-        solv = self.u_solve[R, sl][:, :, :A].reshape(B, N) < self.solvable[i, cls_f]
+        solv = self.u_solve[R, sl, :A].reshape(B, N) < self.solvable[i, cls_f]
         step_tok = self.omega * k.astype(np.int64)
         finished = solv & (step_tok <= budget)
         tokens = np.where(finished, step_tok, budget)
@@ -383,6 +392,10 @@ class RealisticCore(FleetCore):
             value += self.values[c] * n_c
             queue_len[:, c] = (waiting & in_c).sum(axis=1)
         arrived = (cls_raw[:, W - 1] < C).sum(axis=1)
+        # Oldest slot still holding a waiting task (else the next slot).
+        open_w = waiting.reshape(B, W, A).any(axis=2)
+        first = np.where(open_w.any(axis=1), open_w.argmax(axis=1), W)
+        self.first_open = t - (W - 1) + first
 
         harvest = self.harvest[rows, t]
         self.queue_len = queue_len

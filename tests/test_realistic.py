@@ -102,6 +102,35 @@ def test_task_conservation_every_step(caps):
     assert saw_drop == bool(caps)  # without caps nothing is ever dropped
 
 
+@pytest.mark.parametrize("caps", [(), (3000.0, 2000.0, 1500.0)])
+def test_step_window_looks_back_only_to_the_oldest_open_slot(caps):
+    """The step skips slots older than each copy's oldest waiting task: the result equals a
+    step over the whole deadline window (``first_open`` forced back to 0), with copies in
+    different slots, deferral and caps."""
+    cfg = _small_queue_config(model_tokens_per_slot=caps, class_deadlines=(0, 3, 9))
+    cores = [make_core(cfg, 5) for _ in range(2)]
+    for core in cores:
+        _reset_all(core, 11)
+    rng = np.random.default_rng(4)
+    widths = set()
+    for t in range(3 * cfg.horizon):
+        mix = rng.dirichlet(np.ones(cfg.n_configs), size=(5, cfg.n_classes))
+        defer = rng.choice([0.0, 0.3, 1.0], size=(5, cfg.n_classes))
+        widths.update((cores[0].t - cores[0].first_open + 1).tolist())
+        cores[1].first_open[:] = 0  # look back over the whole window
+        a, b = (core.step(mixtures=mix, defer=defer) for core in cores)
+        for f in dataclasses.fields(a):
+            np.testing.assert_array_equal(getattr(a, f.name), getattr(b, f.name), err_msg=f.name)
+        np.testing.assert_array_equal(cores[0].queue_len, cores[1].queue_len)
+        # Restart some copies (at different times) so the copies sit in different slots.
+        for b_ in np.flatnonzero((cores[0].t >= cfg.horizon) | (rng.random(5) < 0.02)):
+            for core in cores:
+                core.reset_copy(int(b_), *np.random.default_rng([t, int(b_)]).spawn(3))
+    assert len(set(cores[0].t.tolist())) > 1
+    # Copies whose queue was empty needed only the current slot, others looked back further.
+    assert min(widths) == 1 and max(widths) >= 5
+
+
 def test_full_deferral_serves_each_task_at_its_deadline():
     cfg = _small_queue_config()
     core = make_core(cfg, 4)

@@ -217,7 +217,6 @@ class RealisticCore(FleetCore):
                              f"and {len(rngs)}")
         for b, rng3 in zip(copies, rngs):
             super().reset_copies([b], [rng3])
-            self._single = None  # the B = 1 fast path assumes no queue, caps or forecast
             if self.A != self._done_A:  # the task buffers grew: grow the served/dropped flags
                 old = self.done
                 self.done = np.zeros((self.B, self.T + self.W - 1, self.A), dtype=bool)
@@ -228,6 +227,10 @@ class RealisticCore(FleetCore):
             self.first_open[b] = 0
             if self.F:
                 self._build_forecast(b)
+
+    def _build_single_lists(self, *args: Any) -> None:
+        """No B = 1 fast path here: it assumes no queue, caps or forecast."""
+        self._single = None
 
     def _build_forecast(self, b: int) -> None:
         hp = self.harvest_process
@@ -295,12 +298,13 @@ class RealisticCore(FleetCore):
                      defer: np.ndarray | None) -> SlotResult:
         if np.any(self.t >= self.T):
             raise RuntimeError("an episode has ended (t == horizon); reset the copy first")
+        if self._pending is not None:
+            self._fill_task_buffers()
         B, C, M, T = self.B, self.C, self.M, self.T
         rows, t = self._rows, self.t
-        # Window of the W slots a pending task can come from, oldest first: (B, W). A task
-        # waits at most max(deadlines) slots, and no copy looks back past its oldest open
-        # slot; tasks outside the window are neither pending nor due, so leaving them out
-        # changes nothing (the admission order among the others is kept).
+        # 1. Pending tasks. Window of the W slots a pending task can come from, oldest first:
+        # (B, W). A task waits at most max(deadlines) slots, and no copy looks back past its
+        # oldest open slot (tasks before it are neither pending nor due).
         W = int(min(self.W, max(1, int((t - self.first_open).max()) + 1)))
         slots = t[:, None] - (W - 1) + np.arange(W)[None, :]
         in_ep = slots >= 0
@@ -310,98 +314,118 @@ class RealisticCore(FleetCore):
         A = max(1, int(np.where(in_ep, self.n_slot[R, sl], 0).max()))
         cls_raw = self.cls[R, sl, :A]  # (B, W, A)
         pad = slots + (self.W - 1)  # index into the padded done flags, distinct per slot
-        done = self.done[R, pad, :A]
         valid = (cls_raw < C) & in_ep[..., None]
-        cls = np.minimum(cls_raw, C - 1).astype(np.intp)
+        cls = np.minimum(cls_raw, C - 1)
         dl = np.minimum(sl[..., None] + self.deadlines[cls], T - 1)
-        pend = valid & ~done & (dl >= t[:, None, None])
-        due = pend & (dl <= t[:, None, None])
+        pend = valid & ~self.done[R, pad, :A] & (dl >= t[:, None, None])
+        # From here on only the pending tasks, as one list ordered by copy, then window
+        # position (slot, then arrival order): the oldest first.
         N = W * A
-        cls_f = cls.reshape(B, N)
-        pend_f, due_f = pend.reshape(B, N), due.reshape(B, N)
+        p = np.flatnonzero(pend.reshape(-1))
+        b_p = p // N
+        w_p, a_p = np.divmod(p - b_p * N, A)
+        slot_p = sl[b_p, w_p]
+        c_p = cls.reshape(-1)[p].astype(np.intp)
+        dl_p = dl.reshape(-1)[p]
+        due_p = dl_p <= t[b_p]
+        # Flat index of each task in the slot-major (T, B, A) task buffers.
+        buf = (slot_p * self.B + b_p) * self.A + a_p
 
-        # 2. defer the newest non-due tasks of each class
+        # 2. defer the newest non-due tasks of each class: round(f * pending) of them
         f = np.zeros((B, C)) if defer is None else np.clip(
             np.asarray(defer, dtype=np.float64).reshape(B, C), 0.0, 1.0)
-        deferred = np.zeros((B, N), dtype=bool)
-        if np.any(f > 0):
-            for c in range(C):
-                in_c = pend_f & (cls_f == c)
-                n_def = np.floor(f[:, c] * in_c.sum(axis=1) + 0.5)
-                can = in_c & ~due_f
-                rank_new = np.cumsum(can[:, ::-1], axis=1)[:, ::-1]  # 1 = newest deferrable
-                deferred |= can & (rank_new <= n_def[:, None])
-        cand = pend_f & ~deferred
+        cand = np.ones(p.size, dtype=bool)
+        if np.any(f > 0) and p.size:
+            g = b_p * C + c_p  # (copy, class) group
+            n_def = np.floor(f.reshape(-1) * np.bincount(g, minlength=B * C) + 0.5)
+            can = ~due_p
+            # Within each group (kept in window order by the stable sort), the number of
+            # deferrable tasks at or after each one: 1 = the newest.
+            order = np.argsort(g, kind="stable")
+            can_s = can[order]
+            ends = np.cumsum(np.bincount(g, weights=can, minlength=B * C)).astype(np.int64)
+            g_s = g[order]
+            rank_new = ends[g_s] - np.cumsum(can_s) + can_s
+            cand[order] = ~(can_s & (rank_new <= n_def[g_s]))
 
         # 3. configuration of every task, from its latent assignment quantile
         if configs is not None:
-            j = np.broadcast_to(np.asarray(configs, dtype=np.intp).reshape(B, 1), (B, N))
+            j = np.asarray(configs, dtype=np.intp).reshape(B)[b_p]
         else:
             cum = np.cumsum(np.asarray(mixtures, dtype=np.float64), axis=-1)[:, :, :-1]
-            u = self.u_assign[R, sl, :A].reshape(B, N)
-            j = (u[..., None] >= cum[rows[:, None], cls_f]).sum(axis=-1)
+            u = self._ua_tm.reshape(-1)[buf]
+            j = (u[:, None] >= cum[b_p, c_p]).sum(axis=-1)
         i = self.model_of[j]
         budget = self.budget_of[j]
-        steps = self.steps[R, sl, :A].reshape(B, N, M)
-        k = np.take_along_axis(steps, i[..., None], axis=-1)[..., 0]
-        solv = self.u_solve[R, sl, :A].reshape(B, N) < self.solvable[i, cls_f]
+        k = self._steps_tm.reshape(-1)[buf * M + i]
+        solv = self._us_tm.reshape(-1)[buf] < self.solvable[i, c_p]
         step_tok = self.omega * k.astype(np.int64)
         finished = solv & (step_tok <= budget)
         tokens = np.where(finished, step_tok, budget)
 
-        # 4. throughput caps, earliest deadline first
+        # 4. throughput caps: per copy, candidates in earliest-deadline-first order (ties:
+        # window order), each model admitting while its running tokens stay within its cap
         served = cand.copy()
-        if self.capped:
-            key = dl.reshape(B, N).astype(np.int64) * (N + 1) + np.arange(N)[None, :]
-            order = np.argsort(key, axis=1, kind="stable")
-            i_s = np.take_along_axis(i, order, axis=1)
-            tok_s = np.take_along_axis(np.where(cand, tokens, 0), order, axis=1)
-            cand_s = np.take_along_axis(cand, order, axis=1)
-            admit_s = np.ones((B, N), dtype=bool)
+        if self.capped and p.size:
+            order = np.argsort(b_p * T + dl_p, kind="stable")
+            b_s = b_p[order]
+            on = cand[order]
+            i_s = i[order]
+            tok_s = tokens[order]
+            admit_s = np.ones(p.size, dtype=bool)
             for m in range(M):
                 if not math.isfinite(self.caps[m]):
                     continue
-                on_m = cand_s & (i_s == m)
-                used = np.cumsum(np.where(on_m, tok_s, 0), axis=1)
+                on_m = on & (i_s == m)
+                x = np.where(on_m, tok_s, 0)
+                # Running tokens within each copy: the running sum over all copies less
+                # the tokens of the copies before it.
+                per_copy = np.bincount(b_s, weights=x, minlength=B).astype(np.int64)
+                used = np.cumsum(x)
+                used -= (np.cumsum(per_copy) - per_copy)[b_s]
                 admit_s &= ~on_m | (used <= self.caps[m])
             admit = np.empty_like(admit_s)
-            np.put_along_axis(admit, order, admit_s, axis=1)
+            admit[order] = admit_s
             served &= admit
-        dropped = due_f & ~served
+        dropped = due_p & ~served
         # 5. book-keeping: mark served and dropped tasks, count the queue
-        newly = (served | dropped).reshape(B, W, A)
-        self.done[R, pad, :A] = done | newly
-        waiting = pend_f & ~served & ~dropped
-        tokens = np.where(served, tokens, 0)
+        gone = served | dropped
+        self.done[b_p[gone], slot_p[gone] + (self.W - 1), a_p[gone]] = True
+        waiting = ~gone
         correct = served & finished
 
-        tokens_by_model = np.zeros((B, M), dtype=np.int64)
+        tok_by = np.bincount(b_p * M + i, weights=np.where(served, tokens, 0),
+                             minlength=B * M)
+        tokens_by_model = tok_by.astype(np.int64).reshape(B, M)  # exact: integers < 2**53
         energy_j = np.zeros(B)
         for m in range(M):
-            tok_m = np.where(i == m, tokens, 0).sum(axis=1)
-            tokens_by_model[:, m] = tok_m
-            energy_j += self.j_per_token[m] * tok_m
+            energy_j += self.j_per_token[m] * tokens_by_model[:, m]
         demand = self.idle_kwh + energy_j / J_PER_KWH
-        correct_by_class = np.zeros((B, C), dtype=np.int64)
-        queue_len = np.zeros((B, C), dtype=np.int64)
+        g = b_p * C + c_p
+        correct_by_class = np.bincount(g, weights=correct, minlength=B * C
+                                       ).astype(np.int64).reshape(B, C)
+        queue_len = np.bincount(g, weights=waiting, minlength=B * C
+                                ).astype(np.int64).reshape(B, C)
         value = np.zeros(B)
         for c in range(C):
-            in_c = cls_f == c
-            n_c = (correct & in_c).sum(axis=1)
-            correct_by_class[:, c] = n_c
-            value += self.values[c] * n_c
-            queue_len[:, c] = (waiting & in_c).sum(axis=1)
-        arrived = (cls_raw[:, W - 1] < C).sum(axis=1)
+            value += self.values[c] * correct_by_class[:, c]
+        arrived = self.n_slot[rows, t].copy()
         # Oldest slot still holding a waiting task (else the next slot).
-        open_w = waiting.reshape(B, W, A).any(axis=2)
-        first = np.where(open_w.any(axis=1), open_w.argmax(axis=1), W)
-        self.first_open = t - (W - 1) + first
+        first_open = t + 1
+        b_w = b_p[waiting]
+        if b_w.size:
+            copies, first = np.unique(b_w, return_index=True)
+            first_open[copies] = slot_p[waiting][first]
+        self.first_open = first_open
 
         harvest = self.harvest[rows, t]
         self.queue_len = queue_len
         aux, waste, loss, storage = self.advance(harvest, demand)
         return SlotResult(
             harvest_kwh=harvest, demand_kwh=demand, aux_kwh=aux, waste_kwh=waste,
-            loss_kwh=loss, storage_kwh=storage, arrived=arrived, served=served.sum(axis=1),
-            correct=correct.sum(axis=1), dropped=dropped.sum(axis=1), value_correct=value,
-            correct_by_class=correct_by_class, tokens_by_model=tokens_by_model)
+            loss_kwh=loss, storage_kwh=storage, arrived=arrived,
+            served=np.bincount(b_p, weights=served, minlength=B).astype(np.int64),
+            correct=correct_by_class.sum(axis=1),
+            dropped=np.bincount(b_p, weights=dropped, minlength=B).astype(np.int64),
+            value_correct=value, correct_by_class=correct_by_class,
+            tokens_by_model=tokens_by_model)

@@ -194,6 +194,73 @@ def test_caps_drop_due_tasks_and_respect_edf():
     assert dropped > 0
 
 
+def _reference_queue_slot(core, b, t, mix, defer, done):
+    """The queue rules of ``envs.realistic`` for copy b in slot t, task by task in Python.
+
+    ``done`` is the set of (slot, position) of tasks served or dropped so far (updated).
+    Returns (served, dropped, tokens per model, correct per class, waiting per class).
+    """
+    cfg, C, T = core.config, core.C, core.T
+    pend = []  # (deadline slot, arrival slot, position, class), oldest first
+    for s in range(t + 1):
+        for q in range(int(core.n_slot[b, s])):
+            c = int(core.cls[b, s, q])
+            dl = min(s + cfg.class_deadlines[c], T - 1)
+            if (s, q) not in done and dl >= t:
+                pend.append((dl, s, q, c))
+    deferred = set()
+    for c in range(C):
+        n_def = math.floor(defer[c] * sum(x[3] == c for x in pend) + 0.5)
+        newest = [x for x in reversed(pend) if x[3] == c and x[0] > t]
+        deferred.update(newest[:n_def])
+    used = [0] * core.M
+    served, tokens, correct = [], [0] * core.M, [0] * C
+    for dl, s, q, c in sorted(x for x in pend if x not in deferred):  # earliest deadline
+        cum = np.cumsum(mix[c])[:-1]
+        j = int(np.sum(core.u_assign[b, s, q] >= cum))
+        i, budget = int(core.model_of[j]), int(core.budget_of[j])
+        steps = int(core.steps[b, s, q, i])
+        ok = core.u_solve[b, s, q] < core.solvable[i, c] and steps * cfg.step_tokens <= budget
+        tok = steps * cfg.step_tokens if ok else budget
+        used[i] += tok
+        if used[i] <= core.caps[i]:
+            served.append((dl, s, q, c))
+            tokens[i] += tok
+            correct[c] += ok
+    dropped = [x for x in pend if x[0] == t and x not in served]
+    done.update((x[1], x[2]) for x in served + dropped)
+    waiting = [0] * C
+    for x in pend:
+        if x not in served and x not in dropped:
+            waiting[x[3]] += 1
+    return len(served), len(dropped), tokens, correct, waiting
+
+
+@pytest.mark.parametrize("caps", [(), (3000.0, 2000.0, 1500.0)])
+def test_queued_step_follows_the_rules_task_by_task(caps):
+    """The batched queue step against a plain per-task reading of the module's rules:
+    deferral of the newest, assignment by quantile, caps in deadline order, drops."""
+    cfg = _small_queue_config(model_tokens_per_slot=caps, horizon=30)
+    core = make_core(cfg, 3)
+    _reset_all(core, 8)
+    rng = np.random.default_rng(5)
+    done = [set() for _ in range(core.B)]
+    saw = np.zeros(3, dtype=int)
+    for t in range(cfg.horizon):
+        mix = rng.dirichlet(np.ones(cfg.n_configs), size=(core.B, cfg.n_classes))
+        defer = rng.choice([0.0, 0.4, 1.0], size=(core.B, cfg.n_classes))
+        ref = [_reference_queue_slot(core, b, t, mix[b], defer[b], done[b])
+               for b in range(core.B)]
+        res = core.step(mixtures=mix, defer=defer)
+        np.testing.assert_array_equal(res.served, [r[0] for r in ref])
+        np.testing.assert_array_equal(res.dropped, [r[1] for r in ref])
+        np.testing.assert_array_equal(res.tokens_by_model, [r[2] for r in ref])
+        np.testing.assert_array_equal(res.correct_by_class, [r[3] for r in ref])
+        np.testing.assert_array_equal(core.queue_len, [r[4] for r in ref])
+        saw += [res.dropped.sum() > 0, core.queue_len.sum() > 0, res.served.sum() > 0]
+    assert saw[1] > 0 and saw[2] > 0 and (saw[0] > 0) == bool(caps)
+
+
 def test_energy_conservation_with_efficiency_and_idle():
     env = gym.make("lrm/R1Trace-v0")
     cfg = env.unwrapped.config

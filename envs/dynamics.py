@@ -18,6 +18,7 @@ With charge/discharge efficiencies below 1 the conversion losses are reported se
 
 from __future__ import annotations
 
+import functools
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -208,7 +209,8 @@ class FleetCore:
         #: (B, T) tasks arriving in each slot (all classes) [tasks].
         self.n_slot = np.zeros((B, self.T), dtype=np.int64)
         self._rows = np.arange(B)
-        self._rows2 = self._rows[:, None]
+        #: (B, 1): the first row of each copy in a (B * C, ...) table of per-class rows.
+        self._class_row0 = self._rows[:, None] * self.C
         # Episode of the B = 1 fast path as Python lists (see _build_single_lists); None when
         # the fast path is off (B > 1, an episode too large, or a subclass that needs step).
         self._single: tuple[list, ...] | None = None
@@ -479,7 +481,8 @@ class FleetCore:
         words = above.view(np.uint64).reshape(*shape, -1)
         words *= np.uint64(0x0101010101010101)
         words >>= np.uint64(56)
-        return words[..., 0] if words.shape[-1] == 1 else words.sum(axis=-1)
+        counts = words.view(np.int64)  # < 2**8: the same values, an index type for take
+        return counts[..., 0] if counts.shape[-1] == 1 else counts.sum(axis=-1)
 
     def step(self, mixtures: np.ndarray | None = None, configs: np.ndarray | None = None
              ) -> SlotResult:
@@ -535,7 +538,7 @@ class FleetCore:
         else:
             # Thresholds as rows (B*C + 1, P): gathering them for every task is one row take.
             thr32 = self._thresholds32(np.asarray(mixtures, dtype=np.float64).reshape(B * C, J))
-            j = self._count_at_or_below(u_assign, thr32.take(self._rows2 * C + cls_raw, axis=0))
+            j = self._count_at_or_below(u_assign, thr32.take(self._class_row0 + cls_raw, axis=0))
             i = self.model_of.take(j)
             budget = self.budget_of.take(j)
             ic = i * C
@@ -587,11 +590,11 @@ class FleetCore:
         self.last_aux = aux
         self.last_waste = waste
         net = (harvest - demand) / self.ref_demand_kwh
-        n = (self.t + 1).astype(np.float64)
+        t1 = self.t + 1
         delta = net - self.net_mean
-        self.net_mean = self.net_mean + delta / n
+        self.net_mean = self.net_mean + delta / t1  # int64 / float64: true division
         self.net_m2 = self.net_m2 + delta * (net - self.net_mean)
-        self.t = self.t + 1
+        self.t = t1
         return aux, waste, loss, storage
 
     # ------------------------------------------------------------------ B = 1 fast path
@@ -803,12 +806,18 @@ def _sums_by_group(x: np.ndarray, group: np.ndarray, n_groups: int, bound: int
     if width * n_groups <= 63:
         shift = np.multiply(group, width, dtype=np.int64)
         total = np.add.reduce(np.left_shift(x, shift, dtype=np.int64), axis=1)
-        fields = total[:, None] >> (np.arange(n_groups, dtype=np.int64) * width)
+        fields = total[:, None] >> _field_shifts(n_groups, width)
         fields &= (1 << width) - 1
         return fields
     rows = np.arange(B)[:, None] * n_groups  # float64 bincount of integers is exact < 2**53
     return np.bincount((rows + group).ravel(), weights=x.ravel(), minlength=B * n_groups
                        ).astype(np.int64).reshape(B, n_groups)
+
+
+@functools.lru_cache(maxsize=64)
+def _field_shifts(n_groups: int, width: int) -> np.ndarray:
+    """Bit offsets of the n_groups fields of ``width`` bits in :func:`_sums_by_group`."""
+    return np.arange(n_groups, dtype=np.int64) * width
 
 
 def _sum_columns(x: np.ndarray) -> np.ndarray:

@@ -73,9 +73,17 @@ class RoutingModel:
         return self.mean.shape  # type: ignore[return-value]
 
     def demand_range(self) -> tuple[float, float]:
-        """Smallest and largest achievable mean slot demand [kWh] (within the load limits)."""
+        """Smallest and largest achievable mean slot demand [kWh] (within the load limits).
+
+        With load limits this takes two linear programs, solved on the first call and kept
+        (the model is frozen; its arrays are not meant to be changed in place).
+        """
         if self.load is not None:
-            return _capped_demand_range(self)
+            cached = self.__dict__.get("_demand_range")
+            if cached is None:
+                cached = _capped_demand_range(self)
+                object.__setattr__(self, "_demand_range", cached)
+            return cached
         lo = float(self.mean.min(axis=1).sum()) + self.idle_kwh
         hi = float(self.mean.max(axis=1).sum()) + self.idle_kwh
         return lo, hi

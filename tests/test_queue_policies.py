@@ -211,6 +211,26 @@ def test_cap_fraction_is_validated_and_raised_to_feasible() -> None:
         make_policy("variance_feedback", gym.make("lrm/Critical-v0"), queue_aware=True)
 
 
+def test_capped_demand_range_is_solved_once_per_model(monkeypatch) -> None:
+    """The two LPs of a capped model's demand range run on the first call only; a copy of
+    the model (dataclasses.replace) solves its own."""
+    import dataclasses
+
+    import agents.lp as lp
+
+    calls = []
+    real = lp.linprog
+    monkeypatch.setattr(lp, "linprog", lambda *a, **k: calls.append(1) or real(*a, **k))
+    model = routing_model(gym.make("lrm/R1Trace-v0").unwrapped.config)
+    calls.clear()  # routing_model's own head-room LP
+    first = model.demand_range()
+    assert len(calls) == 2
+    assert model.demand_range() == first and len(calls) == 2
+    tighter = dataclasses.replace(model, load_limit=0.5 * model.load_limit)
+    lo, hi = tighter.demand_range()
+    assert len(calls) == 4 and first[0] <= lo <= hi < first[1]
+
+
 def test_load_aware_feedback_beats_its_static_self_on_r1() -> None:
     """Paired seeds on lrm/R1Trace-v0 (first 12 hours): the load rule against the same loop
     without it (queue_aware=False). Tolerance: the mean paired difference must exceed 3

@@ -659,17 +659,8 @@ class FleetCore:
             res = self.step(mixtures=None if mixture is None else mixture[None],
                             configs=None if config is None else np.array([config]))
             return res.single(0)
-        state = self.single_state
-        if state is not None:
-            t0, s_prev, _, _, _, _, mean, m2 = state
-        else:
-            d = self.__dict__
-            t0, s_prev = int(d["_t"][0]), float(d["_storage"][0])
-            mean, m2 = float(d["_net_mean"][0]), float(d["_net_m2"][0])
-        if t0 >= self.T:
-            raise RuntimeError("an episode has ended (t == horizon); reset the copy first")
+        t0, s_prev, mean, m2 = self._single_clock()
         u_l, eff_of, counts_l, start, harvest_l = self._single
-        k = start[t0]
         k = start[t0]
         max_steps, model_of, budget_of = self._max_steps_l, self._model_l, self._budget_l
         # Per model: steps of the tasks it answers (each ran steps * omega tokens) and tokens
@@ -717,6 +708,33 @@ class FleetCore:
         for v, x in zip(self._vals, correct):
             value += v * x
         harvest = harvest_l[t0]
+        aux, waste, loss, storage = self._close_single(t0, s_prev, mean, m2, harvest, demand)
+        n_arr = k - start[t0]
+        return (harvest, demand, aux, waste, loss, storage, n_arr, n_arr, sum(correct), 0,
+                value)
+
+    def _single_clock(self) -> tuple[int, float, float, float]:
+        """Copy 0's (slot, storage [kWh], running mean, running M2) as Python scalars, for a
+        B = 1 fast-path step; raises if its episode has ended."""
+        state = self.single_state
+        if state is not None:
+            t0, s_prev, _, _, _, _, mean, m2 = state
+        else:
+            d = self.__dict__
+            t0, s_prev = int(d["_t"][0]), float(d["_storage"][0])
+            mean, m2 = float(d["_net_mean"][0]), float(d["_net_m2"][0])
+        if t0 >= self.T:
+            raise RuntimeError("an episode has ended (t == horizon); reset the copy first")
+        return t0, s_prev, mean, m2
+
+    def _close_single(self, t0: int, s_prev: float, mean: float, m2: float, harvest: float,
+                      demand: float) -> tuple[float, float, float, float]:
+        """End copy 0's slot t0 on Python scalars, as :meth:`advance` does for the arrays:
+        energy ledger, running statistics and clock (kept in ``single_state``).
+
+        Returns:
+            (aux, waste, loss, new storage) [kWh].
+        """
         if self._lossless:  # _ledger_scalar written out for unit efficiencies
             y = s_prev + harvest - demand
             aux = 0.0 if 0.0 > -y else -y
@@ -732,9 +750,7 @@ class FleetCore:
         mean = mean + delta / float(t0 + 1)
         m2 = m2 + delta * (net - mean)
         self.single_state = (t0 + 1, storage, harvest, demand, aux, waste, mean, m2)
-        n_arr = k - start[t0]
-        return (harvest, demand, aux, waste, loss, storage, n_arr, n_arr, sum(correct), 0,
-                value)
+        return aux, waste, loss, storage
 
     def _ledger_scalar(self, s: float, h: float, d: float) -> tuple[float, float, float, float]:
         """:meth:`_ledger` with efficiencies below 1 on Python floats, operation for

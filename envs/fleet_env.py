@@ -179,9 +179,8 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
             raise RuntimeError("call reset() before step() (and after an episode ends)")
         core = self.core
         if self._realistic:  # queue / forecast (envs.realistic)
-            res = core.step_action(
+            out = core.step_action_single(
                 validate_queued_action(self.config, action, self.action_space))
-            out = res.single(0)
         elif self._discrete:  # B = 1 fast path of the core (bit-identical to FleetCore.step)
             a = validate_action(self.config, action, self.action_space)
             out = core.step_single(config=int(a[0]))

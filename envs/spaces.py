@@ -234,8 +234,6 @@ class Observer:
         operation on Python floats (bit-identical), the time of day from a per-episode table
         computed by the same numpy expression as :meth:`observe`.
         """
-        if self.n_extra:  # queue lengths, forecasts: the generic path
-            return self.observe()[0]
         core = self.core
         state = core.single_state  # the state as Python floats after a fast-path step
         if state is not None:
@@ -257,10 +255,11 @@ class Observer:
         n = float(t if t > 1 else 1)
         var = m2 / n
         d_ref = self.d_ref
-        return np.array(
-            [store, harvest / self.h_ref, demand / d_ref, aux / d_ref, waste / d_ref,
-             *self._episode_features[t], mean, math.sqrt(var if var > 0.0 else 0.0)],
-            dtype=np.float32)
+        feats = [store, harvest / self.h_ref, demand / d_ref, aux / d_ref, waste / d_ref,
+                 *self._episode_features[t], mean, math.sqrt(var if var > 0.0 else 0.0)]
+        if self.n_extra:  # queue lengths, forecast (envs.realistic)
+            feats += core.extra_features_single()
+        return np.array(feats, dtype=np.float32)
 
     def _build_episode_features(self) -> None:
         """Features of copy 0 that the episode fixes, per slot t = 0..T: arrivals / mean rate

@@ -167,7 +167,6 @@ class FleetCore:
         self.model_of = self.tables.model_of
         self.budget_of = self.tables.budget_of
         self.solvable = self.tables.solvable  # (M, C)
-        self._solvable_by_class = np.ascontiguousarray(self.solvable.T)  # (C, M)
         # Solvability threshold of each (model i, class c) at index i * C + c, as the
         # smallest float32 >= the float64 value: for float32 quantiles u, u < s32 iff u < s.
         # C more entries of 0 (never solvable) for padding task slots (class C).
@@ -267,9 +266,9 @@ class FleetCore:
     def _build_guides(self) -> None:
         """Guide tables that make the inverse-CDF step draw O(1) per task (exact).
 
-        For class c, model i and bin g = floor(u G): ``_k0[c G + g, i]`` is the step count
+        For class c, model i and bin g = floor(u G): ``_k0[i, c G + g]`` is the step count
         ``m_c + searchsorted(cdf[i][c], g / G)`` (the answer for u = g / G) and
-        ``_cdf_at[c G + g, i]`` the CDF value at that index. A bin holding at most one CDF
+        ``_cdf_at[i, c G + g]`` the CDF value at that index. A bin holding at most one CDF
         entry then gives ``k0 + (cdf_at < u)`` exactly; bins holding several (rare, in the
         tails) are marked by a NaN ``cdf_at`` and use searchsorted.
         """
@@ -286,19 +285,20 @@ class FleetCore:
                 at = padded[idx[:-1]]
                 at[idx[1:] - idx[:-1] > 1] = np.nan
                 cdf_at[c, :, i] = at
-        self._k0 = k0.reshape(C * G, M).astype(self._k_dtype)
+        # Model-major (M, C G): a draw gathers one contiguous row per model.
+        self._k0 = np.ascontiguousarray(k0.reshape(C * G, M).T.astype(self._k_dtype))
         # The quantiles u are float32, so ``cdf_at < u`` (float64) equals ``at32 < u`` with
         # at32 the largest float32 <= cdf_at: if cdf_at is a float32 they are equal, else no
         # float32 lies strictly between at32 and cdf_at. Half the bytes to gather; NaN stays.
         at32 = cdf_at.astype(np.float32)
         high = at32.astype(np.float64) > cdf_at
         at32[high] = np.nextafter(at32[high], np.float32(-np.inf))
-        self._cdf_at = at32.reshape(C * G, M)
+        self._cdf_at = np.ascontiguousarray(at32.reshape(C * G, M).T)
         #: Whether bin g is wide (NaN) for some model, shape (C G,).
-        self._wide_bin = np.isnan(self._cdf_at).any(axis=1)
+        self._wide_bin = np.isnan(self._cdf_at).any(axis=0)
 
     def _sample_steps(self, cls: np.ndarray, u: np.ndarray) -> np.ndarray:
-        """Step count of each task under every model, shape (n, M), by inverse CDF.
+        """Step count of each task under every model, shape (M, n), by inverse CDF.
 
         ``k = m_c + searchsorted(cdf[i][c], u, side="left")`` (at most n_max + 1), computed
         with the guide tables of :meth:`_build_guides` (same result as the searchsorted).
@@ -312,17 +312,17 @@ class FleetCore:
         u = np.asarray(u, dtype=np.float32)  # the latents are float32 (exact comparisons)
         cls = cls.astype(np.intp)
         g = cls * G + (u * np.float32(G)).astype(np.intp)  # u * 2**14 is exact in float32
-        at = self._cdf_at.take(g, axis=0)  # (n, M); take is much faster than [g] on rows
-        k = self._k0.take(g, axis=0)
-        k += at < u[:, None]
-        rows = np.flatnonzero(self._wide_bin.take(g))
-        if rows.size:  # the few bins that hold several entries: plain searchsorted
-            wide_r, wide_i = np.nonzero(np.isnan(at[rows]))
-            wide_n = rows[wide_r]
+        at = self._cdf_at.take(g, axis=1)  # (M, n)
+        k = self._k0.take(g, axis=1)
+        k += at < u
+        cols = np.flatnonzero(self._wide_bin.take(g))
+        if cols.size:  # the few bins that hold several entries: plain searchsorted
+            wide_i, wide_r = np.nonzero(np.isnan(at[:, cols]))
+            wide_n = cols[wide_r]
             wide_c = cls[wide_n]
             for i, c in set(zip(wide_i.tolist(), wide_c.tolist())):
                 sel = wide_n[(wide_i == i) & (wide_c == c)]
-                k[sel, i] = self.config.class_skills[c] + np.searchsorted(
+                k[i, sel] = self.config.class_skills[c] + np.searchsorted(
                     self.tables.cdf[i][c], u[sel].astype(np.float64), side="left")
         return k
 
@@ -417,7 +417,7 @@ class FleetCore:
         steps_flat = self._steps_tm.reshape(-1)
         flat_pos *= self.M
         for m in range(self.M):
-            steps_flat[flat_pos + m] = steps[:, m]
+            steps_flat[flat_pos + m] = steps[m]
 
     # ------------------------------------------------------------------ step
     def current_arrivals(self) -> np.ndarray:
@@ -616,8 +616,8 @@ class FleetCore:
         if n * M > self.SINGLE_LIST_MAX:
             self._single = None
             return
-        solvable = lat[:, 1:2] < self._solvable_by_class.take(cls, axis=0)  # (n, M)
-        eff = np.where(solvable, steps, self._never_steps).T  # (M, n)
+        solvable = lat[:, 1] < self.solvable.take(cls, axis=1)  # (M, n)
+        eff = np.where(solvable, steps, self._never_steps)
         eff_by_model = [eff[i].tolist() for i in range(M)]
         self._single = (lat[:, 2].tolist(), [eff_by_model[i] for i in self._model_l],
                         counts.tolist(), [0, *np.cumsum(counts.sum(axis=1)).tolist()],

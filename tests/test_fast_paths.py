@@ -224,7 +224,7 @@ def test_step_draws_equal_searchsorted_definition(name: str) -> None:
             want = np.minimum(
                 m + np.searchsorted(core.tables.cdf[i][c], u[sel].astype(np.float64), "left"),
                 k_cap)
-            assert np.array_equal(got[sel, i], want), (i, c)
+            assert np.array_equal(got[i, sel], want), (i, c)
 
 
 def test_observe_single_with_shifted_clock() -> None:

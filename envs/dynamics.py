@@ -35,6 +35,7 @@ from envs.outcomes import (
     reference_demand_kwh,
 )
 from envs.processes import (
+    N_TASK_LATENTS,
     make_arrival_process,
     make_harvest_process,
     poisson_upper,
@@ -310,8 +311,9 @@ class FleetCore:
         """
         G = self.GUIDE_BINS
         u = np.asarray(u, dtype=np.float32)  # the latents are float32 (exact comparisons)
-        cls = cls.astype(np.intp)
-        g = cls * G + (u * np.float32(G)).astype(np.intp)  # u * 2**14 is exact in float32
+        # u * 2**14 is exact in float32; int32 (not int64) makes the conversion cheap.
+        g = (u * np.float32(G)).astype(np.int32)
+        g += np.multiply(cls, G, dtype=np.int32)
         at = self._cdf_at.take(g, axis=1)  # (M, n)
         k = self._k0.take(g, axis=1)
         k += at < u
@@ -356,19 +358,25 @@ class FleetCore:
                      ) -> None:
         cfg, T, C = self.config, self.T, self.C
         R = len(copies)
-        counts_l, harvest_l, lat_l = [], [], []
-        for arrivals_rng, harvest_rng, tasks_rng in rngs:
-            counts = np.asarray(self.arrival_process.sample(arrivals_rng, T), dtype=np.int64)
-            harvest = np.asarray(self.harvest_process.sample(harvest_rng, T), dtype=np.float64)
-            counts_l.append(counts)
-            harvest_l.append(harvest)
-            lat_l.append(sample_task_latents(tasks_rng, int(counts.sum())))
+        counts_l, harvest_l = [], []
+        for arrivals_rng, harvest_rng, _ in rngs:
+            counts_l.append(np.asarray(self.arrival_process.sample(arrivals_rng, T),
+                                       dtype=np.int64))
+            harvest_l.append(np.asarray(self.harvest_process.sample(harvest_rng, T),
+                                        dtype=np.float64))
         counts = np.stack(counts_l)  # (R, T, C)
         per_slot = counts.sum(axis=2)  # (R, T)
-        lat = np.concatenate(lat_l) if R > 1 else lat_l[0]
+        # Every copy's task latents drawn from its own generator into one array.
+        n_tasks = per_slot.sum(axis=1).tolist()
+        lat = np.empty((sum(n_tasks), N_TASK_LATENTS), dtype=np.float32)
+        lo = 0
+        for (_, _, tasks_rng), n in zip(rngs, n_tasks):
+            sample_task_latents(tasks_rng, n, out=lat[lo:lo + n])
+            lo += n
         if per_slot.size and int(per_slot.max()) > self.A:
             self._grow(int(per_slot.max()))
-        cls = np.repeat(np.tile(np.arange(C), R * T), counts.ravel())
+        # Class of each task (int32: the guide-table index below stays int32).
+        cls = np.repeat(np.tile(np.arange(C, dtype=np.int32), R * T), counts.ravel())
         steps = self._sample_steps(cls, lat[:, 0])
         rows = np.asarray(copies, dtype=np.intp)
         if R == 1 or np.array_equal(rows, np.arange(rows[0], rows[0] + R)):

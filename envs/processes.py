@@ -102,15 +102,26 @@ def make_harvest_process(config: FleetConfig, mean_kwh: float) -> HarvestProcess
 N_TASK_LATENTS = 3
 
 
-def sample_task_latents(rng: np.random.Generator, n_tasks: int) -> np.ndarray:
+def sample_task_latents(rng: np.random.Generator, n_tasks: int,
+                        out: np.ndarray | None = None) -> np.ndarray:
     """Draw the latent uniforms of ``n_tasks`` tasks, shape ``(n_tasks, 3)``, float32 in [0, 1).
 
     Column 0 fixes the task's step count under every model (inverse negative-binomial CDF,
     comonotone across models), column 1 its solvability under every model, column 2 the
     configuration a mixture assigns it to. Drawing them when the task arrives fixes its outcome
     under every configuration before any policy acts.
+
+    Args:
+        rng: The task generator.
+        n_tasks: Number of tasks.
+        out: Optional C-contiguous float32 array of shape ``(n_tasks, 3)`` to draw into (the
+            same values as a new array).
     """
-    return rng.random((n_tasks, N_TASK_LATENTS), dtype=np.float32)
+    if out is None:
+        return rng.random((n_tasks, N_TASK_LATENTS), dtype=np.float32)
+    if out.shape != (n_tasks, N_TASK_LATENTS):
+        raise ValueError(f"out must have shape {(n_tasks, N_TASK_LATENTS)}, got {out.shape}")
+    return rng.random(out=out, dtype=np.float32)
 
 
 def poisson_upper(rate: float, tail: float = 1e-12) -> int:

@@ -408,13 +408,15 @@ class FleetCore:
         if pending is None:
             return
         rows, rows_sel, per_slot, cls, lat, steps = pending
-        T, R = self.T, len(rows)
+        T = self.T
         flat = per_slot.ravel()
-        slot = np.repeat(np.tile(np.arange(T), R), flat)
-        start = np.concatenate([[0], np.cumsum(flat)[:-1]])
-        pos = np.arange(cls.size) - np.repeat(start, flat)
-        # Flat index of each task's slot in the (T, B, A) buffers (1-D scatters are fast).
-        flat_pos = (slot * self.B + np.repeat(rows, per_slot.sum(axis=1))) * self.A + pos
+        start = np.cumsum(flat) - flat  # first task of each (copy, slot)
+        # Flat index of each task's slot in the (T, B, A) buffers (1-D scatters are fast):
+        # (t B + row) A + position in the slot, i.e. a per-(copy, slot) offset plus the
+        # task's running index.
+        base = (np.arange(T)[None, :] * self.B + rows[:, None]) * self.A
+        flat_pos = np.repeat(base.ravel() - start, flat)
+        flat_pos += np.arange(cls.size)
         # Only ``cls`` is cleared: a task slot holding class C is padding, and no reader uses
         # the latents or step counts of padding (the step masks them out), so those buffers
         # keep stale values there instead of being rewritten every reset.

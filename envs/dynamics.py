@@ -602,7 +602,7 @@ class FleetCore:
         net = (harvest - demand) / self.ref_demand_kwh
         t1 = self.t + 1
         delta = net - self.net_mean
-        self.net_mean = self.net_mean + delta / t1  # int64 / float64: true division
+        self.net_mean = self.net_mean + delta / t1  # t1 (int64) is exact as a float64
         self.net_m2 = self.net_m2 + delta * (net - self.net_mean)
         self.t = t1
         return aux, waste, loss, storage

@@ -249,3 +249,17 @@ def test_core_rejects_bad_batch_size_and_stepping_past_the_end():
     core.step(configs=np.array([0]))
     with pytest.raises(RuntimeError, match="reset"):
         core.step(configs=np.array([0]))
+
+
+def test_task_latents_drawn_into_an_array_equal_a_new_draw():
+    """``sample_task_latents(out=...)`` (a reset's chunk buffer) gives the values and the
+    generator state of a fresh draw; a wrong shape is refused."""
+    from envs.processes import sample_task_latents
+
+    a, b = np.random.default_rng(3), np.random.default_rng(3)
+    buf = np.full((7, 3), -1.0, dtype=np.float32)
+    assert sample_task_latents(a, 7, out=buf) is buf
+    np.testing.assert_array_equal(buf, sample_task_latents(b, 7))
+    assert a.random() == b.random()  # both generators moved on by the same draws
+    with pytest.raises(ValueError, match=r"out must have shape \(5, 3\)"):
+        sample_task_latents(a, 5, out=buf)

@@ -670,7 +670,7 @@ class FleetCore:
                             configs=None if config is None else np.array([config]))
             return res.single(0)
         t0, s_prev, mean, m2 = self._single_clock()
-        u_l, eff_of, counts_l, start, harvest_l = self._single
+        u_l, eff_of, counts_l, start, _ = self._single
         k = start[t0]
         max_steps, model_of, budget_of = self._max_steps_l, self._model_l, self._budget_l
         # Per model: steps of the tasks it answers (each ran steps * omega tokens) and tokens
@@ -709,16 +709,8 @@ class FleetCore:
                         failed_tokens[model_of[j]] += budget_of[j]
                 correct.append(n_ok)
                 k += n_c
-        omega = self.omega
-        energy_j = 0.0
-        for jpt, x, f in zip(self._jpt, ok_steps, failed_tokens):
-            energy_j += jpt * (x * omega + f)  # J/token x tokens of the model
-        demand = self.idle_kwh + energy_j / J_PER_KWH
-        value = 0.0
-        for v, x in zip(self._vals, correct):
-            value += v * x
-        harvest = harvest_l[t0]
-        aux, waste, loss, storage = self._close_single(t0, s_prev, mean, m2, harvest, demand)
+        harvest, demand, aux, waste, loss, storage, value = self._close_single(
+            t0, s_prev, mean, m2, ok_steps, failed_tokens, correct)
         n_arr = k - start[t0]
         return (harvest, demand, aux, waste, loss, storage, n_arr, n_arr, sum(correct), 0,
                 value)
@@ -737,14 +729,27 @@ class FleetCore:
             raise RuntimeError("an episode has ended (t == horizon); reset the copy first")
         return t0, s_prev, mean, m2
 
-    def _close_single(self, t0: int, s_prev: float, mean: float, m2: float, harvest: float,
-                      demand: float) -> tuple[float, float, float, float]:
-        """End copy 0's slot t0 on Python scalars, as :meth:`advance` does for the arrays:
-        energy ledger, running statistics and clock (kept in ``single_state``).
+    def _close_single(self, t0: int, s_prev: float, mean: float, m2: float,
+                      answered_steps: list[int], other_tokens: list[int], correct: list[int]
+                      ) -> tuple[float, ...]:
+        """End copy 0's slot t0 on Python scalars, as :meth:`step` and :meth:`advance` do for
+        the arrays: demand of the tokens run per model (the steps of its answered tasks times
+        omega plus the tokens of the others), value of the correct answers per class, energy
+        ledger, running statistics and clock (kept in ``single_state``).
 
         Returns:
-            (aux, waste, loss, new storage) [kWh].
+            (harvest, demand, aux, waste, loss, new storage [kWh], value of the correct
+            answers).
         """
+        omega = self.omega
+        energy_j = 0.0
+        for jpt, x, f in zip(self._jpt, answered_steps, other_tokens):
+            energy_j += jpt * (x * omega + f)  # J/token x tokens of the model
+        demand = self.idle_kwh + energy_j / J_PER_KWH
+        value = 0.0
+        for v, n in zip(self._vals, correct):
+            value += v * n
+        harvest = self._single[4][t0]
         if self._lossless:  # _ledger_scalar written out for unit efficiencies
             y = s_prev + harvest - demand
             aux = 0.0 if 0.0 > -y else -y
@@ -760,7 +765,7 @@ class FleetCore:
         mean = mean + delta / float(t0 + 1)
         m2 = m2 + delta * (net - mean)
         self.single_state = (t0 + 1, storage, harvest, demand, aux, waste, mean, m2)
-        return aux, waste, loss, storage
+        return harvest, demand, aux, waste, loss, storage, value
 
     def _ledger_scalar(self, s: float, h: float, d: float) -> tuple[float, float, float, float]:
         """:meth:`_ledger` with efficiencies below 1 on Python floats, operation for

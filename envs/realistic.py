@@ -202,8 +202,9 @@ class RealisticCore(FleetCore):
         self._done_A = self.A
         self.done = np.zeros((B, T + self.W - 1, self.A), dtype=bool)
         self.rates = config.arrival_rate * np.asarray(config.class_shares, dtype=np.float64)
-        self._inv_rates_l = np.where(self.rates > 0, 1.0 / np.maximum(self.rates, 1e-300),
-                                     0.0).tolist()
+        #: 1 / class rate (0 for a class that never arrives): scales the queue features.
+        self.inv_rates = np.where(self.rates > 0, 1.0 / np.maximum(self.rates, 1e-300), 0.0)
+        self._inv_rates_l = self.inv_rates.tolist()
         self._forecast_l: list[list[float]] = []
         self._forecast_of = -1  # the reset count _forecast_l belongs to
         self._deadlines_l = self.deadlines.tolist()
@@ -266,8 +267,7 @@ class RealisticCore(FleetCore):
         """Queue lengths per class / class rate, then the forecast, shape (B, n_extra)."""
         parts = []
         if self.queued:
-            inv = np.where(self.rates > 0, 1.0 / np.maximum(self.rates, 1e-300), 0.0)
-            parts.append(self.queue_len * inv)
+            parts.append(self.queue_len * self.inv_rates)
         if self.F:
             t = np.minimum(self.t, self.T - 1)
             parts.append(self.forecast[self._rows, t])
@@ -497,7 +497,7 @@ class RealisticCore(FleetCore):
             ``(step_single tuple, correct per class, tokens per model)``.
         """
         t0, s_prev, mean, m2 = self._single_clock()
-        u_l, eff_of, counts_l, start, harvest_l = self._single
+        u_l, eff_of, counts_l, start, _ = self._single
         C, T = self.C, self.T
         deadlines = self._deadlines_l
         # 1. pending: the waiting tasks, then this slot's arrivals (class by class)
@@ -535,16 +535,17 @@ class RealisticCore(FleetCore):
             config = -1
         else:
             config = int(np.asarray(configs).reshape(-1)[0])
-        cands = []  # (deadline, task, class, model, tokens, finished)
+        # (deadline, task, class, model, tokens, effective steps if answered else -1)
+        cands = []
         for dl, kk, c in pend:
             if kk in deferred:
                 continue
             j = bisect_right(cum[c], u_l[kk]) if config < 0 else config
             e = eff_of[j][kk]
             if e <= max_steps[j]:
-                cands.append((dl, kk, c, model_of[j], e * omega, True))
+                cands.append((dl, kk, c, model_of[j], e * omega, e))
             else:
-                cands.append((dl, kk, c, model_of[j], budget_of[j], False))
+                cands.append((dl, kk, c, model_of[j], budget_of[j], -1))
         # 4. throughput caps, earliest deadline first (stable: window order among ties)
         if self.capped:
             caps = self._caps_l
@@ -556,12 +557,17 @@ class RealisticCore(FleetCore):
                     admitted.append(x)
         else:
             admitted = cands
-        tokens = [0] * self.M
+        # Per model, the steps of the answered tasks and the tokens of the others (the split
+        # FleetCore._close_single takes).
+        answered, other = [0] * self.M, [0] * self.M
         correct = [0] * C
         gone = set()
-        for _, kk, c, i, tok, ok in admitted:
-            tokens[i] += tok
-            correct[c] += ok
+        for _, kk, c, i, tok, e in admitted:
+            if e < 0:
+                other[i] += tok
+            else:
+                answered[i] += e
+                correct[c] += 1
             gone.add(kk)
         served = len(gone)
         n_dropped = 0
@@ -576,15 +582,8 @@ class RealisticCore(FleetCore):
                 queue[x[2]] += 1
         self._pend = waiting
         self.queue_len = np.array([queue], dtype=np.int64)
-        energy_j = 0.0
-        for jpt, tok in zip(self._jpt, tokens):
-            energy_j += jpt * tok
-        demand = self.idle_kwh + energy_j / J_PER_KWH
-        value = 0.0
-        for v, n in zip(self._vals, correct):
-            value += v * n
-        harvest = harvest_l[t0]
-        aux, waste, loss, storage = self._close_single(t0, s_prev, mean, m2, harvest, demand)
+        harvest, demand, aux, waste, loss, storage, value = self._close_single(
+            t0, s_prev, mean, m2, answered, other, correct)
         out = (harvest, demand, aux, waste, loss, storage, arrived, served, sum(correct),
                n_dropped, value)
-        return out, correct, tokens
+        return out, correct, [a * omega + f for a, f in zip(answered, other)]

@@ -209,8 +209,8 @@ class FleetCore:
         #: (B, T) tasks arriving in each slot (all classes) [tasks].
         self.n_slot = np.zeros((B, self.T), dtype=np.int64)
         self._rows = np.arange(B)
-        #: (B, 1): the first row of each copy in a (B * C, ...) table of per-class rows.
-        self._class_row0 = self._rows[:, None] * self.C
+        #: (B,): the first row of each copy in a (B * C, ...) table of per-class rows.
+        self._class_row0 = self._rows * self.C
         # Episode of the B = 1 fast path as Python lists (see _build_single_lists); None when
         # the fast path is off (B > 1, an episode too large, or a subclass that needs step).
         self._single: tuple[list, ...] | None = None
@@ -235,9 +235,10 @@ class FleetCore:
         self._us_tm = np.zeros((T, B, a), dtype=np.float32)
         self._ua_tm = np.zeros((T, B, a), dtype=np.float32)
         self._steps_tm = np.zeros((T, B, a, self.M), dtype=self._k_dtype)
-        self._acols = np.arange(a)
-        # Flat index into one slot's steps block (B, a, M) of (copy b, task slot p, model 0).
-        self._steps_base = (np.arange(B)[:, None] * a + self._acols) * self.M
+        #: Flat index of each copy's first task slot in one slot's block (B, a).
+        self._first_task = np.arange(B) * a
+        #: 0, 1, ..., B a - 1: the position of each task of a slot (see :meth:`step`).
+        self._task_range = np.arange(B * a)
 
     # (B, T, A[, M]) views of the slot-major task buffers (properties, so that a copy of the
     # core, e.g. by pickling, keeps them views of its own buffers).
@@ -451,33 +452,43 @@ class FleetCore:
         return self._count_at_or_below(self.u_assign[rows, t], thr.take(idx, axis=0))
 
     @staticmethod
-    def _thresholds(w: np.ndarray) -> np.ndarray:
-        """Assignment thresholds of weight rows w (R, J), shape (R, J - 1), float64: the
-        running sums of each row, left to right, divided by its total, as
+    def _thresholds_cm(w: np.ndarray) -> np.ndarray:
+        """Assignment thresholds of weight rows w (R, J), column-major: shape (J - 1, R),
+        float64, the running sums of each row, left to right, divided by its total, as
         :func:`mixture_thresholds` computes them."""
         J = w.shape[1]
         cum = np.empty((J, w.shape[0]))  # summed column by column: long contiguous rows
         cum[0] = w[:, 0]
         for q in range(1, J):
             np.add(cum[q - 1], w[:, q], out=cum[q])
-        return np.divide(cum[:J - 1], cum[J - 1], out=cum[:J - 1]).T
+        return np.divide(cum[:J - 1], cum[J - 1], out=cum[:J - 1])
+
+    @classmethod
+    def _thresholds(cls, w: np.ndarray) -> np.ndarray:
+        """Assignment thresholds of weight rows w (R, J), shape (R, J - 1), float64 (see
+        :meth:`_thresholds_cm`)."""
+        return cls._thresholds_cm(w).T
 
     @classmethod
     def _thresholds32(cls, w: np.ndarray) -> np.ndarray:
         """:meth:`_thresholds` as rows (R + 1, P) of float32, P = J - 1 rounded up to a
-        multiple of 8, padded with +inf (and a last row of +inf that padding task slots
-        may index): each value is the smallest float32 >= the float64 threshold t, so for a
-        float32 quantile u, ``u >= t32`` iff ``u >= t`` (no float32 lies in [t, t32)). Half
-        the bytes to gather per task, and 8 comparisons fill one uint64.
+        multiple of 8, padded with +inf (and a last row of +inf): each value is the smallest
+        float32 >= the float64 threshold t, so for a float32 quantile u, ``u >= t32`` iff
+        ``u >= t`` (no float32 lies in [t, t32)). Half the bytes to gather per task, and 8
+        comparisons fill one uint64.
         """
-        thr = cls._thresholds(w)  # (R, J-1), values in [0, 1]
-        rows, n_thr = thr.shape
-        out = np.full((rows + 1, -(-n_thr // 8) * 8), np.inf, dtype=np.float32)
-        t32 = out[:rows, :n_thr]
-        t32[...] = thr
+        thr = cls._thresholds_cm(w)  # (J-1, R), values in [0, 1]
+        n_thr, rows = thr.shape
+        t32 = thr.astype(np.float32)
         # Round up where the float32 fell below: for non-negative floats the next float32 up
         # is the next bit pattern.
         t32.view(np.int32)[...] += t32 < thr
+        n_pad = -(-n_thr // 8) * 8
+        out = np.empty((rows + 1, n_pad), dtype=np.float32)
+        out[rows] = np.inf
+        if n_pad > n_thr:
+            out[:rows, n_thr:] = np.inf
+        out[:rows, :n_thr] = t32.T
         return out
 
     @staticmethod
@@ -488,7 +499,7 @@ class FleetCore:
         above = np.repeat(u, thr.shape[-1]).reshape(thr.shape) >= thr
         # Each group of 8 comparisons is one uint64 of 0/1 bytes; multiplying by 0x0101...01
         # sums the bytes into the top byte.
-        words = above.view(np.uint64).reshape(*shape, -1)
+        words = above.view(np.uint64).reshape(*shape, thr.shape[-1] // 8)
         words *= np.uint64(0x0101010101010101)
         words >>= np.uint64(56)
         counts = words.view(np.int64)  # < 2**8: the same values, an index type for take
@@ -510,67 +521,62 @@ class FleetCore:
         """
         if self._pending is not None:
             self._fill_task_buffers()
-        t, B, C = self.t, self.B, self.C
+        t, B, C, A = self.t, self.B, self.C, self.A
         t0 = int(t[0])
         if B == 1 or bool((t == t0).all()):
             # All copies in the same slot: basic slicing (views), no gathers.
             if t0 >= self.T:
                 raise RuntimeError("an episode has ended (t == horizon); reset the copy first")
             n_now = self.n_slot[:, t0]
-            a = int(n_now.max())
-            cls_raw = self._cls_tm[t0, :, :a]
-            u_solve = self._us_tm[t0, :, :a]
             harvest = self.harvest[:, t0].copy()
-            u_assign = self._ua_tm[t0, :, :a] if configs is None else None
-            steps_flat = self._steps_tm[t0].reshape(-1)  # the slot's block (B, A, M)
-            k_base = self._steps_base[:, :a]
+            first = self._first_task + t0 * (B * A)
         else:
             if np.any(t >= self.T):
                 raise RuntimeError("an episode has ended (t == horizon); reset the copy first")
             rows = self._rows
             n_now = self.n_slot[rows, t]
-            a = int(n_now.max())
-            cls_raw = self.cls[rows, t, :a]
-            u_solve = self.u_solve[rows, t, :a]
             harvest = self.harvest[rows, t]
-            u_assign = self.u_assign[rows, t, :a] if configs is None else None
-            steps_flat = self._steps_tm.reshape(-1)
-            k_base = self._steps_base[:, :a] + (t * (self.B * self.A * self.M))[:, None]
-        # Task slots beyond the slot's arrivals hold class C (padding). Their indices below
-        # stay in range (one extra threshold row, C extra solvability entries) and they are
-        # masked out: never solvable (threshold 0), no tokens.
+            first = (t * B + rows) * A
+        # The slot's tasks of all copies, copy after copy, without padding: the flat index of
+        # each in the (T, B, A) task buffers is its copy's first task slot plus its position.
+        ends = np.cumsum(n_now)
+        n_tasks = int(ends[-1])
+        starts = ends - n_now
+        idx = np.repeat(first - starts, n_now)
+        idx += self._task_range[:n_tasks]
+        cls = self._cls_tm.reshape(-1).take(idx)
+        u_solve = self._us_tm.reshape(-1).take(idx)
         J, M = self.J, self.M
         if configs is not None:
             j_b = np.asarray(configs, dtype=np.intp)
-            i = self.model_of[j_b][:, None]
-            budget = self.budget_of[j_b][:, None]
-            ic = i * C + cls_raw
+            i = np.repeat(self.model_of[j_b], n_now)
+            budget = np.repeat(self.budget_of[j_b], n_now)
         else:
-            # Thresholds as rows (B*C + 1, P): gathering them for every task is one row take.
+            # Thresholds as rows (B*C, P): gathering them for every task is one row take.
             thr32 = self._thresholds32(np.asarray(mixtures, dtype=np.float64).reshape(B * C, J))
-            j = self._count_at_or_below(u_assign, thr32.take(self._class_row0 + cls_raw, axis=0))
+            row = np.repeat(self._class_row0, n_now)
+            row += cls
+            j = self._count_at_or_below(self._ua_tm.reshape(-1).take(idx), thr32.take(row, axis=0))
             i = self.model_of.take(j)
             budget = self.budget_of.take(j)
-            ic = i * C
-            ic += cls_raw
-        k = steps_flat.take(k_base + i)  # steps[b, t_b, p, i]: one flat take
+        ic = i * C
+        ic += cls
+        idx *= M
+        idx += i
+        k = self._steps_tm.reshape(-1).take(idx)  # steps[b, t_b, p, i]: one flat take
         # Correct iff solvable by the model (u_solve < s) and k * omega <= budget; it then
         # runs k * omega tokens, else the budget.
         step_tok = np.multiply(k, self.omega, dtype=np.int64)
         correct = (u_solve < self._solv32_ic.take(ic)) & (step_tok <= budget)
         tokens = np.where(correct, step_tok, budget)
-        tokens *= cls_raw < C
 
-        if configs is not None:
-            tokens_by_model = np.zeros((B, M), dtype=np.int64)
-            tokens_by_model[self._rows, i[:, 0]] = tokens.sum(axis=1)
-        else:
-            tokens_by_model = _sums_by_group(tokens, i, M, a * self._max_budget)
+        a = int(n_now.max())
+        segs = _Segments(starts, n_now, n_tasks)
+        tokens_by_model = segs.sums_by_group(tokens, i, M, a * self._max_budget)
         # Sequential sums over models and classes, in the order of a loop from 0.
         energy_j = _sum_columns(tokens_by_model * self.j_per_token)
         demand = self.idle_kwh + energy_j / J_PER_KWH
-        # Padding slots hold class C and are never correct.
-        correct_by_class = _sums_by_group(correct, cls_raw, C + 1, a)[:, :C]
+        correct_by_class = segs.sums_by_group(correct, cls, C, a)
         value = _sum_columns(correct_by_class * self.values)
         arrived = n_now.copy()
 
@@ -824,30 +830,49 @@ class FleetCore:
         return np.sqrt(np.maximum(self.net_m2 / n, 0.0))
 
 
-def _sums_by_group(x: np.ndarray, group: np.ndarray, n_groups: int, bound: int
-                   ) -> np.ndarray:
-    """Row sums of non-negative integers x (B, a) per group (B, a) in [0, n_groups): (B, n_groups).
+class _Segments:
+    """The tasks of a slot as one flat array, copy after copy: copy b holds the ``n[b]``
+    entries from ``starts[b]``; :meth:`sums_by_group` sums per copy and group."""
 
-    Each row's sums are bit fields of one int64 row sum (x shifted by its group's field) when
-    ``bound``, an upper bound of any row's sum, fits n_groups fields in 63 bits; otherwise a
-    bincount. Exact either way.
-    """
-    width = max(int(bound), 1).bit_length()
-    B = x.shape[0]
-    if width * n_groups <= 63:
-        shift = np.multiply(group, width, dtype=np.int64)
-        total = np.add.reduce(np.left_shift(x, shift, dtype=np.int64), axis=1)
-        fields = total[:, None] >> _field_shifts(n_groups, width)
+    def __init__(self, starts: np.ndarray, n: np.ndarray, total: int) -> None:
+        self.n = n
+        self.total = total
+        self.empty = n == 0
+        self.any_empty = bool(self.empty.any())
+        # np.add.reduceat sums from each start to the next: only non-empty copies' starts.
+        self.starts = starts[~self.empty] if self.any_empty else starts
+
+    def sums_by_group(self, x: np.ndarray, group: np.ndarray, n_groups: int, bound: int
+                      ) -> np.ndarray:
+        """Per-copy sums of non-negative integers (or bools) x per group in [0, n_groups),
+        shape (B, n_groups), int64; ``bound`` is an upper bound of any copy's sum.
+
+        Each copy's sums are bit fields of one int64 sum (x shifted by its group's field)
+        when n_groups fields of ``bound`` fit in 63 bits; otherwise a bincount. Exact either
+        way.
+        """
+        B = self.n.size
+        if self.total == 0:
+            return np.zeros((B, n_groups), dtype=np.int64)
+        width = max(int(bound), 1).bit_length()
+        if width * n_groups > 63:
+            copy = np.repeat(np.arange(B), self.n)  # float64 bincount of ints is exact < 2**53
+            return np.bincount(copy * n_groups + group, weights=x, minlength=B * n_groups
+                               ).astype(np.int64).reshape(B, n_groups)
+        shifted = np.left_shift(x, np.multiply(group, width, dtype=np.int64), dtype=np.int64)
+        sums = np.add.reduceat(shifted, self.starts)
+        if self.any_empty:
+            full = np.zeros(B, dtype=np.int64)
+            full[~self.empty] = sums
+            sums = full
+        fields = sums[:, None] >> _field_shifts(n_groups, width)
         fields &= (1 << width) - 1
         return fields
-    rows = np.arange(B)[:, None] * n_groups  # float64 bincount of integers is exact < 2**53
-    return np.bincount((rows + group).ravel(), weights=x.ravel(), minlength=B * n_groups
-                       ).astype(np.int64).reshape(B, n_groups)
 
 
 @functools.lru_cache(maxsize=64)
 def _field_shifts(n_groups: int, width: int) -> np.ndarray:
-    """Bit offsets of the n_groups fields of ``width`` bits in :func:`_sums_by_group`."""
+    """Bit offsets of the n_groups fields of ``width`` bits in :meth:`_Segments.sums_by_group`."""
     return np.arange(n_groups, dtype=np.int64) * width
 
 

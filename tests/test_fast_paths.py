@@ -25,6 +25,8 @@ CONFIGS = {
                                  model_params_b=(8.0,), model_j_per_token=(0.2,),
                                  model_step_success=(0.5,), model_skill_coverage=(0.99,),
                                  token_budgets=(2048,)),
+    # Most slots without tasks, in one copy or in all: empty segments in the batched step.
+    "sparse": resolve_config("critical", horizon=40, arrival_rate=0.3),
 }
 FIELDS = ("harvest_kwh", "demand_kwh", "aux_kwh", "waste_kwh", "loss_kwh", "storage_kwh",
           "arrived", "served", "correct", "dropped", "value_correct")
@@ -119,10 +121,11 @@ def test_pure_configs_equal_one_hot_mixtures(name: str) -> None:
             assert _same(getattr(ra, f), getattr(rm, f)), f
 
 
-def test_batched_copy_equals_single_core() -> None:
+@pytest.mark.parametrize("name", ["volatile-small-store", "sparse"])
+def test_batched_copy_equals_single_core(name: str) -> None:
     """Copy b of a batched core (sliced and gathered paths) equals a B = 1 core on the same
     draws: the batch does not change a copy's trajectory."""
-    cfg = CONFIGS["volatile-small-store"]
+    cfg = CONFIGS[name]
     b = 4
     big = FleetCore(cfg, b)
     singles = [FleetCore(cfg, 1) for _ in range(b)]
@@ -242,23 +245,34 @@ def test_observe_single_with_shifted_clock() -> None:
 
 
 @pytest.mark.parametrize("n_groups,bound", [(3, 38 * 16384), (4, 40), (3, 2**40)])
-def test_sums_by_group_bit_fields_and_bincount(n_groups: int, bound: int) -> None:
-    """Per-group row sums: the bit-field path (small bounds) and the bincount path (bounds
-    too large for 63 bits) both equal a plain loop, including rows that hit the bound."""
-    from envs.dynamics import _sums_by_group
+@pytest.mark.parametrize("empty", ["none", "first", "middle", "last", "all"])
+def test_segment_sums_by_group_bit_fields_and_bincount(n_groups: int, bound: int, empty: str
+                                                       ) -> None:
+    """Per-copy, per-group sums over a flat array of segments: the bit-field path (small
+    bounds) and the bincount path (bounds too large for 63 bits) both equal a plain loop,
+    including copies that hit the bound and copies with no entries (first, inside, last)."""
+    from envs.dynamics import _Segments
 
     rng = np.random.default_rng(3)
-    a = 38
+    B, a = 50, 38
+    n = rng.integers(1, a + 1, B)
+    n[0] = a
+    n[{"none": [], "first": [0, 1], "middle": [7, 8, 20], "last": [B - 2, B - 1],
+       "all": slice(None)}[empty]] = 0
     per_task = max(1, bound // a)
-    x = rng.integers(0, per_task + 1, (50, a))
-    x[0] = per_task  # a row at the bound
-    group = rng.integers(0, n_groups, (50, a))
-    group[0] = 0
-    want = np.zeros((50, n_groups), dtype=np.int64)
-    for b in range(50):
-        for p in range(a):
-            want[b, group[b, p]] += x[b, p]
-    got = _sums_by_group(x, group, n_groups, bound)
+    x = rng.integers(0, per_task + 1, int(n.sum()))
+    group = rng.integers(0, n_groups, x.size)
+    if n[0]:
+        x[:a] = per_task  # a copy at the bound
+        group[:a] = 0
+    ends = np.cumsum(n)
+    starts = ends - n
+    want = np.zeros((B, n_groups), dtype=np.int64)
+    for b in range(B):
+        for p in range(starts[b], ends[b]):
+            want[b, group[p]] += x[p]
+    segs = _Segments(starts, n, int(n.sum()))
+    got = segs.sums_by_group(x, group, n_groups, bound)
     assert got.dtype == np.int64 and np.array_equal(got, want)
-    assert np.array_equal(_sums_by_group(x.astype(bool), group, n_groups, a),
-                          _sums_by_group(x.astype(bool), group, n_groups, 2**62))
+    assert np.array_equal(segs.sums_by_group(x.astype(bool), group, n_groups, a),
+                          segs.sums_by_group(x.astype(bool), group, n_groups, 2**62))

@@ -159,8 +159,12 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
         self._horizon = self.config.horizon
         self._s0 = self.config.initial_storage_kwh
         self._action_map = SingleActionMap(self.config, self.action_space)
+        #: The step path: 0 = continuous paper step, 1 = discrete, 2 = queue / forecast.
+        self._path = 2 if self._realistic else (1 if self._discrete else 0)
         self._last: dict[str, Any] | None = None
-        self._history: list[tuple[float, float, float]] = []  # harvest, demand, storage [kWh]
+        #: Per slot (harvest, demand, storage) [kWh], kept for the rgb_array render only.
+        self._history: list[tuple[float, float, float]] = []
+        self._keep_history = render_mode == "rgb_array"
         self._needs_reset = True
 
     # ------------------------------------------------------------------ API
@@ -178,20 +182,22 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
         if self._needs_reset:
             raise RuntimeError("call reset() before step() (and after an episode ends)")
         core = self.core
-        if self._realistic:  # queue / forecast (envs.realistic)
-            out = core.step_action_single(
-                validate_queued_action(self.config, action, self.action_space))
-        elif self._discrete:  # B = 1 fast path of the core (bit-identical to FleetCore.step)
+        path = self._path
+        if path == 0:  # B = 1 fast path of the core (bit-identical to FleetCore.step)
+            out = core.step_single(thresholds=self._action_map(action))
+        elif path == 1:
             a = validate_action(self.config, action, self.action_space)
             out = core.step_single(config=int(a[0]))
-        else:
-            out = core.step_single(thresholds=self._action_map(action))
+        else:  # queue / forecast (envs.realistic)
+            out = core.step_action_single(
+                validate_queued_action(self.config, action, self.action_space))
         state = core.single_state
         t = state[0] if state is not None else int(core.t[0])
         reward, truncated, info = single_slot(out, t, self._horizon, self._s0,
                                               self.reward_weights,
                                               self._queued() if self._realistic else 0)
-        self._history.append((out[0], out[1], out[5]))  # harvest, demand, storage [kWh]
+        if self._keep_history:
+            self._history.append((out[0], out[1], out[5]))
         self._needs_reset = truncated
         self._last = info
         return self.observer.observe_single(), reward, False, truncated, info

@@ -347,6 +347,9 @@ def test_render_rgb_array(env_id):
     assert isinstance(img, np.ndarray) and img.dtype == np.uint8
     assert img.ndim == 3 and img.shape[2] == 3 and img.shape[0] > 0 and img.shape[1] > 0
     assert img.min() < 255  # something is drawn
+    # The played slots' harvest (green) or demand (red) bars, not only the store level.
+    bars = (img == (60, 170, 60)).all(axis=2) | (img == (200, 40, 40)).all(axis=2)
+    assert bars.any()
 
 
 def test_unknown_render_mode_raises():

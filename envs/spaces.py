@@ -149,10 +149,13 @@ class SingleActionMap:
                                  f"configurations), got shape {a.shape}")
             flat = a.ravel().tolist()
         J = self.n_configs
-        if min(flat) >= -1.0 and max(flat) <= 1.0:
+        w = [x + 1.0 for x in flat]
+        # x + 1.0 >= 0 iff x >= -1 (exact for x in [-2, -1), nonzero below); x + 1.0 < 2
+        # implies x <= 1, and entries at 1 (w == 2) are checked on the action itself.
+        if min(w) >= 0.0 and (max(w) < 2.0 or max(flat) <= 1.0):
             out = []
-            for c in range(0, len(flat), J):
-                cum = list(accumulate([x + 1.0 for x in flat[c:c + J]]))
+            for c in range(0, len(w), J):
+                cum = list(accumulate(w[c:c + J]))
                 total = cum.pop()
                 if total > 0.0:
                     out.append([x / total for x in cum])

@@ -178,6 +178,14 @@ def test_single_action_thresholds_equal_generic_mapping() -> None:
                      (np.full(space.shape, 1.0 + 1e-12), r"\[-1, 1\]")):
         with pytest.raises(ValueError, match=msg):
             single_action_thresholds(cfg, bad, space)
+    for edge in (np.nextafter(1.0, 2.0), np.nextafter(-1.0, -2.0), 1.0 + 2.0**-23, np.inf,
+                 -np.inf):  # one entry just outside [-1, 1] (a + 1 rounds to 2.0 for the first)
+        bad = np.zeros(space.shape)
+        bad[7] = edge
+        with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+            single_action_thresholds(cfg, bad, space)
+        with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+            validate_action(cfg, bad, space)
     one_nan = np.zeros(space.shape)
     one_nan[4] = np.nan  # hidden from min/max by its position; caught by its class sum
     with pytest.raises(ValueError, match="nan"):

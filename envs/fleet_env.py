@@ -11,7 +11,7 @@ import numpy as np
 
 from envs.config import FleetConfig, resolve_config
 from envs.info import reset_info, single_slot
-from envs.realistic import RealisticCore, make_core, validate_queued_action
+from envs.realistic import QueuedActionMap, RealisticCore, make_core, validate_queued_action
 from envs.reward import reward_weights
 from envs.spaces import (
     Observer,
@@ -161,6 +161,8 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
         self._action_map = SingleActionMap(self.config, self.action_space)
         #: The step path: 0 = continuous paper step, 1 = discrete, 2 = queue / forecast.
         self._path = 2 if self._realistic else (1 if self._discrete else 0)
+        self._queued_map = (QueuedActionMap(self.config) if self.config.queue_enabled
+                            and not self._discrete else None)
         self._last: dict[str, Any] | None = None
         #: Per slot (harvest, demand, storage) [kWh], kept for the rgb_array render only.
         self._history: list[tuple[float, float, float]] = []
@@ -189,8 +191,13 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
             a = validate_action(self.config, action, self.action_space)
             out = core.step_single(config=int(a[0]))
         else:  # queue / forecast (envs.realistic)
-            out = core.step_action_single(
-                validate_queued_action(self.config, action, self.action_space))
+            decoded = (self._queued_map(action) if self._queued_map is not None
+                       and core.queue_fast_path else None)
+            if decoded is not None:
+                out = core.step_decoded_single(*decoded)
+            else:
+                out = core.step_action_single(
+                    validate_queued_action(self.config, action, self.action_space))
         state = core.single_state
         t = state[0] if state is not None else int(core.t[0])
         reward, truncated, info = single_slot(out, t, self._horizon, self._s0,

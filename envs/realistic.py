@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
+from itertools import accumulate
 from operator import itemgetter
 from typing import Any
 
@@ -114,6 +115,76 @@ def decode_continuous(config: FleetConfig, actions: np.ndarray
     s = wj.sum(axis=-1, keepdims=True)
     mix = np.where(s > 0, wj / np.where(s > 0, s, 1.0), 1.0 / n_j)
     return mix, defer
+
+
+def _sum_row(xs: list[float]) -> float:
+    """``np.add.reduce`` of a contiguous float64 row of up to 128 entries on Python floats,
+    bit for bit: numpy adds the row's pairwise sum to 0.0, and its pairwise sum is sequential
+    below 8 entries, else 8 running partial sums over blocks of 8 combined as a tree, then the
+    entries left over."""
+    n = len(xs)
+    if n < 8:
+        res = 0.0
+        for x in xs:
+            res += x
+        return 0.0 + res
+    r0, r1, r2, r3, r4, r5, r6, r7 = xs[:8]
+    i, stop = 8, n - n % 8
+    while i < stop:
+        r0 += xs[i]
+        r1 += xs[i + 1]
+        r2 += xs[i + 2]
+        r3 += xs[i + 3]
+        r4 += xs[i + 4]
+        r5 += xs[i + 5]
+        r6 += xs[i + 6]
+        r7 += xs[i + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    for x in xs[i:]:
+        res += x
+    return 0.0 + res
+
+
+class QueuedActionMap:
+    """Decodes one continuous queue action on Python floats, for the B = 1 queue step.
+
+    The fast path of :func:`decode_continuous` (after ``validate_queued_action``) followed by
+    the step's clip of the defer fractions and running sums of the mixtures: the same values,
+    bit for bit. Call it with the action; it returns ``(thresholds, defer)``, per class the
+    J - 1 running sums of the mixture and the defer fraction, or None when the action needs
+    the general path (another type or shape, or a value outside [-1, 1] or NaN: the general
+    path raises the error).
+    """
+
+    def __init__(self, config: FleetConfig) -> None:
+        self.n_j = config.n_configs
+        self.shape = (queued_action_dim(config),)
+        self.uniform = 1.0 / self.n_j  # decode_continuous's weight of an all-zero row
+        self.enabled = self.n_j + 1 <= 128  # _sum_row's range
+
+    def __call__(self, action: object) -> tuple[list[list[float]], list[float]] | None:
+        if not (self.enabled and type(action) is np.ndarray and action.shape == self.shape
+                and action.dtype.kind == "f"):
+            return None
+        flat = action.tolist()
+        if not (min(flat) >= -1.0 and max(flat) <= 1.0):
+            return None
+        n_j = self.n_j
+        thresholds, defer = [], []
+        for c in range(0, len(flat), n_j + 1):
+            w = [(x + 1.0) * 0.5 for x in flat[c:c + n_j + 1]]
+            total = _sum_row(w)
+            if total != total:  # a NaN entry (min and max may skip it)
+                return None
+            f = w[n_j] / total if total > 0.0 else 0.0
+            defer.append(1.0 if f > 1.0 else (0.0 if f < 0.0 else f))  # np.clip(f, 0, 1)
+            del w[n_j]
+            s = _sum_row(w)
+            mix = [x / s for x in w] if s > 0.0 else [self.uniform] * n_j
+            del mix[-1]
+            thresholds.append(list(accumulate(mix)))
+        return thresholds, defer
 
 
 def decode_discrete(config: FleetConfig, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -320,6 +391,17 @@ class RealisticCore(FleetCore):
         mixtures, defer = decode_continuous(self.config, actions)
         return self._step_queued_single(mixtures, None, defer)[0]
 
+    @property
+    def queue_fast_path(self) -> bool:
+        """True when a single copy's queue step runs on Python lists (see
+        :meth:`step_decoded_single`)."""
+        return self._single is not None and self.queued
+
+    def step_decoded_single(self, thresholds: list[list[float]], defer: list[float]) -> tuple:
+        """The B = 1 queue step from an action decoded by :class:`QueuedActionMap`; returns
+        what :meth:`step_action_single` returns. Needs :attr:`queue_fast_path`."""
+        return self._step_queued_single(None, None, None, thresholds, defer)[0]
+
     def step(self, mixtures: np.ndarray | None = None, configs: np.ndarray | None = None,
              defer: np.ndarray | None = None) -> SlotResult:
         """Advance every copy by one slot (see ``FleetCore.step``).
@@ -486,12 +568,16 @@ class RealisticCore(FleetCore):
             tokens_by_model=tokens_by_model)
 
     def _step_queued_single(self, mixtures: np.ndarray | None, configs: np.ndarray | None,
-                            defer: np.ndarray | None) -> tuple[tuple, list[int], list[int]]:
+                            defer: np.ndarray | None, thresholds: list[list[float]] | None = None,
+                            defer_l: list[float] | None = None
+                            ) -> tuple[tuple, list[int], list[int]]:
         """:meth:`_step_queued` of the single copy (B = 1) on Python lists, bit for bit.
 
         The waiting tasks are ``self._pend``, in window order (oldest first), as (deadline
         slot, task index, class); task index k addresses the episode lists of
         ``FleetCore._build_single_lists`` (assignment quantile, effective steps per model).
+        ``thresholds`` and ``defer_l`` (from :class:`QueuedActionMap`) replace ``mixtures``
+        and ``defer`` when given.
 
         Returns:
             ``(step_single tuple, correct per class, tokens per model)``.
@@ -511,8 +597,9 @@ class RealisticCore(FleetCore):
         arrived = k - start[t0]
         # 2. defer the newest non-due tasks of each class: round(f * pending) of them
         deferred = ()
-        if defer is not None:
-            f = np.clip(np.asarray(defer, dtype=np.float64).reshape(C), 0.0, 1.0).tolist()
+        if defer is not None or defer_l is not None:
+            f = defer_l if defer_l is not None else np.clip(
+                np.asarray(defer, dtype=np.float64).reshape(C), 0.0, 1.0).tolist()
             if any(x > 0.0 for x in f):
                 n_pend = [0] * C
                 for x in pend:
@@ -530,8 +617,8 @@ class RealisticCore(FleetCore):
         max_steps, model_of, budget_of = self._max_steps_l, self._model_l, self._budget_l
         omega = self.omega
         if configs is None:
-            cum = np.cumsum(np.asarray(mixtures, dtype=np.float64).reshape(C, -1),
-                            axis=-1)[:, :-1].tolist()
+            cum = thresholds if thresholds is not None else np.cumsum(
+                np.asarray(mixtures, dtype=np.float64).reshape(C, -1), axis=-1)[:, :-1].tolist()
             config = -1
         else:
             config = int(np.asarray(configs).reshape(-1)[0])

@@ -284,3 +284,59 @@ def test_segment_sums_by_group_bit_fields_and_bincount(n_groups: int, bound: int
     assert got.dtype == np.int64 and np.array_equal(got, want)
     assert np.array_equal(segs.sums_by_group(x.astype(bool), group, n_groups, a),
                           segs.sums_by_group(x.astype(bool), group, n_groups, 2**62))
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 8, 9, 10, 15, 16, 17, 33, 128])
+def test_sum_row_equals_numpy_sum(n: int) -> None:
+    """The Python-float row sum of the queue action decode equals numpy's sum of the row (the
+    pairwise order numpy uses), bit for bit, over magnitudes from 1e-8 to 1e8."""
+    from envs.realistic import _sum_row
+
+    rng = np.random.default_rng(n)
+    w = rng.random((3000, n)) * 10.0 ** rng.integers(-8, 9, (3000, n))
+    w[rng.random(w.shape) < 0.2] = 0.0
+    want = w.sum(axis=-1)
+    got = np.array([_sum_row(row) for row in w.tolist()])
+    assert _same(got, want)
+    # a strided row (the decode sums the configuration weights, a view) sums the same
+    assert _same(np.c_[w, w][:, :n].sum(axis=-1), want)
+
+
+def test_queued_action_map_equals_decode_continuous() -> None:
+    """QueuedActionMap (Python floats) gives the thresholds and defer fractions of
+    decode_continuous after validate_queued_action, with the queue step's clip and running
+    sums, bit for bit; actions it cannot take (invalid values, other types or shapes) give
+    None, and the general path raises for the invalid ones."""
+    from envs.realistic import QueuedActionMap, decode_continuous, validate_queued_action
+    from envs.spaces import action_space
+
+    cfg = resolve_config("r1_trace", horizon=20)
+    space = action_space(cfg)
+    qmap = QueuedActionMap(cfg)
+    C, J = cfg.n_classes, cfg.n_configs
+    rng = np.random.default_rng(11)
+    for k in range(400):
+        a = rng.uniform(-1, 1, space.shape).astype(np.float32 if k % 2 else np.float64)
+        a[rng.random(a.shape) < (k % 5) / 4] = -1.0  # dense to all -1: uniform, no defer
+        a[rng.random(a.shape) < 0.05] = 1.0
+        if k % 7 == 0:  # a class that only defers: all configuration weights zero
+            a[:J] = -1.0
+            a[J] = 1.0
+        got = qmap(a)
+        mix, defer = decode_continuous(cfg, validate_queued_action(cfg, a, space))
+        want_thr = np.cumsum(mix.reshape(C, J), axis=-1)[:, :-1].tolist()
+        want_f = np.clip(defer.reshape(C), 0.0, 1.0).tolist()
+        assert got is not None
+        assert _same(np.array(got[0]), np.array(want_thr)) and got[0] == want_thr
+        assert got[1] == want_f
+    for edge in (np.nan, np.inf, -np.inf, np.nextafter(1.0, 2.0), np.nextafter(-1.0, -2.0)):
+        for pos in (0, J, space.shape[0] - 1):
+            bad = np.zeros(space.shape)
+            bad[pos] = edge
+            assert qmap(bad) is None
+            with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+                validate_queued_action(cfg, bad, space)
+    good = np.zeros(space.shape)
+    assert qmap(good.tolist()) is None  # a list: the general path
+    assert qmap(np.zeros(C * J)) is None  # the paper's shape (nothing deferred)
+    assert qmap(np.zeros(space.shape, dtype=np.int64)) is None

@@ -121,7 +121,7 @@ def test_pure_configs_equal_one_hot_mixtures(name: str) -> None:
             assert _same(getattr(ra, f), getattr(rm, f)), f
 
 
-@pytest.mark.parametrize("name", ["volatile-small-store", "sparse"])
+@pytest.mark.parametrize("name", ["volatile-small-store", "sparse", "many-configs"])
 def test_batched_copy_equals_single_core(name: str) -> None:
     """Copy b of a batched core (sliced and gathered paths) equals a B = 1 core on the same
     draws: the batch does not change a copy's trajectory."""

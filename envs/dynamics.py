@@ -471,11 +471,10 @@ class FleetCore:
 
     @classmethod
     def _thresholds32(cls, w: np.ndarray) -> np.ndarray:
-        """:meth:`_thresholds` as rows (R + 1, P) of float32, P = J - 1 rounded up to a
-        multiple of 8, padded with +inf (and a last row of +inf): each value is the smallest
-        float32 >= the float64 threshold t, so for a float32 quantile u, ``u >= t32`` iff
-        ``u >= t`` (no float32 lies in [t, t32)). Half the bytes to gather per task, and 8
-        comparisons fill one uint64.
+        """:meth:`_thresholds` as rows (R, P) of float32, P = J - 1 rounded up to a multiple
+        of 8, padded with +inf: each value is the smallest float32 >= the float64 threshold t,
+        so for a float32 quantile u, ``u >= t32`` iff ``u >= t`` (no float32 lies in
+        [t, t32)). Half the bytes to gather per task, and 8 comparisons fill one uint64.
         """
         thr = cls._thresholds_cm(w)  # (J-1, R), values in [0, 1]
         n_thr, rows = thr.shape
@@ -484,8 +483,7 @@ class FleetCore:
         # is the next bit pattern.
         t32.view(np.int32)[...] += t32 < thr
         n_pad = -(-n_thr // 8) * 8
-        out = np.empty((rows + 1, n_pad), dtype=np.float32)
-        out[rows] = np.inf
+        out = np.empty((rows, n_pad), dtype=np.float32)
         if n_pad > n_thr:
             out[:rows, n_thr:] = np.inf
         out[:rows, :n_thr] = t32.T

@@ -166,14 +166,14 @@ def test_single_action_thresholds_equal_generic_mapping() -> None:
         got = single_action_thresholds(cfg, a if k % 3 else a.tolist(), space)
         assert _same(np.array(got), ref)
         assert got == mixture_thresholds(w.tolist())
-        t32 = FleetCore._thresholds32(w)[:-1, :cfg.n_configs - 1]  # (C, J-1); +inf padding
+        t32 = FleetCore._thresholds32(w)[:, :cfg.n_configs - 1]  # (C, J-1); +inf padding
         # float32 quantiles on and next to each threshold: same side of both
         near = np.concatenate([u, ref.ravel().astype(np.float32),
                                np.nextafter(ref.ravel().astype(np.float32), np.float32(0)),
                                np.nextafter(ref.ravel().astype(np.float32), np.float32(1))])
         assert np.array_equal(near[:, None, None] >= t32, near[:, None, None] >= ref)
         padded = FleetCore._thresholds32(w)
-        assert np.isinf(padded[:, cfg.n_configs - 1:]).all() and np.isinf(padded[-1]).all()
+        assert padded.shape == (cfg.n_classes, 8) and np.isinf(padded[:, cfg.n_configs - 1:]).all()
     for bad, msg in ((np.zeros(5), "shape"), (np.full(space.shape, np.nan), r"\[-1, 1\]"),
                      (np.full(space.shape, 1.0 + 1e-12), r"\[-1, 1\]")):
         with pytest.raises(ValueError, match=msg):

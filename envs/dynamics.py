@@ -419,8 +419,8 @@ class FleetCore:
         flat_pos = np.repeat(base.ravel() - start, flat)
         flat_pos += np.arange(cls.size)
         # Only ``cls`` is cleared: a task slot holding class C is padding, and no reader uses
-        # the latents or step counts of padding (the step masks them out), so those buffers
-        # keep stale values there instead of being rewritten every reset.
+        # the latents or step counts of padding (the step reads a slot's tasks only), so those
+        # buffers keep stale values there instead of being rewritten every reset.
         self._cls_tm[:, rows_sel] = self.C
         self._cls_tm.reshape(-1)[flat_pos] = cls
         self._us_tm.reshape(-1)[flat_pos] = lat[:, 1]

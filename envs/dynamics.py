@@ -170,12 +170,10 @@ class FleetCore:
         self.solvable = self.tables.solvable  # (M, C)
         # Solvability threshold of each (model i, class c) at index i * C + c, as the
         # smallest float32 >= the float64 value: for float32 quantiles u, u < s32 iff u < s.
-        # C more entries of 0 (never solvable) for padding task slots (class C).
         solv = self.solvable.ravel()
-        s32 = np.zeros(solv.size + self.C, dtype=np.float32)
-        s32[:solv.size] = solv
-        low = s32[:solv.size].astype(np.float64) < solv
-        s32[:solv.size][low] = np.nextafter(s32[:solv.size][low], np.float32(np.inf))
+        s32 = solv.astype(np.float32)
+        low = s32.astype(np.float64) < solv
+        s32[low] = np.nextafter(s32[low], np.float32(np.inf))
         self._solv32_ic = s32
         self.omega = config.step_tokens
         self.s_max = float(config.storage_kwh)
@@ -522,7 +520,7 @@ class FleetCore:
         t, B, C, A = self.t, self.B, self.C, self.A
         t0 = int(t[0])
         if B == 1 or bool((t == t0).all()):
-            # All copies in the same slot: basic slicing (views), no gathers.
+            # All copies in the same slot (the usual case): one slot of the per-slot arrays.
             if t0 >= self.T:
                 raise RuntimeError("an episode has ended (t == horizon); reset the copy first")
             n_now = self.n_slot[:, t0]

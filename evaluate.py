@@ -10,9 +10,10 @@ Every policy runs on the same evaluation seeds (derived from ``--seed``), so dif
 paired. ``oracle`` is the hindsight LP bound (``agents.oracle``), reported as its optimum (one
 LP per episode). Every other policy runs its episodes side by side in the native vector env,
 with exactly the per-episode results of a single-env loop. The episodes are drawn once per
-chunk of seeds and shared by all policies (:func:`evaluate_chunk`); with ``--workers`` (default
-one per CPU on Linux) the chunks run in worker processes, with the same results. Writes ``DIR/episodes.csv`` (one row per policy and episode), ``DIR/summary.json`` and PNG plots,
-and prints a Markdown table. Library use (e.g. from a training script)::
+chunk of seeds and shared by all policies (:func:`evaluate_chunk`); with ``--workers``
+(default one per CPU on Linux) the chunks run in worker processes, with the same results.
+Writes ``DIR/episodes.csv`` (one row per policy and episode), ``DIR/summary.json`` and PNG
+plots, and prints a Markdown table. Library use (e.g. from a training script)::
 
     from evaluate import run_evaluation, format_table
     summary = run_evaluation("lrm/Critical-v0", ["mean_matching", "ppo:runs/x/model.zip"], 10, 0)

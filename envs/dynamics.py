@@ -383,7 +383,7 @@ class FleetCore:
         else:
             rows_sel = rows
         if self.B == 1:
-            self._build_single_lists(counts[0], cls, lat, steps, harvest_l[0])
+            self._build_single_lists(counts[0], per_slot[0], cls, lat, steps, harvest_l[0])
         # The task buffers: written now, or (B = 1 fast path, which does not read them) when
         # first read.
         self._pending = (rows, rows_sel, per_slot, cls, lat, steps)
@@ -483,14 +483,15 @@ class FleetCore:
         n_pad = -(-n_thr // 8) * 8
         out = np.empty((rows, n_pad), dtype=np.float32)
         if n_pad > n_thr:
-            out[:rows, n_thr:] = np.inf
-        out[:rows, :n_thr] = t32.T
+            out[:, n_thr:] = np.inf
+        out[:, :n_thr] = t32.T
         return out
 
     @staticmethod
     def _count_at_or_below(u: np.ndarray, thr: np.ndarray) -> np.ndarray:
-        """Per task, how many of its thresholds are <= its quantile: u (B, a) float32,
-        thr (B, a, P) float32 with P a multiple of 8; returns (B, a) integers."""
+        """Per task, how many of its thresholds are <= its quantile: u of any shape S,
+        float32, thr of shape S + (P,), float32 with P a multiple of 8; returns integers of
+        shape S."""
         shape = u.shape
         above = np.repeat(u, thr.shape[-1]).reshape(thr.shape) >= thr
         # Each group of 8 comparisons is one uint64 of 0/1 bytes; multiplying by 0x0101...01
@@ -613,8 +614,8 @@ class FleetCore:
     #: Largest episode (tasks x models) the fast path holds as Python lists.
     SINGLE_LIST_MAX = 4_000_000
 
-    def _build_single_lists(self, counts: np.ndarray, cls: np.ndarray, lat: np.ndarray,
-                            steps: np.ndarray, harvest: np.ndarray) -> None:
+    def _build_single_lists(self, counts: np.ndarray, per_slot: np.ndarray, cls: np.ndarray,
+                            lat: np.ndarray, steps: np.ndarray, harvest: np.ndarray) -> None:
         """Hold the episode as Python lists for :meth:`step_single` (B = 1 fast path).
 
         Per task (in arrival order: slot, then class), the assignment quantile and, per model
@@ -622,7 +623,7 @@ class FleetCore:
         solve the task, else more steps than any budget allows. Under a configuration of model
         i and budget b the task is correct iff ``eff[i] <= b // omega`` (i.e. it is solvable
         and ``k_i * omega <= b``) and then runs ``k_i * omega`` tokens, else b tokens: the rule
-        of :meth:`_outcome`. Steps rather than tokens: small ints make cheap lists.
+        of :meth:`step`. Steps rather than tokens: small ints make cheap lists.
         """
         n, M = cls.size, self.M
         if n * M > self.SINGLE_LIST_MAX:
@@ -632,7 +633,7 @@ class FleetCore:
         eff = np.where(solvable, steps, self._never_steps)
         eff_by_model = [eff[i].tolist() for i in range(M)]
         self._single = (lat[:, 2].tolist(), [eff_by_model[i] for i in self._model_l],
-                        counts.tolist(), [0, *np.cumsum(counts.sum(axis=1)).tolist()],
+                        counts.tolist(), [0, *np.cumsum(per_slot).tolist()],
                         np.asarray(harvest).tolist())
 
     def _sync_single(self) -> None:
@@ -772,7 +773,7 @@ class FleetCore:
     def _ledger_scalar(self, s: float, h: float, d: float) -> tuple[float, float, float, float]:
         """:meth:`_ledger` with efficiencies below 1 on Python floats, operation for
         operation (np.maximum(a, b) is ``a if a > b else b`` and np.minimum(a, b) is
-        ``a if a < b else b``, signed zeros included); :meth:`step_single` writes out the
+        ``a if a < b else b``, signed zeros included); :meth:`_close_single` writes out the
         lossless case the same way."""
         s_max = self.s_max
         eta_c, eta_d = self.eta_c, self.eta_d

@@ -210,10 +210,9 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
         return self.observer.observe_single(), reward, False, truncated, info
 
     def _queued(self) -> int:
-        if not self._realistic:
-            return 0
-        queue = getattr(self.core, "queue_len", None)
-        return 0 if queue is None else int(queue[0].sum())
+        """Tasks waiting in the queue after the slot (a ``RealisticCore``; 0 without a
+        queue). ``step`` calls it for realistic cores only."""
+        return int(self.core.queue_len[0].sum())
 
     # ------------------------------------------------------------------ rendering
     def render(self) -> str | np.ndarray | None:

@@ -1,0 +1,34 @@
+"""Every episode equals the one recorded in ``tests/fixtures/trajectory_hashes.json``.
+
+The fixture was recorded from the pure-numpy simulator; an implementation change (such as the
+compiled kernel) must leave observation, reward and info of every id unchanged, bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import envs
+from tests.golden import ACTION_TYPES, FIXTURE, VARIANTS, single_digest, vector_digest
+
+RECORDED = json.loads(FIXTURE.read_text())
+
+
+def test_fixture_covers_every_id():
+    ids = {k.split("|")[1] for k in RECORDED}
+    assert ids == set(envs.ENV_IDS)
+    assert len(RECORDED) == 2 * len(envs.ENV_IDS) * len(ACTION_TYPES) * len(VARIANTS)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_single_env_episodes_unchanged(env_id, action_type, variant):
+    key = f"single|{env_id}|{action_type}|{variant}"
+    assert single_digest(env_id, action_type, VARIANTS[variant]) == RECORDED[key]
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_vector_env_episodes_unchanged(env_id, action_type, variant):
+    key = f"vector|{env_id}|{action_type}|{variant}"
+    assert vector_digest(env_id, action_type, VARIANTS[variant]) == RECORDED[key]

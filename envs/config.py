@@ -17,11 +17,35 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 ACTION_TYPES = ("continuous", "discrete")
 
 
 def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def plain_value(value: Any) -> Any:
+    """``value`` with numpy scalars and 1-D arrays turned into Python numbers and tuples.
+
+    ``np.int64(5)`` becomes ``5``, ``np.float32(0.5)`` becomes ``0.5``, ``np.bool_`` a Python
+    bool (which the numeric checks refuse, as they refuse ``True``), ``np.str_`` a ``str``;
+    lists, tuples and 1-D arrays become tuples of such values. Anything else is returned as is.
+    A config built from numpy values is then JSON-clean and hashable like one built from
+    Python values.
+    """
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        if value.ndim == 0:
+            return value.item()
+        if value.ndim == 1:
+            return tuple(value.tolist())
+        return value
+    if isinstance(value, (list, tuple)):
+        return tuple(plain_value(x) for x in value)
+    return value
 
 
 @dataclass(frozen=True)
@@ -156,11 +180,13 @@ class FleetConfig:
 
     # ------------------------------------------------------------------ validation
     def __post_init__(self) -> None:
-        # JSON round trips hand back lists; store tuples so the config stays hashable.
+        # JSON round trips hand back lists, numpy code hands over numpy scalars and arrays:
+        # store Python numbers and tuples, so the config stays hashable and JSON-clean.
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, list):
-                object.__setattr__(self, f.name, tuple(value))
+            plain = plain_value(value)
+            if plain is not value:
+                object.__setattr__(self, f.name, plain)
         self._validate()
 
     def _validate(self) -> None:  # noqa: C901 - one flat list of checks reads best
@@ -193,6 +219,9 @@ class FleetConfig:
                 if strings:
                     if not isinstance(x, str) or not x:
                         raise ValueError(f"FleetConfig.{name}[{j}] must be a non-empty string")
+                    if x in v[:j]:
+                        raise ValueError(f"FleetConfig.{name} must be distinct names, got {v!r}"
+                                         f" ({x!r} at positions {v.index(x)} and {j})")
                     continue
                 ok = (isinstance(x, int) and not isinstance(x, bool)) if integer else _is_number(x)
                 rng = f"{'(' if lo_open else '['}{lo}, {hi}]"
@@ -248,6 +277,35 @@ class FleetConfig:
         if self.arrival_process not in ARRIVAL_PROCESSES:
             raise ValueError(f"FleetConfig.arrival_process must be one of "
                              f"{sorted(ARRIVAL_PROCESSES)}, got {self.arrival_process!r}")
+        self._validate_used_fields(HARVEST_PROCESSES, ARRIVAL_PROCESSES)
+
+    def _validate_used_fields(self, harvest: Mapping[str, type], arrival: Mapping[str, type]
+                              ) -> None:
+        """Refuse a field set away from its default when nothing reads it.
+
+        Each process class lists the config fields only it reads in ``config_fields`` (e.g.
+        ``harvest_months`` for ``solar`` and ``wind``); such a field given with a process that
+        ignores it would be silently dropped. Likewise ``forecast_noise`` without a forecast.
+        """
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for kind, registry in (("harvest_process", harvest), ("arrival_process", arrival)):
+            chosen = getattr(self, kind)
+            users: dict[str, list[str]] = {}
+            for proc, cls in registry.items():
+                for name in getattr(cls, "config_fields", ()):
+                    users.setdefault(name, []).append(proc)
+            for name, procs in users.items():
+                value = getattr(self, name)
+                if chosen not in procs and value != defaults[name]:
+                    raise ValueError(
+                        f"FleetConfig.{name}={value!r} is used only with {kind} in {procs}, "
+                        f"but {kind} is {chosen!r}; leave {name} at its default "
+                        f"{defaults[name]!r} or choose one of these processes")
+        if self.forecast_hours == 0 and self.forecast_noise != defaults["forecast_noise"]:
+            raise ValueError(
+                f"FleetConfig.forecast_noise={self.forecast_noise!r} is used only with "
+                f"forecast_hours > 0, but forecast_hours is 0; leave forecast_noise at its "
+                f"default {defaults['forecast_noise']!r} or set forecast_hours in [1, 48]")
 
     def _validate_realistic(self, number: Any, seq: Any) -> None:
         """Checks of the trace, forecast, deadline and capacity fields (empty = off)."""
@@ -362,19 +420,51 @@ PRESETS.update({
 })
 
 
+def _unknown_fields(names: Any, known: set[str]) -> None:
+    """Raise ``TypeError`` in Python's own wording for the first unknown keyword argument
+    (``... got an unexpected keyword argument 'x'``, which wrappers such as TorchRL's
+    ``GymEnv`` match on), followed by every unknown name and the known fields."""
+    unknown = sorted(set(names) - known, key=str)
+    if unknown:
+        more = f" (unknown: {unknown})" if len(unknown) > 1 else ""
+        raise TypeError(f"FleetConfig.__init__() got an unexpected keyword argument "
+                        f"{unknown[0]!r}{more}; known fields: {sorted(known)}")
+
+
+#: Key of a config mapping that names the base config (a preset name, a FleetConfig or a
+#: mapping of fields); the mapping's other keys override fields of it. RLlib hands
+#: ``env_config`` to the env class as its first positional argument, so
+#: ``{"config": "critical", "horizon": 96}`` works there as it does in ``gym.make``.
+CONFIG_KEY = "config"
+
+
 def resolve_config(config: FleetConfig | str | Mapping[str, Any] | None = None,
                    **overrides: Any) -> FleetConfig:
     """Build a validated :class:`FleetConfig` from a preset name, an instance or a dict.
 
     Args:
         config: A preset name (key of :data:`PRESETS`), a config, a mapping of fields, or None
-            for the default config.
-        **overrides: Fields to replace; an unknown field raises ``TypeError``.
+            for the default config. A mapping may hold the key ``"config"`` (a preset name, a
+            config or a mapping of fields), and its other keys then override that base.
+        **overrides: Fields to replace; an unknown field raises ``TypeError`` in Python's
+            wording (``got an unexpected keyword argument 'x'``) with the known fields.
 
     Returns:
         The resolved, frozen config.
     """
     known = {f.name for f in dataclasses.fields(FleetConfig)}
+    if isinstance(config, Mapping) and CONFIG_KEY in config:
+        fields = {k: v for k, v in config.items() if k != CONFIG_KEY}
+        _unknown_fields(fields, known)
+        both = sorted(set(fields) & set(overrides))
+        if both:
+            raise TypeError(f"FleetConfig field(s) {both} given both in the config mapping "
+                            f"and as keyword arguments")
+        base = config[CONFIG_KEY]
+        if isinstance(base, Mapping) and CONFIG_KEY in base:
+            raise TypeError(f"config[{CONFIG_KEY!r}] must be a preset name, a FleetConfig or "
+                            f"a mapping of fields, not another mapping with a {CONFIG_KEY!r} key")
+        return resolve_config(base, **fields, **overrides)
     if config is None:
         base = FleetConfig()
     elif isinstance(config, FleetConfig):
@@ -384,14 +474,10 @@ def resolve_config(config: FleetConfig | str | Mapping[str, Any] | None = None,
             raise ValueError(f"unknown preset {config!r}; known presets: {sorted(PRESETS)}")
         base = PRESETS[config]
     elif isinstance(config, Mapping):
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise TypeError(f"unknown FleetConfig field(s) {unknown}; known fields: {sorted(known)}")
+        _unknown_fields(config, known)
         base = FleetConfig(**dict(config))
     else:
         raise TypeError(
             f"config must be a preset name, a FleetConfig or a mapping, got {type(config).__name__}")
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise TypeError(f"unknown FleetConfig field(s) {unknown}; known fields: {sorted(known)}")
+    _unknown_fields(overrides, known)
     return dataclasses.replace(base, **overrides) if overrides else base

@@ -6,10 +6,13 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import dataclasses
+
 import gymnasium as gym
 import numpy as np
+from gymnasium.envs.registration import EnvSpec
 
-from envs.config import FleetConfig, resolve_config
+from envs.config import FleetConfig, plain_value, resolve_config
 from envs.info import reset_info, single_slot
 from envs.realistic import QueuedActionMap, RealisticCore, make_core, validate_queued_action
 from envs.reward import reward_weights
@@ -140,9 +143,14 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
     """
 
     metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
+    _spec: EnvSpec | None = None
 
     def __init__(self, config: FleetConfig | str | Mapping[str, Any] | None = "critical",
                  render_mode: str | None = None, **overrides: Any) -> None:
+        if isinstance(config, Mapping) and "render_mode" in config and render_mode is None:
+            # An env_config mapping handed over positionally (RLlib) may carry render_mode.
+            render_mode = config["render_mode"]
+            config = {k: v for k, v in config.items() if k != "render_mode"}
         self.config: FleetConfig = resolve_config(config, **overrides)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} "
@@ -168,6 +176,20 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
         self._history: list[tuple[float, float, float]] = []
         self._keep_history = render_mode == "rgb_array"
         self._needs_reset = True
+
+    @property
+    def spec(self) -> EnvSpec | None:
+        """The spec ``gym.make`` gave this env, its kwargs as plain Python values."""
+        return self._spec
+
+    @spec.setter
+    def spec(self, value: EnvSpec | None) -> None:
+        # gym.make stores its kwargs here as given: numpy scalars and arrays become Python
+        # numbers and tuples (as in the config), so spec.to_json() and gym.make(spec) work.
+        if value is not None and value.kwargs:
+            value = dataclasses.replace(
+                value, kwargs={k: plain_value(v) for k, v in value.kwargs.items()})
+        self._spec = value
 
     # ------------------------------------------------------------------ API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None

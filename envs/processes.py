@@ -26,6 +26,9 @@ class ArrivalProcess(Protocol):
 
     #: Largest expected number of arrivals in one slot (all classes) [tasks/slot].
     max_rate: float
+    #: FleetConfig fields that only this kind of process reads (optional class attribute;
+    #: the config refuses them away from their defaults with a process that ignores them).
+    config_fields: tuple[str, ...]
 
     def sample(self, rng: np.random.Generator, horizon: int) -> np.ndarray:
         """Return arrival counts, shape ``(horizon, C)``, dtype int64 [tasks]."""
@@ -38,6 +41,8 @@ class HarvestProcess(Protocol):
     mean_kwh: float
     #: Variance of the harvest in one slot [kWh^2].
     var_kwh2: float
+    #: FleetConfig fields that only this kind of process reads (see ArrivalProcess).
+    config_fields: tuple[str, ...]
 
     def sample(self, rng: np.random.Generator, horizon: int) -> np.ndarray:
         """Return the harvest of every slot, shape ``(horizon,)``, float64 [kWh]."""
@@ -59,6 +64,8 @@ class GammaHarvest:
 
     A coefficient of variation of 0 gives a constant supply (no variates drawn).
     """
+
+    config_fields = ("harvest_cv",)
 
     def __init__(self, config: FleetConfig, mean_kwh: float) -> None:
         self.mean_kwh = float(mean_kwh)

@@ -99,23 +99,65 @@ def action_to_mixture(config: FleetConfig, actions: np.ndarray) -> np.ndarray:
     return w / w.sum(axis=-1, keepdims=True)
 
 
+def real_action_array(action: object) -> np.ndarray:
+    """A continuous action (or batch) as a float64 array; ``ValueError`` unless it is real.
+
+    Integer and bool entries convert as numbers (as ``Box.contains`` allows); complex
+    entries are refused instead of losing their imaginary part, and so is anything that is
+    not a number (strings, other objects), with the message of the other action checks.
+    """
+    a = np.asarray(action)
+    kind = a.dtype.kind
+    if kind in "fiub":
+        return a.astype(np.float64, copy=False)
+    if kind == "c":
+        raise ValueError(f"action entries must be real numbers in [-1, 1], got complex "
+                         f"values (dtype {a.dtype})")
+    if kind == "O":
+        try:
+            return a.astype(np.float64)
+        except (TypeError, ValueError):
+            pass
+    raise ValueError(f"action entries must be real numbers in [-1, 1], got "
+                     f"{type(action).__name__} of dtype {a.dtype}: {action!r:.80}")
+
+
+def discrete_action(action: object, n: int) -> int:
+    """Index of one Discrete(n) action; ``ValueError`` naming the range unless it is one.
+
+    Accepted: a Python or numpy integer, or a finite integral float, alone or in an array of
+    one element. Refused, each with a ``ValueError`` naming ``[0, n - 1]``: bools (``True``
+    is not configuration 1; the config's integer fields refuse bools the same way), NaN and
+    infinite values, non-integral floats, complex numbers, strings and anything else.
+    """
+    if (type(action) is int or isinstance(action, np.integer)) and 0 <= action < n:
+        return int(action)  # fast path
+    msg = f"action must be an integer in [0, {n - 1}], got {action!r:.80}"
+    a = np.asarray(action)
+    if a.size != 1:
+        raise ValueError(f"{msg} (an array of {a.size} elements)")
+    x = a.reshape(()).item()
+    kind = a.dtype.kind
+    if kind == "b" or isinstance(x, bool):
+        raise ValueError(f"{msg} (a bool, not an index)")
+    if kind in "iu" or (kind == "O" and isinstance(x, int)):
+        j = int(x)
+    elif kind == "f" or (kind == "O" and isinstance(x, float)):
+        if not math.isfinite(x) or x != math.floor(x):
+            raise ValueError(msg)
+        j = int(x)
+    else:
+        raise ValueError(f"{msg} (type {type(x).__name__})")
+    if not 0 <= j < n:
+        raise ValueError(msg)
+    return j
+
+
 def validate_action(config: FleetConfig, action: object, space: spaces.Space) -> np.ndarray:
     """Check one unbatched action and return it as an array; raise ValueError if invalid."""
     if config.action_type == "discrete":
-        n = int(space.n)
-        if type(action) is int or isinstance(action, np.integer):  # fast path
-            if 0 <= action < n:
-                return np.array([int(action)])
-        try:
-            j = int(np.asarray(action).reshape(()))
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"action must be an integer in [0, {n - 1}], "
-                             f"got {action!r}") from exc
-        if not 0 <= j < n or np.asarray(action).reshape(()) != j:
-            raise ValueError(f"action must be an integer in [0, {n - 1}], "
-                             f"got {action!r}")
-        return np.array([j])
-    a = np.asarray(action, dtype=np.float64)
+        return np.array([discrete_action(action, int(space.n))])
+    a = real_action_array(action)
     if a.shape != space.shape:
         raise ValueError(f"action must have shape {space.shape} (classes x configurations), "
                          f"got shape {a.shape}")
@@ -143,7 +185,7 @@ class SingleActionMap:
                 action.dtype.kind == "f":
             flat = action.tolist()
         else:
-            a = np.asarray(action, dtype=np.float64)
+            a = real_action_array(action)
             if a.shape != self.shape:
                 raise ValueError(f"action must have shape {self.shape} (classes x "
                                  f"configurations), got shape {a.shape}")

@@ -91,6 +91,8 @@ class _ReplayHarvest:
 
     #: Name of the config value (for messages) and unit of ``capacity_kw``.
     name = "replay"
+    #: FleetConfig fields only the replayed supplies read.
+    config_fields = ("harvest_months", "harvest_reference_months", "trace_start_day")
 
     def _series(self) -> TimeSeries:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -258,6 +260,9 @@ class ServeGenR1Arrivals:
     (time-rescaled), with inter-arrival coefficient of variation ``arrival_cv`` (1 = Poisson,
     above 1 = burstier). Tasks are split over classes by a multinomial with ``class_shares``.
     """
+
+    #: FleetConfig fields only this arrival process reads.
+    config_fields = ("arrival_cv",)
 
     def __init__(self, config: FleetConfig) -> None:
         rates = _servegen_rate()

@@ -38,6 +38,7 @@ from envs.spaces import (
     action_space,
     action_weights,
     observation_space,
+    real_action_array,
 )
 
 #: Per-copy state arrays of :class:`FleetCore` that a step changes (restored for copies that
@@ -229,7 +230,7 @@ class FleetVectorEnv(VectorEnv):
                 raise ValueError(f"actions must be integers in [0, {j - 1}], got min "
                                  f"{a.min()}, max {a.max()}")
             return a
-        a = np.asarray(actions, dtype=np.float64)
+        a = real_action_array(actions)
         shape = (n, *self.single_action_space.shape)
         if a.shape != shape:
             raise ValueError(f"actions must have shape {shape} (copies x classes x "

@@ -8,6 +8,7 @@ import json
 import math
 
 import gymnasium as gym
+import numpy as np
 import pytest
 
 from envs import ENV_IDS, PRESETS, FleetConfig, resolve_config
@@ -208,3 +209,84 @@ def test_gym_make_config_forms(env_id, form):
         if env.step(env.action_space.sample())[3]:
             break
     assert n == target.horizon
+
+
+# ---------------------------------------------------------------------------- numpy values
+@pytest.mark.parametrize("field, value, expected", [
+    ("horizon", np.int64(96), 96), ("horizon", np.int32(96), 96),
+    ("arrival_rate", np.float32(12.5), 12.5), ("arrival_rate", np.float64(12.5), 12.5),
+    ("arrival_rate", np.int64(12), 12), ("storage_kwh", np.float64(np.inf), INF),
+    ("class_shares", np.array([0.5, 0.25, 0.25]), (0.5, 0.25, 0.25)),
+    ("class_skills", (np.int64(5), np.int64(20), np.int64(80)), (5, 20, 80)),
+    ("token_budgets", np.array([512, 2048]), (512, 2048)),
+    ("class_names", (np.str_("a"), np.str_("b"), np.str_("c")), ("a", "b", "c")),
+])
+def test_numpy_values_accepted_as_python_values(field, value, expected):
+    cfg = FleetConfig(**{field: value})
+    got = getattr(cfg, field)
+    assert got == expected
+    # Stored as Python values: the config is JSON-clean, hashable and equal to the
+    # config built from Python values.
+    items = got if isinstance(got, tuple) else (got,)
+    assert all(type(x) in (int, float, str) for x in items), [type(x) for x in items]
+    assert cfg == FleetConfig(**{field: expected}) and hash(cfg) == hash(
+        FleetConfig(**{field: expected}))
+    assert resolve_config(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+@pytest.mark.parametrize("value", [np.True_, np.array(True), (np.True_, 40, 160)])
+def test_numpy_bools_refused_like_python_bools(value):
+    field = "class_skills" if isinstance(value, tuple) else "horizon"
+    with pytest.raises(ValueError, match=rf"FleetConfig\.{field}.*integer"):
+        FleetConfig(**{field: value})
+
+
+def test_numpy_kwargs_of_gym_make_keep_the_spec_json_clean():
+    env = gym.make("lrm/Critical-v0", horizon=np.int64(12), arrival_rate=np.float32(8.0),
+                   class_shares=np.array([0.5, 0.25, 0.25]))
+    assert env.unwrapped.config.horizon == 12
+    spec = json.loads(env.spec.to_json())
+    assert spec["kwargs"] == {"config": "critical", "horizon": 12, "arrival_rate": 8.0,
+                              "class_shares": [0.5, 0.25, 0.25]}
+    assert gym.make(env.spec).unwrapped.config == env.unwrapped.config
+
+
+# ---------------------------------------------------------------------------- names
+@pytest.mark.parametrize("field, value", [
+    ("class_names", ("easy", "hard", "easy")), ("model_names", ("llm-8b", "llm-8b", "llm-70b"))])
+def test_duplicate_names_refused(field, value):
+    with pytest.raises(ValueError, match=rf"FleetConfig\.{field} must be distinct.*'"
+                                         rf"{value[0]}' at positions 0 and"):
+        FleetConfig(**{field: value})
+
+
+# ---------------------------------------------------------------------------- unused fields
+@pytest.mark.parametrize("preset, field, value, users", [
+    ("critical", "harvest_months", (6, 7), "harvest_process in ['solar', 'wind']"),
+    ("critical", "harvest_reference_months", (6,), "harvest_process in ['solar', 'wind']"),
+    ("critical", "trace_start_day", 100, "harvest_process in ['solar', 'wind']"),
+    ("solar_day", "harvest_cv", 1.0, "harvest_process in ['iid_gamma']"),
+    ("critical", "arrival_cv", 4.0, "arrival_process in ['servegen_r1']"),
+    ("solar_day", "arrival_cv", 4.0, "arrival_process in ['servegen_r1']"),
+    ("critical", "forecast_noise", 0.5, "forecast_hours > 0"),
+])
+def test_field_ignored_by_the_chosen_process_is_refused(preset, field, value, users):
+    with pytest.raises(ValueError) as exc:
+        resolve_config(preset, **{field: value})
+    msg = str(exc.value)
+    assert f"FleetConfig.{field}=" in msg and users in msg, msg
+    with pytest.raises(ValueError, match=field):
+        gym.make("lrm/Critical-v0", config=preset, **{field: value})
+
+
+def test_field_used_by_the_chosen_process_is_accepted():
+    assert resolve_config("solar_day", harvest_months=(6, 7)).harvest_months == (6, 7)
+    assert resolve_config("critical", harvest_cv=1.0).harvest_cv == 1.0
+    assert resolve_config("r1_trace", arrival_cv=4.0).arrival_cv == 4.0
+    assert resolve_config("solar_day", forecast_hours=2, forecast_noise=0.5).forecast_noise == 0.5
+    # Switching the process of a preset that sets a process-only field names that field.
+    with pytest.raises(ValueError, match=r"harvest_months=\(4, 5, 6, 7, 8, 9\).*'iid_gamma'"):
+        resolve_config("solar_day", harvest_process="iid_gamma")
+    # Every preset is consistent.
+    for name, cfg in PRESETS.items():
+        assert resolve_config(name) is cfg

@@ -188,7 +188,7 @@ def test_module_prefix_make_without_import():
 @pytest.mark.parametrize("overrides", [
     {},
     {"storage_kwh": math.inf, "arrival_rate": 30.0},
-    {"storage_kwh": 0.5, "harvest_cv": 0.0, "horizon": 12, "action_type": "discrete"},
+    {"storage_kwh": 0.5, "provisioning": 0.9, "horizon": 12, "action_type": "discrete"},
     {"config": "volatile", "class_shares": (0.5, 0.25, 0.25)},
 ])
 def test_spec_json_round_trip(env_id, overrides):
@@ -396,3 +396,45 @@ def test_invalid_discrete_action_raises(env_id, action):
     with pytest.raises(ValueError, match="action") as exc:
         env.step(action)
     assert f"[0, {n - 1}]" in str(exc.value)
+
+
+@pytest.mark.parametrize("action, why", [
+    (float("inf"), ""), (-float("inf"), ""), (np.float32("inf"), ""), (True, "bool"),
+    (False, "bool"), (np.True_, "bool"), (np.array([True]), "bool"), (1 + 0j, "complex"),
+    (np.complex128(2), "complex"), (None, "NoneType")])
+def test_discrete_action_of_wrong_kind_raises_value_error(env_id, action, why):
+    env = gym.make(env_id, action_type="discrete")
+    n = env.action_space.n
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=re.escape(f"action must be an integer in [0, {n - 1}]"))\
+            as exc:
+        env.step(action)
+    assert why in str(exc.value)
+    # Gymnasium's own check agrees for the numpy kinds (its Discrete refuses non-integer
+    # dtypes); the env refuses the Python bool too, as the config's integer fields do.
+    if not isinstance(action, (bool, float, complex)) and action is not None:
+        assert action not in env.action_space
+    # Integral values of integer and float type are still actions.
+    env.step(np.int64(n - 1))
+    env.step(float(n - 1))
+
+
+@pytest.mark.parametrize("kind", ["complex", "complex-zero-imag", "complex-list", "strings"])
+def test_continuous_action_of_wrong_kind_raises_value_error(env_id, kind):
+    env = gym.make(env_id)
+    env.reset(seed=0)
+    shape = env.action_space.shape
+    action = {"complex": np.full(shape, 0.5 + 0.5j),
+              "complex-zero-imag": np.zeros(shape, np.complex64),
+              "complex-list": [0.5 + 0.5j] * shape[0],
+              "strings": ["0.5"] * shape[0]}[kind]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no ComplexWarning: an error, not a dropped part
+        with pytest.raises(ValueError, match=r"action entries must be real numbers in \[-1, 1\]"):
+            env.step(action)
+    venv = gym.make_vec(env_id, num_envs=2, vectorization_mode="vector_entry_point")
+    venv.reset(seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=r"real numbers in \[-1, 1\]"):
+            venv.step(np.stack([np.asarray(action)] * 2))

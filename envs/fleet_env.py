@@ -22,6 +22,7 @@ from envs.spaces import (
     observation_names,
     observation_space,
     SingleActionMap,
+    action_mask,
     validate_action,
 )
 
@@ -230,6 +231,14 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
         self._needs_reset = truncated
         self._last = info
         return self.observer.observe_single(), reward, False, truncated, info
+
+    def action_masks(self) -> np.ndarray:
+        """Legal actions of a discrete env, for maskable learners (sb3-contrib's MaskablePPO).
+
+        All True in every state, on every id: no action is illegal (see
+        ``envs.spaces.action_mask``). Raises ``TypeError`` for a continuous action space.
+        """
+        return action_mask(self.config, self.action_space)
 
     def _queued(self) -> int:
         """Tasks waiting in the queue after the slot (a ``RealisticCore``; 0 without a

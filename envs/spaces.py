@@ -167,6 +167,26 @@ def validate_action(config: FleetConfig, action: object, space: spaces.Space) ->
     return a[None, :]
 
 
+def action_mask(config: FleetConfig, space: spaces.Space) -> np.ndarray:
+    """Legal actions of a Discrete action space, a bool array of ``space.n`` entries.
+
+    Every action is legal in every state: on the paper ids each of the J configurations can
+    take every task of the slot; on the queue ids (Discrete(2J)) an action ``a >= J`` defers
+    what is not due and serves the due tasks on configuration ``a - J``, which is defined
+    (it serves everything when nothing is deferrable), and a throughput cap never makes a
+    configuration illegal (tasks that do not fit wait or are dropped at their deadline, a
+    priced outcome the policy should learn). So the mask is all True; it exists for
+    maskable learners (sb3-contrib's MaskablePPO), which require one.
+
+    Raises:
+        TypeError: For a continuous (Box) action space, which has no finite set to mask.
+    """
+    if not isinstance(space, spaces.Discrete):
+        raise TypeError(f"action masks exist for discrete actions only (action_type="
+                        f"'discrete'); this env's action space is {space}")
+    return np.ones(int(space.n), dtype=bool)
+
+
 class SingleActionMap:
     """Validates one continuous action and returns its assignment thresholds per class.
 

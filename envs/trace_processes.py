@@ -109,7 +109,8 @@ class _ReplayHarvest:
         ref_mean = months_mean(self.series, ref_months)
         if ref_mean <= 0:
             raise ValueError(f"FleetConfig.harvest_reference_months={ref_months}: the "
-                             f"{self.name} series has zero mean in these months")
+                             f"{self.name} series ({self.series.source}) has zero mean in "
+                             f"these months")
         self.mean_kwh = float(mean_kwh)
         #: Harvest per slot [kWh] per unit of the series value.
         self.scale = self.mean_kwh / ref_mean

@@ -1,10 +1,13 @@
 """Loaders of the real data traces shipped in ``envs/data`` (numpy only), with validation.
 
 Every loader checks its file strictly and raises :class:`TraceError` (a ``ValueError``) naming
-the file and the 1-based line of the problem: a missing or truncated file, a bad header, a row
-with the wrong number of fields, a value that is not a number, NaN, negative or out of order,
-or a time grid with a gap. A missing file raises :class:`FileNotFoundError` naming the path.
-Nothing is ever silently clipped or filled.
+the file and the 1-based line of the problem: a missing, truncated or extended file (each file
+has its expected number of data rows), a bad header, a row with the wrong number of fields, a
+value that is not a number, NaN, infinite, negative, above the physical range or scale of its
+column (``GHI_MAX_W_M2`` and the other bounds below), not an integer where counts are, or out of
+order, a time grid with a gap, or a column that is zero on every line (nothing to scale). A
+missing file raises :class:`FileNotFoundError` naming the path. Nothing is ever silently
+clipped or filled.
 
 Files (attribution and licenses: ``envs/data/README.md``):
 
@@ -41,6 +44,21 @@ MINUTES_PER_DAY = 1440.0
 DAYS_PER_YEAR = 365  # both shipped years (2010, 2023) have 365 days
 #: First day of each month (0-based day of a non-leap year).
 MONTH_START_DAY = (0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334, 365)
+
+
+#: Physical range or scale of each loaded column (upper bound; every column is >= 0):
+#: GHI cannot much exceed the solar constant (1361 W/m2; cloud enhancement adds a few
+#: hundred), hub-height hourly wind speeds stay far below 100 m/s, and request counts and
+#: rates of one service far below a million per second; token lengths below 10^7.
+GHI_MAX_W_M2 = 2000.0
+WIND_MAX_M_S = 100.0
+REQUESTS_MAX = 1e6
+TOKENS_MAX = 1e7
+#: Data rows of the shipped request traces: seconds of the Azure file, windows of the
+#: ServeGen day, and bins of each ServeGen PMF per field.
+AZURE_SECONDS = 3549
+SERVEGEN_WINDOWS = 144
+SERVEGEN_PMF_BINS = {"input_tokens": 101, "output_tokens": 101, "reason_ratio": 50}
 
 
 class TraceError(ValueError):
@@ -100,7 +118,11 @@ def _fields(name: str, line: str, lineno: int, n: int) -> list[str]:
     return parts
 
 
-def _number(name: str, text: str, lineno: int, column: str, *, nonneg: bool = True) -> float:
+def _number(name: str, text: str, lineno: int, column: str, *, nonneg: bool = True,
+            hi: float | None = None, unit: str = "", integer: bool = False) -> float:
+    """One field as a float: finite, non-negative (``nonneg``), at most ``hi`` (the column's
+    physical range or scale) and integral (``integer``), else a :class:`TraceError` naming
+    the file, the line and the column."""
     try:
         x = float(text)
     except ValueError:
@@ -111,7 +133,28 @@ def _number(name: str, text: str, lineno: int, column: str, *, nonneg: bool = Tr
                          f"(NaN or infinite values are not allowed)")
     if nonneg and x < 0:
         raise TraceError(f"{name}: line {lineno}: column {column!r} is negative ({x!r})")
+    if hi is not None and x > hi:
+        raise TraceError(f"{name}: line {lineno}: column {column!r} is {x!r}, outside its "
+                         f"range [0, {hi:g}]{' ' + unit if unit else ''}")
+    if integer and x != math.floor(x):
+        raise TraceError(f"{name}: line {lineno}: column {column!r} is not an integer: {text!r}")
     return x
+
+
+def _not_all_zero(name: str, values: list[float], column: str, first_line: int) -> None:
+    """A column that is zero on every line carries no profile to scale (its mean would divide
+    by zero): refuse it, naming the file, the lines and the column."""
+    if values and not any(values):
+        raise TraceError(f"{name}: lines {first_line}-{first_line + len(values) - 1}: column "
+                         f"{column!r} is zero on every line; the trace has nothing to scale")
+
+
+def _row_count(name: str, n_rows: int, expected: int, first_line: int, what: str) -> None:
+    if n_rows != expected:
+        last = first_line + n_rows - 1
+        raise TraceError(f"{name}: expected {expected} data rows ({what}, lines {first_line}-"
+                         f"{first_line + expected - 1}), got {n_rows} (the data ends at line "
+                         f"{last}); file truncated or extended?")
 
 
 def _minute_of_year(name: str, stamp: str, lineno: int, year: int,
@@ -143,9 +186,7 @@ def _minute_of_year(name: str, stamp: str, lineno: int, year: int,
 
 def _regular_series(name: str, minutes: list[float], first_line: int, step: float,
                     n_expected: int) -> None:
-    if len(minutes) != n_expected:
-        raise TraceError(f"{name}: expected {n_expected} data rows (a full year), got "
-                         f"{len(minutes)}; file truncated?")
+    _row_count(name, len(minutes), n_expected, first_line, "a full year")
     m = np.asarray(minutes)
     bad = np.flatnonzero(np.abs(np.diff(m) - step) > 1e-6)
     if bad.size:
@@ -179,8 +220,9 @@ def load_nsrdb_ghi(path: str | Path | None = None) -> TimeSeries:
     for n, line in enumerate(lines[1:], start=2):
         parts = _fields(name, line, n, len(NSRDB_COLUMNS))
         minutes.append(_minute_of_year(name, parts[0], n, 2023))
-        ghi.append(_number(name, parts[1], n, "ghi_w_m2"))
+        ghi.append(_number(name, parts[1], n, "ghi_w_m2", hi=GHI_MAX_W_M2, unit="W/m2"))
     _regular_series(name, minutes, 2, 30.0, DAYS_PER_YEAR * 48)
+    _not_all_zero(name, ghi, "ghi_w_m2", 2)
     return TimeSeries(np.asarray(ghi), 30.0, 0.0, name)
 
 
@@ -208,8 +250,10 @@ def load_wind_80m(path: str | Path | None = None) -> TimeSeries:
     for n, line in enumerate(lines[2:], start=3):
         parts = _fields(name, line, n, 7)
         minutes.append(_minute_of_year(name, parts[0], n, 2010, std_offset_h=1.0))
-        speed.append(_number(name, parts[6], n, "wind_speed@80m"))
+        speed.append(_number(name, parts[6], n, "wind_speed@80m", hi=WIND_MAX_M_S,
+                             unit="m/s"))
     _regular_series(name, minutes, 3, 60.0, DAYS_PER_YEAR * 24)
+    _not_all_zero(name, speed, "wind_speed@80m", 3)
     return TimeSeries(np.asarray(speed), 60.0, 0.0, name)
 
 
@@ -235,13 +279,11 @@ def load_azure_per_second(path: str | Path | None = None) -> dict[str, np.ndarra
                              f"(seconds must be consecutive from 0)")
         for col, out, text in (("code_requests", code, parts[1]),
                                ("conv_requests", conv, parts[2])):
-            x = _number(name, text, n, col)
-            if x != int(x):
-                raise TraceError(f"{name}: line {n}: column {col!r} is not an integer: {text!r}")
+            x = _number(name, text, n, col, hi=REQUESTS_MAX, unit="requests", integer=True)
             out.append(int(x))
-    if len(code) < 600:
-        raise TraceError(f"{name}: expected at least 600 seconds of data, got {len(code)}; "
-                         f"file truncated?")
+    _row_count(name, len(code), AZURE_SECONDS, 2, "one per second")
+    _not_all_zero(name, code, "code_requests", 2)
+    _not_all_zero(name, conv, "conv_requests", 2)
     return {"code": np.asarray(code, dtype=np.int64), "conv": np.asarray(conv, dtype=np.int64)}
 
 
@@ -265,11 +307,11 @@ def load_servegen_rate(path: str | Path | None = None) -> np.ndarray:
         if start != 600.0 * (n - 2):
             raise TraceError(f"{name}: line {n}: window_start_s is {parts[0]!r}, expected "
                              f"{600 * (n - 2)} (10-minute windows from 0)")
-        rates.append(_number(name, parts[1], n, "total_rate_rps"))
-        _number(name, parts[2], n, "n_active_clients")
-    if len(rates) != 144:
-        raise TraceError(f"{name}: expected 144 ten-minute windows (one day), got {len(rates)};"
-                         f" file truncated?")
+        rates.append(_number(name, parts[1], n, "total_rate_rps", hi=REQUESTS_MAX,
+                             unit="req/s"))
+        _number(name, parts[2], n, "n_active_clients", hi=REQUESTS_MAX, integer=True)
+    _row_count(name, len(rates), SERVEGEN_WINDOWS, 2, "ten-minute windows of one day")
+    _not_all_zero(name, rates, "total_rate_rps", 2)
     return np.asarray(rates)
 
 
@@ -319,26 +361,31 @@ def load_servegen_pmf(field: str = "output_tokens", window: str = "all",
         raise TraceError(f"{name}: empty file")
     _check_header(name, lines[0], ["field", "window", "bin_lo", "bin_hi", "prob"])
     lo, hi, pr = [], [], []
+    top, unit = (1.0, "") if field == "reason_ratio" else (TOKENS_MAX, "tokens")
+    first = last = 0
     for n, line in enumerate(lines[1:], start=2):
         parts = _fields(name, line, n, 5)
         if parts[0] != field or parts[1] != window:
             continue
-        a = _number(name, parts[2], n, "bin_lo")
-        b = _number(name, parts[3], n, "bin_hi")
-        p = _number(name, parts[4], n, "prob")
+        a = _number(name, parts[2], n, "bin_lo", hi=top, unit=unit)
+        b = _number(name, parts[3], n, "bin_hi", hi=top, unit=unit)
+        p = _number(name, parts[4], n, "prob", hi=1.0)
         if b <= a or (lo and a < hi[-1]):
             raise TraceError(f"{name}: line {n}: bin [{a}, {b}) is empty or out of order")
-        if p > 1.0:
-            raise TraceError(f"{name}: line {n}: probability {p} > 1")
         lo.append(a)
         hi.append(b)
         pr.append(p)
+        first, last = first or n, n
     if not pr:
         raise TraceError(f"{name}: no rows for field={field!r}, window={window!r}")
     total = sum(pr)
     if abs(total - 1.0) > 1e-3:
         raise TraceError(f"{name}: probabilities of field={field!r}, window={window!r} sum to "
                          f"{total:.6f}, expected 1; file truncated?")
+    expected = SERVEGEN_PMF_BINS.get(field)
+    if expected is not None and len(pr) != expected:
+        raise TraceError(f"{name}: lines {first}-{last}: expected {expected} bins for "
+                         f"field={field!r}, window={window!r}, got {len(pr)}; file truncated?")
     return LengthPMF(np.asarray(lo), np.asarray(hi), np.asarray(pr) / total)
 
 

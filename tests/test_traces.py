@@ -191,3 +191,116 @@ def test_wind_dst_stamps_read_as_standard_time():
     s = load_wind_80m()
     # The file jumps from 01:00+01:00 to 03:00+02:00 on 2010-03-28: one regular hour in UTC+1.
     assert s.values.size == 8760 and math.isclose(s.end_minute, 8759 * 60)
+
+
+# ---------------------------------------------------------------------------- range, scale, length
+def _set_field(rel_line: int, col: int, value: str):
+    """Edit that sets field ``col`` of 0-based line ``rel_line`` (1-based line rel_line + 1)."""
+    def edit(ls):
+        parts = ls[rel_line].split(",")
+        parts[col] = value
+        ls[rel_line] = ",".join(parts)
+        return ls
+    return edit
+
+
+#: (file, loader, 0-based line, column index, bad value, column name, text of the message).
+OUT_OF_RANGE = [
+    (NSRDB_FILE, load_nsrdb_ghi, 4000, 1, "1e308", "ghi_w_m2", r"outside its range \[0, 2000\]"),
+    (NSRDB_FILE, load_nsrdb_ghi, 4000, 1, "2500", "ghi_w_m2", r"W/m2"),
+    (NSRDB_FILE, load_nsrdb_ghi, 4000, 1, "inf", "ghi_w_m2", r"NaN or infinite"),
+    (WIND_FILE, load_wind_80m, 300, 6, "1e308", "wind_speed@80m", r"\[0, 100\] m/s"),
+    (WIND_FILE, load_wind_80m, 300, 6, "-inf", "wind_speed@80m", r"NaN or infinite"),
+    (AZURE_FILE, load_azure_per_second, 50, 1, "1e308", "code_requests", r"\[0, 1e\+06\]"),
+    (AZURE_FILE, load_azure_per_second, 50, 2, "2.5", "conv_requests", r"not an integer"),
+    (SERVEGEN_RATE_FILE, load_servegen_rate, 7, 1, "1e308", "total_rate_rps", r"req/s"),
+    (SERVEGEN_RATE_FILE, load_servegen_rate, 7, 1, "nan", "total_rate_rps", r"NaN"),
+    (SERVEGEN_RATE_FILE, load_servegen_rate, 7, 2, "3.5", "n_active_clients", "not an integer"),
+]
+
+
+@pytest.mark.parametrize("rel, loader, line, col, bad, column, message", OUT_OF_RANGE,
+                         ids=[f"{c}={b}" for _, _, _, _, b, c, _ in OUT_OF_RANGE])
+def test_value_outside_physical_range_names_file_line_and_column(tmp_path, rel, loader, line,
+                                                                 col, bad, column, message):
+    p = _variant(tmp_path, rel, _set_field(line, col, bad))
+    with pytest.raises(TraceError) as exc:
+        loader(p)
+    msg = str(exc.value)
+    assert msg.startswith(f"{p}: line {line + 1}: column {column!r}"), msg
+    assert re.search(message, msg), msg
+
+
+def test_one_huge_ghi_cannot_reach_the_harvest(tmp_path):
+    """Before the range check, one GHI of 1e308 overflowed the slot integral: every harvest
+    value of the solar supply came out NaN."""
+    p = _variant(tmp_path, NSRDB_FILE, _set_field(4000, 1, "1e308"))
+    with pytest.raises(TraceError, match=rf"{p.name}: line 4001"):
+        load_nsrdb_ghi(p)
+    s = load_nsrdb_ghi()
+    assert np.isfinite(slot_means(s, 100 * 1440.0, 5.0, 288)).all()
+
+
+@pytest.mark.parametrize("rel, loader, col, column, first", [
+    (NSRDB_FILE, load_nsrdb_ghi, 1, "ghi_w_m2", 2),
+    (WIND_FILE, load_wind_80m, 6, "wind_speed@80m", 3),
+    (AZURE_FILE, load_azure_per_second, 1, "code_requests", 2),
+    (AZURE_FILE, load_azure_per_second, 2, "conv_requests", 2),
+    (SERVEGEN_RATE_FILE, load_servegen_rate, 1, "total_rate_rps", 2),
+])
+def test_all_zero_column_names_file_lines_and_column(tmp_path, rel, loader, col, column, first):
+    def zero(ls):
+        for k in range(first - 1, len(ls)):
+            parts = ls[k].split(",")
+            parts[col] = "0"
+            ls[k] = ",".join(parts)
+        return ls
+
+    p = _variant(tmp_path, rel, zero)
+    n_lines = len(p.read_text().splitlines())
+    with pytest.raises(TraceError, match=re.escape(
+            f"{p}: lines {first}-{n_lines}: column {column!r} is zero on every line")):
+        loader(p)
+
+
+@pytest.mark.parametrize("rel, loader, rows, expected", [
+    (AZURE_FILE, load_azure_per_second, 1000, 3549),
+    (SERVEGEN_RATE_FILE, load_servegen_rate, 100, 144),
+    (NSRDB_FILE, load_nsrdb_ghi, 17_000, 17_520),
+])
+def test_cut_file_names_expected_and_found_rows(tmp_path, rel, loader, rows, expected):
+    p = _variant(tmp_path, rel, lambda ls: ls[:1 + rows])
+    with pytest.raises(TraceError, match=re.escape(
+            f"{p}: expected {expected} data rows")) as exc:
+        loader(p)
+    assert f"got {rows} (the data ends at line {rows + 1})" in str(exc.value)
+
+
+def test_extended_azure_file_refused(tmp_path):
+    p = _variant(tmp_path, AZURE_FILE, lambda ls: ls + [f"{len(ls) - 1},0,1"])
+    with pytest.raises(TraceError, match="expected 3549 data rows.*got 3550"):
+        load_azure_per_second(p)
+
+
+def test_servegen_pmf_ranges_and_bin_count(tmp_path):
+    lines = data_path(SERVEGEN_PMF_FILE).read_text().splitlines()
+    k = next(i for i, x in enumerate(lines) if x.startswith("output_tokens,all,128,"))
+    p = _variant(tmp_path, SERVEGEN_PMF_FILE, _set_field(k, 3, "1e308"))
+    with pytest.raises(TraceError, match=rf"{p.name}: line {k + 1}: column 'bin_hi'.*"
+                                         r"\[0, 1e\+07\] tokens"):
+        load_servegen_pmf("output_tokens", "all", path=p)
+    r = next(i for i, x in enumerate(lines) if x.startswith("reason_ratio,all,0.02,"))
+    p = _variant(tmp_path, SERVEGEN_PMF_FILE, _set_field(r, 3, "1.5"))
+    with pytest.raises(TraceError, match=rf"line {r + 1}: column 'bin_hi'.*\[0, 1\]"):
+        load_servegen_pmf("reason_ratio", "all", path=p)
+
+    def drop_empty_bin(ls):  # a zero-probability bin: the sum stays 1
+        z = next(i for i, x in enumerate(ls) if x.startswith("input_tokens,all,")
+                 and float(x.split(",")[4]) == 0.0)
+        return ls[:z] + ls[z + 1:]
+
+    p = _variant(tmp_path, SERVEGEN_PMF_FILE, drop_empty_bin)
+    with pytest.raises(TraceError, match=r"expected 101 bins for field='input_tokens'"):
+        load_servegen_pmf("input_tokens", "all", path=p)
+    for field, n in (("input_tokens", 101), ("output_tokens", 101), ("reason_ratio", 50)):
+        assert load_servegen_pmf(field, "all").prob.size == n

@@ -48,6 +48,17 @@ def plain_value(value: Any) -> Any:
     return value
 
 
+def plain_spec(spec: Any) -> Any:
+    """A Gymnasium ``EnvSpec`` whose kwargs hold plain values (:func:`plain_value`, also in
+    nested dicts), so ``spec.to_json()`` works after ``gym.make(id, horizon=np.int64(96))``."""
+    def plain(v: Any) -> Any:
+        return {k: plain(x) for k, x in v.items()} if isinstance(v, dict) else plain_value(v)
+
+    if spec is None or not getattr(spec, "kwargs", None):
+        return spec
+    return dataclasses.replace(spec, kwargs=plain(spec.kwargs))
+
+
 @dataclass(frozen=True)
 class FleetConfig:
     """Parameters of the LRM fleet model (see the model description in the README).

@@ -6,13 +6,11 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-import dataclasses
-
 import gymnasium as gym
 import numpy as np
 from gymnasium.envs.registration import EnvSpec
 
-from envs.config import FleetConfig, plain_value, resolve_config
+from envs.config import FleetConfig, plain_spec, resolve_config
 from envs.info import reset_info, single_slot
 from envs.realistic import QueuedActionMap, RealisticCore, make_core, validate_queued_action
 from envs.reward import reward_weights
@@ -131,6 +129,12 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
     | ``charge_efficiency``, ``discharge_efficiency``, ``idle_power_kw`` | store and idle |
     ``env.unwrapped.config`` is the resolved config. Render modes: ``ansi``, ``rgb_array``.
 
+    A mapping given as ``config`` may name its base under the key ``"config"`` and override
+    fields with its other keys (and may carry ``render_mode``): RLlib hands its ``env_config``
+    to the class positionally, ``FleetEnv({"config": "critical", "horizon": 96})``. Numpy
+    values (``np.int64``, ``np.float32``, 1-D arrays) are taken as Python numbers and tuples.
+    ``action_masks()`` gives the legal discrete actions (all of them) for maskable learners.
+
     ```python
     import gymnasium as gym
     import envs  # registers the lrm/* ids
@@ -187,10 +191,7 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
     def spec(self, value: EnvSpec | None) -> None:
         # gym.make stores its kwargs here as given: numpy scalars and arrays become Python
         # numbers and tuples (as in the config), so spec.to_json() and gym.make(spec) work.
-        if value is not None and value.kwargs:
-            value = dataclasses.replace(
-                value, kwargs={k: plain_value(v) for k, v in value.kwargs.items()})
-        self._spec = value
+        self._spec = plain_spec(value)
 
     # ------------------------------------------------------------------ API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None

@@ -28,7 +28,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from envs.config import FleetConfig, resolve_config
+from envs.config import FleetConfig, plain_spec, resolve_config
 from envs.realistic import RealisticCore, make_core
 from envs.info import FLOAT_KEYS, INT_KEYS, batch_one, batched_info, single_slot
 from envs.reward import REWARD_TERMS, combine, reward_terms, reward_weights
@@ -61,6 +61,16 @@ class FleetVectorEnv(VectorEnv):
 
     metadata: dict[str, Any] = {"render_modes": [],
                                 "autoreset_mode": AutoresetMode.NEXT_STEP}
+    _spec: Any = None
+
+    @property
+    def spec(self) -> Any:
+        """The spec ``gym.make_vec`` gave this env, its kwargs as plain Python values."""
+        return self._spec
+
+    @spec.setter
+    def spec(self, value: Any) -> None:
+        self._spec = plain_spec(value)
 
     def __init__(self, num_envs: int = 1,
                  config: FleetConfig | str | Mapping[str, Any] | None = "critical",

@@ -249,6 +249,9 @@ def test_numpy_kwargs_of_gym_make_keep_the_spec_json_clean():
     assert spec["kwargs"] == {"config": "critical", "horizon": 12, "arrival_rate": 8.0,
                               "class_shares": [0.5, 0.25, 0.25]}
     assert gym.make(env.spec).unwrapped.config == env.unwrapped.config
+    venv = gym.make_vec("lrm/Critical-v0", num_envs=2, vectorization_mode="vector_entry_point",
+                        horizon=np.int64(12))
+    assert json.loads(venv.spec.to_json())["kwargs"]["horizon"] == 12
 
 
 # ---------------------------------------------------------------------------- names

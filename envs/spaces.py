@@ -138,11 +138,11 @@ def discrete_action(action: object, n: int) -> int:
         raise ValueError(f"{msg} (an array of {a.size} elements)")
     x = a.reshape(()).item()
     kind = a.dtype.kind
-    if kind == "b" or isinstance(x, bool):
+    if kind == "b" or isinstance(x, (bool, np.bool_)):
         raise ValueError(f"{msg} (a bool, not an index)")
-    if kind in "iu" or (kind == "O" and isinstance(x, int)):
+    if kind in "iu" or (kind == "O" and isinstance(x, (int, np.integer))):
         j = int(x)
-    elif kind == "f" or (kind == "O" and isinstance(x, float)):
+    elif kind == "f" or (kind == "O" and isinstance(x, (float, np.floating))):
         if not math.isfinite(x) or x != math.floor(x):
             raise ValueError(msg)
         j = int(x)

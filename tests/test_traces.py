@@ -277,8 +277,8 @@ def test_cut_file_names_expected_and_found_rows(tmp_path, rel, loader, rows, exp
 
 
 def test_extended_azure_file_refused(tmp_path):
-    p = _variant(tmp_path, AZURE_FILE, lambda ls: ls + [f"{len(ls) - 1},0,1"])
-    with pytest.raises(TraceError, match="expected 3549 data rows.*got 3550"):
+    p = _variant(tmp_path, AZURE_FILE, lambda ls: [*ls, f"{len(ls) - 1},0,1"])
+    with pytest.raises(TraceError, match=r"expected 3549 data rows.*got 3550"):
         load_azure_per_second(p)
 
 

@@ -10,19 +10,22 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.envs.registration import EnvSpec
 
+from envs import kernel
 from envs.config import FleetConfig, plain_spec, resolve_config
-from envs.info import reset_info, single_slot
-from envs.realistic import QueuedActionMap, RealisticCore, make_core, validate_queued_action
+from envs.info import kernel_slot, reset_info, single_slot
+from envs.realistic import RealisticCore, make_core, validate_queued_action
 from envs.reward import reward_weights
 from envs.spaces import (
     Observer,
     action_space,
     observation_names,
     observation_space,
-    SingleActionMap,
     action_mask,
-    validate_action,
+    discrete_action,
+    real_action_array,
 )
+
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 
 class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
     r"""Energy-aware dispatch of reasoning tasks to a fleet of large reasoning models (LRMs).
@@ -171,11 +174,14 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
         self._realistic = isinstance(self.core, RealisticCore)
         self._horizon = self.config.horizon
         self._s0 = self.config.initial_storage_kwh
-        self._action_map = SingleActionMap(self.config, self.action_space)
-        #: The step path: 0 = continuous paper step, 1 = discrete, 2 = queue / forecast.
-        self._path = 2 if self._realistic else (1 if self._discrete else 0)
-        self._queued_map = (QueuedActionMap(self.config) if self.config.queue_enabled
-                            and not self._discrete else None)
+        #: The step path: 0 = continuous, 1 = discrete (the core's kernel), 2 = queue.
+        self._queued = self.config.queue_enabled
+        self._path = 2 if self._queued else (1 if self._discrete else 0)
+        self._shape = self.action_space.shape
+        self._n_actions = int(self.action_space.n) if self._discrete else 0
+        self._config1 = np.zeros(1, dtype=np.int64)
+        # Copy 0's rows of the kernel's result and observation buffers.
+        self._res_f0, self._res_i0 = self.core.res_f[0], self.core.res_i[0]
         self._last: dict[str, Any] | None = None
         #: Per slot (harvest, demand, storage) [kWh], kept for the rgb_array render only.
         self._history: list[tuple[float, float, float]] = []
@@ -202,36 +208,47 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
         self._last = None
         self._history = []
         self._needs_reset = False
-        return self.observer.observe_single(), reset_info(float(self.core.storage[0]))
+        return self.observer.observe()[0], reset_info(float(self.core.storage[0]))
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._needs_reset:
             raise RuntimeError("call reset() before step() (and after an episode ends)")
         core = self.core
         path = self._path
-        if path == 0:  # B = 1 fast path of the core (bit-identical to FleetCore.step)
-            out = core.step_single(thresholds=self._action_map(action))
+        if path == 0:
+            a = action
+            if type(a) is not np.ndarray or (a.dtype is not _F32 and a.dtype is not _F64):
+                a = real_action_array(a)
+            if a.shape != self._shape:
+                raise ValueError(f"action must have shape {self._shape} (classes x "
+                                 f"configurations), got shape {a.shape}")
+            if core.run(kernel.MODE_ACTION, a, core._no_configs) == kernel.BAD_ACTION:
+                raise ValueError(f"action entries must be finite and in [-1, 1], got min "
+                                 f"{float(a.min())!r}, max {float(a.max())!r}")
         elif path == 1:
-            a = validate_action(self.config, action, self.action_space)
-            out = core.step_single(config=int(a[0]))
-        else:  # queue / forecast (envs.realistic)
-            decoded = (self._queued_map(action) if self._queued_map is not None
-                       and core.queue_fast_path else None)
-            if decoded is not None:
-                out = core.step_decoded_single(*decoded)
-            else:
-                out = core.step_action_single(
-                    validate_queued_action(self.config, action, self.action_space))
-        state = core.single_state
-        t = state[0] if state is not None else int(core.t[0])
-        reward, truncated, info = single_slot(out, t, self._horizon, self._s0,
-                                              self.reward_weights,
-                                              self._queued() if self._realistic else 0)
+            self._config1[0] = discrete_action(action, self._n_actions)
+            core.run(kernel.MODE_CONFIG, core._no_act, self._config1)
+        else:  # queue (envs.realistic)
+            res = core.step_action(
+                validate_queued_action(self.config, action, self.action_space))
+            out = (float(res.harvest_kwh[0]), float(res.demand_kwh[0]), float(res.aux_kwh[0]),
+                   float(res.waste_kwh[0]), float(res.loss_kwh[0]), float(res.storage_kwh[0]),
+                   int(res.arrived[0]), int(res.served[0]), int(res.correct[0]),
+                   int(res.dropped[0]), float(res.value_correct[0]))
+            reward, truncated, info = single_slot(out, int(core.t[0]), self._horizon, self._s0,
+                                                  self.reward_weights, self._queued_tasks())
+            return self._finish(info, truncated, reward, self.observer.observe()[0])
+        reward, truncated, info = kernel_slot(self._res_f0.tolist(), self._res_i0.tolist())
+        obs = self.observer.current()[0].copy() if self._realistic else core.obs[0].copy()
+        return self._finish(info, truncated, reward, obs)
+
+    def _finish(self, info: dict[str, Any], truncated: bool, reward: float, obs: np.ndarray
+                ) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._keep_history:
-            self._history.append((out[0], out[1], out[5]))
+            self._history.append((info["harvest_kwh"], info["demand_kwh"], info["storage_kwh"]))
         self._needs_reset = truncated
         self._last = info
-        return self.observer.observe_single(), reward, False, truncated, info
+        return obs, reward, False, truncated, info
 
     def action_masks(self) -> np.ndarray:
         """Legal actions of a discrete env, for maskable learners (sb3-contrib's MaskablePPO).
@@ -241,9 +258,8 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
         """
         return action_mask(self.config, self.action_space)
 
-    def _queued(self) -> int:
-        """Tasks waiting in the queue after the slot (a ``RealisticCore``; 0 without a
-        queue). ``step`` calls it for realistic cores only."""
+    def _queued_tasks(self) -> int:
+        """Tasks waiting in the queue after the slot (a ``RealisticCore`` with a queue)."""
         return int(self.core.queue_len[0].sum())
 
     # ------------------------------------------------------------------ rendering

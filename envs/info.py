@@ -60,15 +60,52 @@ def batched_info(res: Any, t: np.ndarray, terms: dict[str, np.ndarray],
     return out
 
 
+def kernel_slot(res_f: list[float], res_i: list[int], queued: int = 0
+                ) -> tuple[float, bool, dict[str, Any]]:
+    """Reward, truncation flag and ``info`` of one copy's slot from the kernel's results.
+
+    Args:
+        res_f: The copy's row of ``FleetCore.res_f`` as Python floats (``envs.kernel.RES_F``).
+        res_i: The copy's row of ``FleetCore.res_i`` as Python ints (``envs.kernel.RES_I``).
+        queued: Tasks waiting in the queue after the slot.
+    """
+    harvest, demand, aux, waste, loss, storage, value, leftover, reward = res_f
+    arrived, served, correct, dropped, t, truncated = res_i[:6]
+    terms = {"value_correct": value, "aux_kwh": aux, "waste_kwh": waste,
+             "leftover_kwh": leftover, "dropped": float(dropped)}
+    info = slot_info(harvest, demand, aux, waste, loss, storage, arrived, served, correct,
+                     dropped, queued, t, terms)
+    return reward, truncated == 1, info
+
+
+def kernel_batched_info(res_f: np.ndarray, res_i: np.ndarray,
+                        queued: np.ndarray | None = None) -> dict[str, Any]:
+    """:func:`batched_info` of every copy from the kernel's results ``FleetCore.res_f``
+    (B, ``envs.kernel.RES_F``) and ``res_i`` (B, ``envs.kernel.RES_I`` ...)."""
+    rf = res_f.T.copy()
+    ri = res_i[:, :6].T.copy()
+    out: dict[str, Any] = dict(zip(FLOAT_KEYS, rf[:6]))
+    for k, row in zip(("arrived", "served", "correct", "dropped"), ri[:4]):
+        out[k] = row
+    out["queued"] = (np.zeros(len(ri[0]), dtype=np.int64) if queued is None
+                     else np.asarray(queued, dtype=np.int64))
+    out["t"] = ri[4]
+    out["reward_terms"] = {"value_correct": rf[6], "aux_kwh": rf[2].copy(),
+                           "waste_kwh": rf[3].copy(), "leftover_kwh": rf[7],
+                           "dropped": ri[3].astype(np.float64)}
+    return out
+
+
 def single_slot(out: tuple, t: int, horizon: int, initial_storage_kwh: float,
                 weights: dict[str, float], queued: int = 0
                 ) -> tuple[float, bool, dict[str, Any]]:
     """Reward, truncation flag and ``info`` of a single copy's slot.
 
-    Shared by ``FleetEnv.step`` and the one-copy path of the vector env.
+    The queue path of ``FleetEnv.step`` (the kernel path uses :func:`kernel_slot`).
 
     Args:
-        out: What ``FleetCore.step_single`` returned for the slot.
+        out: The copy's slot: (harvest, demand, aux, waste, loss, storage [kWh], arrived,
+            served, correct, dropped [tasks], value of the correct answers).
         t: Slots elapsed after the slot.
         horizon: Slots per episode.
         initial_storage_kwh: Store level at the start of an episode [kWh].
@@ -92,12 +129,3 @@ def single_slot(out: tuple, t: int, horizon: int, initial_storage_kwh: float,
                      dropped, queued, t, terms)
     return reward, truncated, info
 
-
-def batch_one(info: dict[str, Any]) -> dict[str, Any]:
-    """A single copy's ``info`` as the batched info of one copy (arrays of shape (1,))."""
-    out: dict[str, Any] = {k: np.array([info[k]], dtype=np.float64) for k in FLOAT_KEYS}
-    for k in INT_KEYS:
-        out[k] = np.array([info[k]], dtype=np.int64)
-    out["reward_terms"] = {k: np.array([v], dtype=np.float64)
-                           for k, v in info["reward_terms"].items()}
-    return out

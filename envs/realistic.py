@@ -36,9 +36,7 @@ supply itself, so they never shift any other stream.
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
 from itertools import accumulate
-from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -275,12 +273,6 @@ class RealisticCore(FleetCore):
         self.rates = config.arrival_rate * np.asarray(config.class_shares, dtype=np.float64)
         #: 1 / class rate (0 for a class that never arrives): scales the queue features.
         self.inv_rates = np.where(self.rates > 0, 1.0 / np.maximum(self.rates, 1e-300), 0.0)
-        self._inv_rates_l = self.inv_rates.tolist()
-        self._forecast_l: list[list[float]] = []
-        self._forecast_of = -1  # the reset count _forecast_l belongs to
-        self._deadlines_l = self.deadlines.tolist()
-        self._caps_l = self.caps.tolist()
-        self._pend = []
 
     # ------------------------------------------------------------------ reset
     #: Per-copy state a step changes beyond ``FleetCore``'s (the vector env restores it for
@@ -309,16 +301,6 @@ class RealisticCore(FleetCore):
             if self.F:
                 self._build_forecast(b)
 
-    def _build_single_lists(self, *args: Any) -> None:
-        """The episode as Python lists (``FleetCore._build_single_lists``) for the B = 1 queue
-        step :meth:`_step_queued_single`; none without a queue (the paper's fast path
-        assumes no forecast features either, so forecast-only copies take ``step``)."""
-        self._pend: list[tuple[int, int, int]] = []  # the single copy's waiting tasks
-        if self.queued:
-            super()._build_single_lists(*args)
-        else:
-            self._single = None
-
     def _build_forecast(self, b: int) -> None:
         hp = self.harvest_process
         full, noise = hp.last_full, hp.last_noise
@@ -344,20 +326,6 @@ class RealisticCore(FleetCore):
             parts.append(self.forecast[self._rows, t])
         return np.concatenate(parts, axis=1) if parts else np.zeros((self.B, 0))
 
-    def extra_features_single(self) -> list[float]:
-        """:meth:`extra_features` of copy 0 as Python floats (the same values)."""
-        out = []
-        if self.queued:
-            out += [q * r for q, r in zip(self.queue_len[0].tolist(), self._inv_rates_l)]
-        if self.F:
-            if self._forecast_of != self.resets:  # a new episode: its forecast as lists
-                self._forecast_l = self.forecast[0].tolist()
-                self._forecast_of = self.resets
-            state = self.single_state
-            t = state[0] if state is not None else int(self.t[0])
-            out += self._forecast_l[t if t < self.T - 1 else self.T - 1]
-        return out
-
     # ------------------------------------------------------------------ step
     def step_action(self, actions: np.ndarray) -> SlotResult:
         """Advance every copy by one slot from raw actions of the env's action space.
@@ -380,28 +348,6 @@ class RealisticCore(FleetCore):
         mixtures, defer = decode_continuous(cfg, actions)
         return self.step(mixtures=mixtures, defer=defer)
 
-    def step_action_single(self, actions: np.ndarray) -> tuple:
-        """:meth:`step_action` of a single copy, returning what ``res.single(0)`` gives
-        (see ``FleetCore.step_single``); the B = 1 queue step when the episode has one."""
-        if self._single is None or not self.queued:
-            return self.step_action(actions).single(0)
-        if self.config.action_type == "discrete":
-            configs, defer = decode_discrete(self.config, actions)
-            return self._step_queued_single(None, configs, defer)[0]
-        mixtures, defer = decode_continuous(self.config, actions)
-        return self._step_queued_single(mixtures, None, defer)[0]
-
-    @property
-    def queue_fast_path(self) -> bool:
-        """True when a single copy's queue step runs on Python lists (see
-        :meth:`step_decoded_single`)."""
-        return self._single is not None and self.queued
-
-    def step_decoded_single(self, thresholds: list[list[float]], defer: list[float]) -> tuple:
-        """The B = 1 queue step from an action decoded by :class:`QueuedActionMap`; returns
-        what :meth:`step_action_single` returns. Needs :attr:`queue_fast_path`."""
-        return self._step_queued_single(None, None, None, thresholds, defer)[0]
-
     def step(self, mixtures: np.ndarray | None = None, configs: np.ndarray | None = None,
              defer: np.ndarray | None = None) -> SlotResult:
         """Advance every copy by one slot (see ``FleetCore.step``).
@@ -418,25 +364,8 @@ class RealisticCore(FleetCore):
 
     def _step_queued(self, mixtures: np.ndarray | None, configs: np.ndarray | None,
                      defer: np.ndarray | None) -> SlotResult:
-        if self._single is not None:  # B = 1: the same rules on Python lists
-            out, correct_by_class, tokens_by_model = self._step_queued_single(
-                mixtures, configs, defer)
-            harvest, demand, aux, waste, loss, storage, arrived, served, correct, dropped, \
-                value = out
-            f64, i64 = np.float64, np.int64
-            return SlotResult(
-                harvest_kwh=np.array([harvest]), demand_kwh=np.array([demand]),
-                aux_kwh=np.array([aux]), waste_kwh=np.array([waste]),
-                loss_kwh=np.array([loss]), storage_kwh=np.array([storage]),
-                arrived=np.array([arrived], dtype=i64), served=np.array([served], dtype=i64),
-                correct=np.array([correct], dtype=i64), dropped=np.array([dropped], dtype=i64),
-                value_correct=np.array([value], dtype=f64),
-                correct_by_class=np.array([correct_by_class], dtype=i64),
-                tokens_by_model=np.array([tokens_by_model], dtype=i64))
         if np.any(self.t >= self.T):
             raise RuntimeError("an episode has ended (t == horizon); reset the copy first")
-        if self._pending is not None:
-            self._fill_task_buffers()
         B, C, M, T = self.B, self.C, self.M, self.T
         rows, t = self._rows, self.t
         # 1. Pending tasks. Window of the W slots a pending task can come from, oldest first:
@@ -566,111 +495,3 @@ class RealisticCore(FleetCore):
             dropped=np.bincount(b_p, weights=dropped, minlength=B).astype(np.int64),
             value_correct=value, correct_by_class=correct_by_class,
             tokens_by_model=tokens_by_model)
-
-    def _step_queued_single(self, mixtures: np.ndarray | None, configs: np.ndarray | None,
-                            defer: np.ndarray | None, thresholds: list[list[float]] | None = None,
-                            defer_l: list[float] | None = None
-                            ) -> tuple[tuple, list[int], list[int]]:
-        """:meth:`_step_queued` of the single copy (B = 1) on Python lists, bit for bit.
-
-        The waiting tasks are ``self._pend``, in window order (oldest first), as (deadline
-        slot, task index, class); task index k addresses the episode lists of
-        ``FleetCore._build_single_lists`` (assignment quantile, effective steps per model).
-        ``thresholds`` and ``defer_l`` (from :class:`QueuedActionMap`) replace ``mixtures``
-        and ``defer`` when given.
-
-        Returns:
-            ``(step_single tuple, correct per class, tokens per model)``.
-        """
-        t0, s_prev, mean, m2 = self._single_clock()
-        u_l, eff_of, counts_l, start, _ = self._single
-        C, T = self.C, self.T
-        deadlines = self._deadlines_l
-        # 1. pending: the waiting tasks, then this slot's arrivals (class by class)
-        pend = self._pend
-        k = start[t0]
-        for c, n_c in enumerate(counts_l[t0]):
-            dl = t0 + deadlines[c]
-            dl = dl if dl < T - 1 else T - 1
-            pend.extend([(dl, kk, c) for kk in range(k, k + n_c)])
-            k += n_c
-        arrived = k - start[t0]
-        # 2. defer the newest non-due tasks of each class: round(f * pending) of them
-        deferred = ()
-        if defer is not None or defer_l is not None:
-            f = defer_l if defer_l is not None else np.clip(
-                np.asarray(defer, dtype=np.float64).reshape(C), 0.0, 1.0).tolist()
-            if any(x > 0.0 for x in f):
-                n_pend = [0] * C
-                for x in pend:
-                    n_pend[x[2]] += 1
-                n_def = [math.floor(fc * n + 0.5) for fc, n in zip(f, n_pend)]
-                rank = [0] * C
-                deferred = set()
-                for x in reversed(pend):
-                    if x[0] > t0:
-                        c = x[2]
-                        rank[c] += 1
-                        if rank[c] <= n_def[c]:
-                            deferred.add(x[1])
-        # 3. configuration and outcome of every candidate
-        max_steps, model_of, budget_of = self._max_steps_l, self._model_l, self._budget_l
-        omega = self.omega
-        if configs is None:
-            cum = thresholds if thresholds is not None else np.cumsum(
-                np.asarray(mixtures, dtype=np.float64).reshape(C, -1), axis=-1)[:, :-1].tolist()
-            config = -1
-        else:
-            config = int(np.asarray(configs).reshape(-1)[0])
-        # (deadline, task, class, model, tokens, effective steps if answered else -1)
-        cands = []
-        for dl, kk, c in pend:
-            if kk in deferred:
-                continue
-            j = bisect_right(cum[c], u_l[kk]) if config < 0 else config
-            e = eff_of[j][kk]
-            if e <= max_steps[j]:
-                cands.append((dl, kk, c, model_of[j], e * omega, e))
-            else:
-                cands.append((dl, kk, c, model_of[j], budget_of[j], -1))
-        # 4. throughput caps, earliest deadline first (stable: window order among ties)
-        if self.capped:
-            caps = self._caps_l
-            used = [0] * self.M
-            admitted = []
-            for x in sorted(cands, key=itemgetter(0)):
-                used[x[3]] += x[4]
-                if used[x[3]] <= caps[x[3]]:
-                    admitted.append(x)
-        else:
-            admitted = cands
-        # Per model, the steps of the answered tasks and the tokens of the others (the split
-        # FleetCore._close_single takes).
-        answered, other = [0] * self.M, [0] * self.M
-        correct = [0] * C
-        gone = set()
-        for _, kk, c, i, tok, e in admitted:
-            if e < 0:
-                other[i] += tok
-            else:
-                answered[i] += e
-                correct[c] += 1
-            gone.add(kk)
-        served = len(gone)
-        n_dropped = 0
-        waiting, queue = [], [0] * C
-        for x in pend:
-            if x[1] in gone:
-                continue
-            if x[0] <= t0:  # due and not served: dropped
-                n_dropped += 1
-            else:
-                waiting.append(x)
-                queue[x[2]] += 1
-        self._pend = waiting
-        self.queue_len = np.array([queue], dtype=np.int64)
-        harvest, demand, aux, waste, loss, storage, value = self._close_single(
-            t0, s_prev, mean, m2, answered, other, correct)
-        out = (harvest, demand, aux, waste, loss, storage, arrived, served, sum(correct),
-               n_dropped, value)
-        return out, correct, [a * omega + f for a, f in zip(answered, other)]

@@ -8,13 +8,12 @@ core's state (:func:`observe`). Action: a float32 Box in [-1, 1] with one weight
 from __future__ import annotations
 
 import math
-from itertools import accumulate
 
 import numpy as np
 from gymnasium import spaces
 
 from envs.config import FleetConfig
-from envs.dynamics import FleetCore, mixture_thresholds
+from envs.dynamics import FleetCore
 from envs.realistic import extra_feature_names, extra_features, queued_action_dim
 
 #: Slots of reference demand that make the soft scale of an unbounded store (1 hour at 5 min).
@@ -187,160 +186,40 @@ def action_mask(config: FleetConfig, space: spaces.Space) -> np.ndarray:
     return np.ones(int(space.n), dtype=bool)
 
 
-class SingleActionMap:
-    """Validates one continuous action and returns its assignment thresholds per class.
-
-    The fast path of ``mixture_thresholds(action_weights(config, validate_action(...))[0])``
-    on Python floats (same checks, same errors, bit-identical thresholds), for
-    ``FleetCore.step_single(thresholds=...)``. Call it with the action.
-    """
-
-    def __init__(self, config: FleetConfig, space: spaces.Space) -> None:
-        self.shape = space.shape
-        self.n_configs = config.n_configs
-        self.uniform = mixture_thresholds([[1.0] * self.n_configs])[0]
-
-    def __call__(self, action: object) -> list[list[float]]:
-        if type(action) is np.ndarray and action.shape == self.shape and \
-                action.dtype.kind == "f":
-            flat = action.tolist()
-        else:
-            a = real_action_array(action)
-            if a.shape != self.shape:
-                raise ValueError(f"action must have shape {self.shape} (classes x "
-                                 f"configurations), got shape {a.shape}")
-            flat = a.ravel().tolist()
-        J = self.n_configs
-        w = [x + 1.0 for x in flat]
-        # x + 1.0 >= 0 iff x >= -1 (exact for x in [-2, -1), nonzero below); x + 1.0 < 2
-        # implies x <= 1, and entries at 1 (w == 2) are checked on the action itself.
-        if min(w) >= 0.0 and (max(w) < 2.0 or max(flat) <= 1.0):
-            out = []
-            for c in range(0, len(w), J):
-                cum = list(accumulate(w[c:c + J]))
-                total = cum.pop()
-                if total > 0.0:
-                    out.append([x / total for x in cum])
-                elif total == 0.0:  # every entry -1: equal weights
-                    out.append(self.uniform)
-                else:  # NaN (min and max may skip a NaN; a NaN makes its class sum NaN)
-                    break
-            else:
-                return out
-        a = np.asarray(flat)  # min and max are NaN if an entry is NaN
-        raise ValueError(f"action entries must be finite and in [-1, 1], got min "
-                         f"{float(a.min())!r}, max {float(a.max())!r}")
-
-
-def single_action_thresholds(config: FleetConfig, action: object, space: spaces.Space
-                             ) -> list[list[float]]:
-    """:class:`SingleActionMap` of one action (see there)."""
-    return SingleActionMap(config, space)(action)
-
-
 class Observer:
-    """Builds the observation of every copy of a :class:`FleetCore` (normalised features)."""
+    """Builds the observation of every copy of a :class:`FleetCore` (normalised features).
+
+    The paper features are written by the core's kernel (after every step and reset, into
+    ``core.obs``); the features of the realistic extensions (queue lengths, forecast) are
+    appended here.
+    """
 
     def __init__(self, core: FleetCore) -> None:
         cfg = core.config
         self.core = core
         self.d_ref = core.ref_demand_kwh
-        self.h_ref = max(core.harvest_process.mean_kwh, 1e-12 * self.d_ref)
-        rates = cfg.arrival_rate * np.asarray(cfg.class_shares, dtype=np.float64)
-        self.inv_rates = np.where(rates > 0, 1.0 / np.maximum(rates, 1e-300), 0.0)
+        self.h_ref = core.h_ref
+        self.inv_rates = core.inv_rates
         self.s_max = cfg.storage_kwh
         self.s_ref = STORE_SCALE_SLOTS * self.d_ref
-        self.slots_per_day = 24.0 * 60.0 / cfg.slot_minutes
         self.n_c = cfg.n_classes
         self.n_extra = len(extra_feature_names(cfg))
         self.dim = 10 + self.n_c + self.n_extra
-        #: Slot of the day at which each copy's episode starts (the single-copy path reads it
-        #: once per episode, at its first observation).
-        self.start_slot = np.full(core.B, cfg.trace_start_hour * 60.0 / cfg.slot_minutes)
-        self._inv_rates = self.inv_rates.tolist()
-        #: Per slot of copy 0's episode, the features the episode fixes (see
-        #: _build_episode_features), and the core's reset count they were made at.
-        self._episode_features: list[list[float]] = []
-        self._episode_of = -1
-        #: Store feature of observe_single: 1 = S / S_max, 2 = S / (S + s_ref), 0 = none.
-        self._store_mode = 2 if math.isinf(self.s_max) else (1 if self.s_max > 0 else 0)
 
     def observe(self) -> np.ndarray:
-        """Observation of every copy, shape (B, dim), float32."""
+        """Observation of every copy from the core's state, shape (B, dim), float32 (a new
+        array)."""
+        self.core.observe()
+        return self.current().copy()
+
+    def current(self) -> np.ndarray:
+        """The core's observation buffer (B, dim) as its kernel step left it, with the extra
+        features filled in (valid until the core's next step or reset)."""
         core = self.core
-        out = np.empty((core.B, self.dim), dtype=np.float32)
-        s = core.storage
-        if math.isinf(self.s_max):
-            out[:, 0] = s / (s + self.s_ref)
-        elif self.s_max > 0:
-            out[:, 0] = s / self.s_max
-        else:
-            out[:, 0] = 0.0
-        out[:, 1] = core.last_harvest / self.h_ref
-        out[:, 2] = core.last_demand / self.d_ref
-        out[:, 3] = core.last_aux / self.d_ref
-        out[:, 4] = core.last_waste / self.d_ref
-        n_c = self.n_c
-        out[:, 5:5 + n_c] = core.current_arrivals() * self.inv_rates
-        phase = 2.0 * math.pi * (core.t + self.start_slot) / self.slots_per_day
-        out[:, 5 + n_c] = np.sin(phase)
-        out[:, 6 + n_c] = np.cos(phase)
-        out[:, 7 + n_c] = core.t / core.T
-        out[:, 8 + n_c] = core.net_mean
-        out[:, 9 + n_c] = core.net_std()
+        out = core.obs
         if self.n_extra:
-            out[:, 10 + n_c:] = extra_features(core)
+            out[:, 10 + self.n_c:] = extra_features(core)
         return out
-
-    def observe_single(self) -> np.ndarray:
-        """Observation of copy 0 of a single-copy core, shape (dim,), float32.
-
-        The B = 1 fast path of :meth:`observe`: the same features, computed operation for
-        operation on Python floats (bit-identical), the time of day from a per-episode table
-        computed by the same numpy expression as :meth:`observe`.
-        """
-        core = self.core
-        state = core.single_state  # the state as Python floats after a fast-path step
-        if state is not None:
-            t, s, harvest, demand, aux, waste, mean, m2 = state
-        else:
-            t = int(core.t[0])
-            s, harvest, demand = float(core.storage[0]), float(core.last_harvest[0]), \
-                float(core.last_demand[0])
-            aux, waste = float(core.last_aux[0]), float(core.last_waste[0])
-            mean, m2 = float(core.net_mean[0]), float(core.net_m2[0])
-        if self._episode_of != core.resets:  # a new episode
-            self._build_episode_features()
-        if self._store_mode == 1:
-            store = s / self.s_max
-        elif self._store_mode == 2:
-            store = s / (s + self.s_ref)
-        else:
-            store = 0.0
-        n = float(t if t > 1 else 1)
-        var = m2 / n
-        d_ref = self.d_ref
-        feats = [store, harvest / self.h_ref, demand / d_ref, aux / d_ref, waste / d_ref,
-                 *self._episode_features[t], mean, math.sqrt(var if var > 0.0 else 0.0)]
-        if self.n_extra:  # queue lengths, forecast (envs.realistic)
-            feats += core.extra_features_single()
-        return np.array(feats, dtype=np.float32)
-
-    def _build_episode_features(self) -> None:
-        """Features of copy 0 that the episode fixes, per slot t = 0..T: arrivals / mean rate
-        per class, time of day (sin, cos) and progress, by the expressions of
-        :meth:`observe` (bit-identical)."""
-        core = self.core
-        T = core.T
-        t = np.arange(T + 1)
-        phase = 2.0 * math.pi * (t + self.start_slot[0]) / self.slots_per_day
-        feats = np.empty((T + 1, self.n_c + 3))
-        feats[:, :self.n_c] = core.arrivals[0, np.minimum(t, T - 1)] * self.inv_rates
-        feats[:, self.n_c] = np.sin(phase)
-        feats[:, self.n_c + 1] = np.cos(phase)
-        feats[:, self.n_c + 2] = t / T
-        self._episode_features = feats.tolist()
-        self._episode_of = core.resets
 
 
 def serve_action(config: FleetConfig, mixture: np.ndarray) -> np.ndarray:

@@ -28,18 +28,12 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from envs import kernel
 from envs.config import FleetConfig, plain_spec, resolve_config
+from envs.info import FLOAT_KEYS, INT_KEYS, batched_info, kernel_batched_info
 from envs.realistic import RealisticCore, make_core
-from envs.info import FLOAT_KEYS, INT_KEYS, batch_one, batched_info, single_slot
 from envs.reward import REWARD_TERMS, combine, reward_terms, reward_weights
-from envs.spaces import (
-    Observer,
-    SingleActionMap,
-    action_space,
-    action_weights,
-    observation_space,
-    real_action_array,
-)
+from envs.spaces import Observer, action_space, observation_space, real_action_array
 
 #: Per-copy state arrays of :class:`FleetCore` that a step changes (restored for copies that
 #: are reset, not stepped, in a NEXT_STEP autoreset while other copies step).
@@ -99,7 +93,7 @@ class FleetVectorEnv(VectorEnv):
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self.reward_weights = reward_weights(self.core)
         self._discrete = self.config.action_type == "discrete"
-        self._action_map = SingleActionMap(self.config, self.single_action_space)
+        self._queued = self.config.queue_enabled
         self._np_randoms: list[np.random.Generator | None] = [None] * self.num_envs
         self._np_random_seeds: list[int | None] = [None] * self.num_envs
         self._autoreset = np.zeros(self.num_envs, dtype=bool)
@@ -240,51 +234,51 @@ class FleetVectorEnv(VectorEnv):
                 raise ValueError(f"actions must be integers in [0, {j - 1}], got min "
                                  f"{a.min()}, max {a.max()}")
             return a
-        a = real_action_array(actions)
+        a = actions
+        if type(a) is not np.ndarray or a.dtype.kind != "f" or a.dtype.itemsize not in (4, 8):
+            a = real_action_array(a)
         shape = (n, *self.single_action_space.shape)
         if a.shape != shape:
             raise ValueError(f"actions must have shape {shape} (copies x classes x "
                              f"configurations), got shape {a.shape}")
-        if not np.maximum.reduce(np.abs(a), axis=None) <= 1.0:  # also rejects NaN
-            raise ValueError(f"action entries must be finite and in [-1, 1], got min "
-                             f"{a.min()!r}, max {a.max()!r}")
+        # The kernel checks the values before it changes anything; an autoreset step resets
+        # copies first, so it checks them here.
+        if (self._queued or self._autoreset.any()) and \
+                not np.maximum.reduce(np.abs(a), axis=None) <= 1.0:
+            self._bad_actions(a)
         return a
+
+    @staticmethod
+    def _bad_actions(a: np.ndarray) -> None:
+        raise ValueError(f"action entries must be finite and in [-1, 1], got min "
+                         f"{a.min()!r}, max {a.max()!r}")
 
     def _step_all(self, a: np.ndarray
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        core = self.core
-        if self._realistic:  # queue / caps / forecast: the generic path of envs.realistic
+        core, n = self.core, self.num_envs
+        if self._queued:  # queue / caps: the queue step of envs.realistic
             res = core.step_action(a)
             trunc = core.t >= self.config.horizon
             terms = reward_terms(core, res, trunc)
             reward = combine(self.reward_weights, terms)
             info = batched_info(res, core.t, terms, core.queue_len.sum(axis=1))
-            return self.observer.observe(), reward, np.zeros(self.num_envs, dtype=bool), \
-                trunc, self._masked(info, np.ones(self.num_envs, dtype=bool))
-        if self.num_envs == 1:  # the single env's fast path (bit-identical, see tests)
-            if self._discrete:
-                out = core.step_single(config=int(a[0]))
-            else:  # a is validated: the single env's action map gives the same thresholds
-                out = core.step_single(thresholds=self._action_map(a[0]))
-            state = core.single_state
-            t = state[0] if state is not None else int(core.t[0])
-            reward, trunc, info1 = single_slot(out, t, self.config.horizon,
-                                               self.config.initial_storage_kwh,
-                                               self.reward_weights)
-            one = np.ones(1, dtype=bool)
-            return (self.observer.observe_single()[None], np.array([reward]),
-                    np.zeros(1, dtype=bool), np.array([trunc]),
-                    self._masked(batch_one(info1), one))
+            return self.observer.observe(), reward, np.zeros(n, dtype=bool), \
+                trunc, self._masked(info, np.ones(n, dtype=bool))
         if self._discrete:
-            res = core.step(configs=a)
+            code = core.run(kernel.MODE_CONFIG, core._no_act,
+                            np.ascontiguousarray(a, dtype=np.int64))
         else:
-            res = core.step(mixtures=action_weights(self.config, a))
-        trunc = core.t >= self.config.horizon
-        terms = reward_terms(core, res, trunc)
-        reward = combine(self.reward_weights, terms)
-        info = batched_info(res, core.t, terms)
-        return self.observer.observe(), reward, np.zeros(self.num_envs, dtype=bool), trunc, \
-            self._masked(info, np.ones(self.num_envs, dtype=bool))
+            code = core.run(kernel.MODE_ACTION, np.ascontiguousarray(a).reshape(-1),
+                            core._no_configs)
+            if code == kernel.BAD_ACTION:
+                self._bad_actions(np.asarray(a, dtype=np.float64))
+        if code == kernel.ENDED:
+            raise RuntimeError("an episode has ended (t == horizon); reset the copy first")
+        info = kernel_batched_info(core.res_f, core.res_i)
+        reward = core.res_f[:, 8].copy()
+        trunc = core.res_i[:, 5] == 1
+        return self.observer.current().copy(), reward, np.zeros(n, dtype=bool), trunc, \
+            self._masked(info, np.ones(n, dtype=bool))
 
     def _reset_info(self, mask: np.ndarray) -> dict[str, Any]:
         """Batched reset info: the single env's reset info at masked copies, zeros elsewhere."""

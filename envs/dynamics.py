@@ -124,7 +124,7 @@ class FleetCore:
     """
 
     #: Largest task buffers of one copy's episode [bytes].
-    MAX_EPISODE_BYTES = 2**31
+    MAX_EPISODE_BYTES = 2**30
 
     storage = _state_row(0, "storage")
     last_harvest = _state_row(1, "last_harvest")

@@ -180,8 +180,6 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
         self._shape = self.action_space.shape
         self._n_actions = int(self.action_space.n) if self._discrete else 0
         self._config1 = np.zeros(1, dtype=np.int64)
-        # Copy 0's rows of the kernel's result and observation buffers.
-        self._res_f0, self._res_i0 = self.core.res_f[0], self.core.res_i[0]
         self._last: dict[str, Any] | None = None
         #: Per slot (harvest, demand, storage) [kWh], kept for the rgb_array render only.
         self._history: list[tuple[float, float, float]] = []
@@ -238,7 +236,7 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
             reward, truncated, info = single_slot(out, int(core.t[0]), self._horizon, self._s0,
                                                   self.reward_weights, self._queued_tasks())
             return self._finish(info, truncated, reward, self.observer.observe()[0])
-        reward, truncated, info = kernel_slot(self._res_f0.tolist(), self._res_i0.tolist())
+        reward, truncated, info = kernel_slot(core.res_f[0].tolist(), core.res_i[0].tolist())
         obs = self.observer.current()[0].copy() if self._realistic else core.obs[0].copy()
         return self._finish(info, truncated, reward, obs)
 

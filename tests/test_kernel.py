@@ -1,4 +1,5 @@
-"""The optimised paths of the step give exactly (bit for bit) what the generic paths give."""
+"""The compiled kernel of the core gives exactly (bit for bit) what the numpy reference of
+``tests/reference_core.py`` gives, on every action path, store and arrival density."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import numpy as np
 import pytest
 
 from envs.config import resolve_config
-from envs.dynamics import FleetCore, mixture_thresholds
-from envs.reward import combine, combine_scalar, reward_terms, reward_weights, slot_terms
-from envs.spaces import Observer, action_to_mixture
+from envs import kernel
+from envs.dynamics import FleetCore
+from envs.spaces import action_to_mixture, action_weights
+from tests.reference_core import reference_leftover_and_reward, reference_observe, \
+    reference_step
 
 #: Presets plus variants that exercise every branch of the ledger and the reward.
 CONFIGS = {
@@ -27,6 +30,11 @@ CONFIGS = {
                                  token_budgets=(2048,)),
     # Most slots without tasks, in one copy or in all: empty segments in the batched step.
     "sparse": resolve_config("critical", horizon=40, arrival_rate=0.3),
+    "very-sparse": resolve_config("critical", horizon=40, arrival_rate=0.05),
+    "no-store": resolve_config("critical", horizon=30, storage_kwh=0.0),
+    "lossy-unbounded": resolve_config("volatile", horizon=30, charge_efficiency=0.8,
+                                      discharge_efficiency=0.9, initial_storage_kwh=0.02),
+    "solar": resolve_config("solar_day", horizon=40),
 }
 FIELDS = ("harvest_kwh", "demand_kwh", "aux_kwh", "waste_kwh", "loss_kwh", "storage_kwh",
           "arrived", "served", "correct", "dropped", "value_correct")
@@ -49,58 +57,88 @@ def _same(x, y) -> bool:
     return np.asarray(x).tobytes() == np.asarray(y).tobytes()
 
 
+def _random_actions(rng: np.random.Generator, cfg, b: int) -> np.ndarray:
+    a = rng.uniform(-1, 1, (b, cfg.n_classes * cfg.n_configs)).astype(np.float32)
+    a[rng.random(a.shape) < 0.5] = -1.0  # sparse rows and all -1 rows occur
+    a[rng.random(a.shape) < 0.05] = 1.0
+    return a
+
+
 @pytest.mark.parametrize("name", sorted(CONFIGS))
-@pytest.mark.parametrize("kind", ["mixture", "config"])
-def test_single_copy_fast_path_equals_generic_step(name: str, kind: str) -> None:
-    """FleetCore.step_single (outcome table, scalar ledger) and Observer.observe_single
-    against FleetCore.step and Observer.observe on a second core with the same draws,
-    over two episodes."""
+@pytest.mark.parametrize("kind", ["action", "mixture", "config"])
+@pytest.mark.parametrize("b", [1, 3])
+def test_kernel_equals_numpy_reference(name: str, kind: str, b: int) -> None:
+    """Kernel step (raw actions, mixture weights or pure configurations) against the numpy
+    reference on a second core with the same draws, over two episodes and a half (copy 1
+    reset mid-episode, so copies are at different slots): every result, reward term, state
+    array and observation feature, bit for bit."""
     cfg = CONFIGS[name]
-    fast, ref = FleetCore(cfg, 1), FleetCore(cfg, 1)
-    obs_fast, obs_ref = Observer(fast), Observer(ref)
+    ker, ref = FleetCore(cfg, b), FleetCore(cfg, b)
     rng = np.random.default_rng(7)
+    n_c = cfg.n_classes
     for episode in range(2):
-        _reset(fast, episode)
+        _reset(ker, episode)
         _reset(ref, episode)
-        assert _same(obs_fast.observe_single(), obs_ref.observe()[0])
-        for _ in range(cfg.horizon):
-            if kind == "mixture":
-                mix = _random_mixtures(rng, cfg, 1)
-                out = fast.step_single(mixture=mix[0])
-                res = ref.step(mixtures=mix)
+        assert _same(ker.obs[:, :10 + n_c], reference_observe(ref))
+        for k in range(cfg.horizon + (cfg.horizon // 2 if episode else 0)):
+            if episode and k == cfg.horizon // 3 and b > 1:
+                for core in (ker, ref):
+                    core.reset_copy(1, *np.random.default_rng([99, k]).spawn(3))
+            if np.any(ref.t >= cfg.horizon):
+                break
+            if kind == "action":
+                a = _random_actions(rng, cfg, b)
+                assert ker.run(kernel.MODE_ACTION, a.reshape(-1), ker._no_configs) == kernel.OK
+                res = ker.result()
+                want = reference_step(ref, mixtures=action_weights(cfg, a))
+            elif kind == "mixture":
+                mix = _random_mixtures(rng, cfg, b)
+                res = ker.step(mixtures=mix)
+                want = reference_step(ref, mixtures=mix)
             else:
-                j = int(rng.integers(cfg.n_configs))
-                out = fast.step_single(config=j)
-                res = ref.step(configs=np.array([j]))
-            for f, v in zip(FIELDS, out):
-                assert _same(np.float64(v), np.float64(getattr(res, f)[0])), f
+                j = rng.integers(0, cfg.n_configs, b)
+                res = ker.step(configs=j)
+                want = reference_step(ref, configs=j)
+            for f in (*FIELDS, "correct_by_class", "tokens_by_model"):
+                assert _same(getattr(res, f), getattr(want, f)), (k, f)
             for f in STATE:
-                assert _same(getattr(fast, f), getattr(ref, f)), f
-            assert _same(obs_fast.observe_single(), obs_ref.observe()[0])
-            trunc = bool(ref.t[0] >= cfg.horizon)
-            w = reward_weights(ref)
-            terms = reward_terms(ref, res, np.array([trunc]))
-            s_terms = slot_terms(cfg.initial_storage_kwh, out[-1], out[2], out[3], out[5], trunc)
-            assert all(_same(np.float64(s_terms[k]), v[0]) for k, v in terms.items())
-            assert _same(np.float64(combine_scalar(w, s_terms)), combine(w, terms)[0])
-        with pytest.raises(RuntimeError, match="reset"):
-            fast.step_single(config=0)
+                assert _same(getattr(ker, f), getattr(ref, f)), (k, f)
+            leftover, reward = reference_leftover_and_reward(ref, want)
+            assert _same(ker.res_f[:, 7], leftover) and _same(ker.res_f[:, 8], reward)
+            assert _same(ker.res_i[:, 5] == 1, ref.t >= cfg.horizon)
+            assert _same(ker.obs[:, :10 + n_c], reference_observe(ref))
+        if b == 1:
+            with pytest.raises(RuntimeError, match="reset"):
+                ker.step(configs=np.array([0]))
 
 
-def test_single_copy_fallback_without_lists() -> None:
-    """Above the size limit of the fast path step_single routes through step, same results."""
+def test_kernel_rejects_bad_actions_before_any_change() -> None:
+    """Out-of-range or NaN entries in any copy: the kernel returns BAD_ACTION and leaves
+    every copy's state as it was; the envs raise the error naming the range."""
+    import gymnasium as gym
+
     cfg = CONFIGS["critical"]
-    small, ref = FleetCore(cfg, 1), FleetCore(cfg, 1)
-    small.SINGLE_LIST_MAX = 10
-    _reset(small, 3)
-    _reset(ref, 3)
-    assert small._single is None and ref._single is not None
-    rng = np.random.default_rng(0)
-    for _ in range(10):
-        mix = _random_mixtures(rng, cfg, 1)[0]
-        assert small.step_single(mixture=mix) == ref.step_single(mixture=mix)
-    with pytest.raises(ValueError, match="fast path"):
-        small.step_single(thresholds=[[0.5] * 8] * 3)
+    core = FleetCore(cfg, 3)
+    _reset(core, 0)
+    before = {f: getattr(core, f).copy() for f in STATE}
+    J = cfg.n_configs
+    for edge in (np.nan, np.inf, -np.inf, np.nextafter(1.0, 2.0), np.nextafter(-1.0, -2.0)):
+        for pos in (0, J, 3 * cfg.n_classes * J - 1):
+            a = np.zeros(3 * cfg.n_classes * J)
+            a[pos] = edge
+            assert core.run(kernel.MODE_ACTION, a, core._no_configs) == kernel.BAD_ACTION
+            for f in STATE:
+                assert _same(getattr(core, f), before[f]), f
+    env = gym.make("lrm/Critical-v0", horizon=20)
+    env.reset(seed=0)
+    bad = np.zeros(env.action_space.shape, dtype=np.float32)
+    bad[4] = np.nan
+    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+        env.step(bad)
+    with pytest.raises(ValueError, match="shape"):
+        env.step(np.zeros(5))
+    obs, *_ = env.step(np.zeros(env.action_space.shape).tolist())  # a list is accepted
+    assert obs.shape == env.observation_space.shape
 
 
 @pytest.mark.parametrize("name", ["critical", "lossy-idle", "one-config"])
@@ -147,57 +185,11 @@ def test_batched_copy_equals_single_core(name: str) -> None:
                 assert _same(getattr(res, f)[i], getattr(r1, f)[0]), (k, i, f)
 
 
-def test_single_action_thresholds_equal_generic_mapping() -> None:
-    """The Python-float action map gives the thresholds the batched step uses (running sums
-    of the weights of action_weights over their total), bit for bit, and the same errors;
-    the batched step's float32 thresholds split float32 quantiles exactly as they do."""
-    from envs.spaces import action_space, action_weights, single_action_thresholds, \
-        validate_action
-
-    cfg = CONFIGS["critical"]
-    space = action_space(cfg)
-    rng = np.random.default_rng(5)
-    u = np.sort(rng.random(4000, dtype=np.float32))
-    for k in range(200):
-        a = rng.uniform(-1, 1, space.shape).astype(np.float32 if k % 2 else np.float64)
-        a[rng.random(a.shape) < (k % 5) / 4] = -1.0  # from dense to all -1 (uniform rows)
-        w = action_weights(cfg, validate_action(cfg, a, space))[0]
-        ref = FleetCore._thresholds(w)  # (C, J-1)
-        got = single_action_thresholds(cfg, a if k % 3 else a.tolist(), space)
-        assert _same(np.array(got), ref)
-        assert got == mixture_thresholds(w.tolist())
-        t32 = FleetCore._thresholds32(w)[:, :cfg.n_configs - 1]  # (C, J-1); +inf padding
-        # float32 quantiles on and next to each threshold: same side of both
-        near = np.concatenate([u, ref.ravel().astype(np.float32),
-                               np.nextafter(ref.ravel().astype(np.float32), np.float32(0)),
-                               np.nextafter(ref.ravel().astype(np.float32), np.float32(1))])
-        assert np.array_equal(near[:, None, None] >= t32, near[:, None, None] >= ref)
-        padded = FleetCore._thresholds32(w)
-        assert padded.shape == (cfg.n_classes, 8) and np.isinf(padded[:, cfg.n_configs - 1:]).all()
-    for bad, msg in ((np.zeros(5), "shape"), (np.full(space.shape, np.nan), r"\[-1, 1\]"),
-                     (np.full(space.shape, 1.0 + 1e-12), r"\[-1, 1\]")):
-        with pytest.raises(ValueError, match=msg):
-            single_action_thresholds(cfg, bad, space)
-    for edge in (np.nextafter(1.0, 2.0), np.nextafter(-1.0, -2.0), 1.0 + 2.0**-23, np.inf,
-                 -np.inf):  # one entry just outside [-1, 1] (a + 1 rounds to 2.0 for the first)
-        bad = np.zeros(space.shape)
-        bad[7] = edge
-        with pytest.raises(ValueError, match=r"\[-1, 1\]"):
-            single_action_thresholds(cfg, bad, space)
-        with pytest.raises(ValueError, match=r"\[-1, 1\]"):
-            validate_action(cfg, bad, space)
-    one_nan = np.zeros(space.shape)
-    one_nan[4] = np.nan  # hidden from min/max by its position; caught by its class sum
-    with pytest.raises(ValueError, match="nan"):
-        single_action_thresholds(cfg, one_nan, space)
-
-
 def test_reset_copies_equals_one_by_one() -> None:
-    """Batched resets (chunked, contiguous or not) give each copy the episode a lone
-    reset_copy with the same generators gives."""
+    """Batched resets (contiguous or not) give each copy the episode a lone reset_copy with
+    the same generators gives."""
     cfg = CONFIGS["critical"]
     a, b = FleetCore(cfg, 7), FleetCore(cfg, 7)
-    a.RESET_CHUNK = 2
     for copies in ([0, 1, 2, 3, 4, 5, 6], [5, 1, 3]):
         a.reset_copies(copies, [tuple(np.random.default_rng([c, 1]).spawn(3)) for c in copies])
         for c in copies:
@@ -227,7 +219,20 @@ def test_step_draws_equal_searchsorted_definition(name: str) -> None:
         np.array([0.0, np.nextafter(np.float32(1), np.float32(0))], dtype=np.float32)])
     u = np.clip(u, 0, np.nextafter(np.float32(1), np.float32(0))).astype(np.float32)
     cls = rng.integers(0, cfg.n_classes, u.size)
-    got = core._sample_steps(cls, u)
+    # Lay the quantiles out as one episode (one task per slot) and let the kernel fill it.
+    ip = core._ip.copy()
+    ip[kernel.I_T] = u.size
+    counts = np.zeros((u.size, cfg.n_classes), dtype=np.int64)
+    counts[np.arange(u.size), cls] = 1
+    lat = np.zeros((u.size, 3), dtype=np.float32)
+    lat[:, 0] = u
+    bufs = [np.zeros((u.size, 1, 1), dtype=d) for d in (core._cls_tm.dtype, np.float32,
+                                                          np.float32)]
+    steps = np.zeros((u.size, 1, 1, cfg.n_models), dtype=core._steps_tm.dtype)
+    kernel.fill_episode(0, ip, counts, lat, *bufs, steps, core._k0, core._cdf_at, core._cdf,
+                        core._cdf_off)
+    assert np.array_equal(bufs[0][:, 0, 0], cls)
+    got = steps[:, 0, 0, :].T
     k_cap = core.tables.n_max + 1
     for i in range(cfg.n_models):
         for c, m in enumerate(cfg.class_skills):
@@ -236,54 +241,6 @@ def test_step_draws_equal_searchsorted_definition(name: str) -> None:
                 m + np.searchsorted(core.tables.cdf[i][c], u[sel].astype(np.float64), "left"),
                 k_cap)
             assert np.array_equal(got[i, sel], want), (i, c)
-
-
-def test_observe_single_with_shifted_clock() -> None:
-    """The single-copy observation follows a shifted start of day (start_slot, read at the
-    start of each episode) exactly."""
-    cfg = CONFIGS["critical"]
-    core = FleetCore(cfg, 1)
-    obs = Observer(core)
-    for episode, start in enumerate((0.0, 37.0, 101.5, 0.0)):
-        obs.start_slot[:] = start
-        _reset(core, episode)
-        for _ in range(3):
-            assert _same(obs.observe_single(), obs.observe()[0])
-            core.step_single(config=4)
-
-
-@pytest.mark.parametrize("n_groups,bound", [(3, 38 * 16384), (4, 40), (3, 2**40)])
-@pytest.mark.parametrize("empty", ["none", "first", "middle", "last", "all"])
-def test_segment_sums_by_group_bit_fields_and_bincount(n_groups: int, bound: int, empty: str
-                                                       ) -> None:
-    """Per-copy, per-group sums over a flat array of segments: the bit-field path (small
-    bounds) and the bincount path (bounds too large for 63 bits) both equal a plain loop,
-    including copies that hit the bound and copies with no entries (first, inside, last)."""
-    from envs.dynamics import _Segments
-
-    rng = np.random.default_rng(3)
-    B, a = 50, 38
-    n = rng.integers(1, a + 1, B)
-    n[0] = a
-    n[{"none": [], "first": [0, 1], "middle": [7, 8, 20], "last": [B - 2, B - 1],
-       "all": slice(None)}[empty]] = 0
-    per_task = max(1, bound // a)
-    x = rng.integers(0, per_task + 1, int(n.sum()))
-    group = rng.integers(0, n_groups, x.size)
-    if n[0]:
-        x[:a] = per_task  # a copy at the bound
-        group[:a] = 0
-    ends = np.cumsum(n)
-    starts = ends - n
-    want = np.zeros((B, n_groups), dtype=np.int64)
-    for b in range(B):
-        for p in range(starts[b], ends[b]):
-            want[b, group[p]] += x[p]
-    segs = _Segments(starts, n, int(n.sum()))
-    got = segs.sums_by_group(x, group, n_groups, bound)
-    assert got.dtype == np.int64 and np.array_equal(got, want)
-    assert np.array_equal(segs.sums_by_group(x.astype(bool), group, n_groups, a),
-                          segs.sums_by_group(x.astype(bool), group, n_groups, 2**62))
 
 
 @pytest.mark.parametrize("n", [1, 2, 7, 8, 9, 10, 15, 16, 17, 33, 128])

@@ -263,3 +263,35 @@ def test_task_latents_drawn_into_an_array_equal_a_new_draw():
     assert a.random() == b.random()  # both generators moved on by the same draws
     with pytest.raises(ValueError, match=r"out must have shape \(5, 3\)"):
         sample_task_latents(a, 5, out=buf)
+
+
+@pytest.mark.parametrize("overrides", [{"horizon": 70_000}, {"arrival_rate": 5000.0}])
+def test_long_or_busy_episodes_step_on_every_path(overrides):
+    """Large accepted configs run: the single env and the one-copy vector env step with a
+    continuous action (and the vector env equals the single env)."""
+    env = gym.make("lrm/Critical-v0", **overrides)
+    venv = gym.make_vec("lrm/Critical-v0", num_envs=1, vectorization_mode="vector_entry_point",
+                        **overrides)
+    obs, _ = env.reset(seed=3)
+    vobs, _ = venv.reset(seed=3)
+    np.testing.assert_array_equal(obs, vobs[0])
+    a = np.linspace(-1, 1, env.action_space.shape[0], dtype=np.float32)
+    for _ in range(3):
+        obs, reward, _, _, info = env.step(a)
+        vobs, vreward, _, _, vinfo = venv.step(a[None])
+        np.testing.assert_array_equal(obs, vobs[0])
+        assert reward == vreward[0] and info["arrived"] == vinfo["arrived"][0] > 0
+    env.close()
+    venv.close()
+
+
+@pytest.mark.parametrize("overrides", [{"horizon": 10_000_000, "arrival_rate": 1e6},
+                                       {"horizon": 10_000_000}])
+def test_oversized_episode_refused_at_construction(overrides):
+    """A config whose episode would not fit the task-buffer limit is refused when the env is
+    made, naming the fields and the limit (not a MemoryError at reset)."""
+    cfg = resolve_config("critical", **overrides)  # within each field's own range
+    with pytest.raises(ValueError, match=r"horizon=10000000 with arrival_rate=.*limit of 1 GiB"):
+        FleetCore(cfg, 1)
+    with pytest.raises(ValueError, match="horizon"):
+        gym.make("lrm/Critical-v0", **overrides)

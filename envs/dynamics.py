@@ -315,28 +315,42 @@ class FleetCore:
             raise ValueError(f"copies and rngs must have the same length, got {len(copies)} "
                              f"and {len(rngs)}")
         self.resets += 1
-        T = self.T
-        s0 = self.config.initial_storage_kwh
-        for b, (arrivals_rng, harvest_rng, tasks_rng) in zip(copies, rngs):
-            counts = np.ascontiguousarray(self.arrival_process.sample(arrivals_rng, T),
-                                          dtype=np.int64)
-            harvest = self.harvest_process.sample(harvest_rng, T)
-            per_slot = counts.sum(axis=1)
-            lat = sample_task_latents(tasks_rng, int(per_slot.sum()))
-            a = int(per_slot.max()) if T else 0
-            if a > self.A:
-                self._grow(a)
-            kernel.fill_episode(b, self._ip, counts, lat, self._cls_tm, self._us_tm,
-                                self._ua_tm, self._steps_tm, self._k0, self._cdf_at,
-                                self._cdf, self._cdf_off)
-            self.arrivals[b] = counts
-            self.n_slot[b] = per_slot
-            self.harvest[b] = harvest
-            self.t[b] = 0
-            fs = self._fs[:, b]
-            fs[:] = 0.0
-            fs[0] = s0
+        for lo in range(0, len(copies), self.RESET_CHUNK):
+            self._reset_chunk(list(copies[lo:lo + self.RESET_CHUNK]),
+                              rngs[lo:lo + self.RESET_CHUNK])
         kernel.observe(self._ip, self._fp, self._fs, self.t, self.arrivals, self.obs)
+
+    #: Copies whose tasks are drawn and written together by :meth:`reset_copies` (bounds the
+    #: memory of the draws).
+    RESET_CHUNK = 256
+
+    def _reset_chunk(self, copies: list[int], rngs: Sequence[tuple[np.random.Generator, ...]]
+                     ) -> None:
+        T = self.T
+        R = len(copies)
+        counts = np.empty((R, T, self.C), dtype=np.int64)
+        harvest = np.empty((R, T))
+        lats = []
+        for r, (arrivals_rng, harvest_rng, tasks_rng) in enumerate(rngs):
+            counts[r] = self.arrival_process.sample(arrivals_rng, T)
+            harvest[r] = self.harvest_process.sample(harvest_rng, T)
+            lats.append(sample_task_latents(tasks_rng, int(counts[r].sum())))
+        per_slot = counts.sum(axis=2)  # (R, T)
+        a = int(per_slot.max()) if per_slot.size else 0
+        if a > self.A:
+            self._grow(a)
+        n = np.array([x.shape[0] for x in lats], dtype=np.int64)
+        lat = np.concatenate(lats) if R > 1 else lats[0]
+        rows = np.asarray(copies, dtype=np.int64)
+        kernel.fill_episodes(self._ip, rows, counts, lat, np.cumsum(n) - n, self._cls_tm,
+                             self._us_tm, self._ua_tm, self._steps_tm, self._k0,
+                             self._cdf_at, self._cdf, self._cdf_off)
+        self.arrivals[rows] = counts
+        self.n_slot[rows] = per_slot
+        self.harvest[rows] = harvest
+        self.t[rows] = 0
+        self._fs[:, rows] = 0.0
+        self._fs[0, rows] = self.config.initial_storage_kwh
 
     # ------------------------------------------------------------------ step
     def current_arrivals(self) -> np.ndarray:

@@ -254,17 +254,15 @@ def step(ip, fp, fs, t, harvest, arrivals, us, ua, steps, mode, act, configs, re
                 else:
                     u = float(ua[t0, b, p])
                     j = 0
-                    for q in range(J - 1):  # thresholds <= u
-                        if u >= thr[q]:
-                            j += 1
+                    for q in range(J - 1):  # thresholds <= u (branch-free count)
+                        j += np.int64(u >= thr[q])
                 i = ip[o_model + j]
                 budget = ip[o_budget + j]
                 step_tok = np.int64(steps[t0, b, p, i]) * omega
-                if float(us[t0, b, p]) < fp[solv_c + i * C] and step_tok <= budget:
-                    tok[i] += step_tok
-                    cor[c] += 1
-                else:
-                    tok[i] += budget
+                ok = np.int64(float(us[t0, b, p]) < fp[solv_c + i * C]) \
+                    & np.int64(step_tok <= budget)
+                tok[i] += budget + ok * (step_tok - budget)
+                cor[c] += ok
                 p += 1
         # Sums over models and classes in index order (as a loop from the first term).
         energy = float(tok[0]) * fp[o_jpt]
@@ -309,11 +307,14 @@ def step(ip, fp, fs, t, harvest, arrivals, us, ua, steps, mode, act, configs, re
 
 
 @njit(cache=True)
-def fill_episode(b, ip, counts, lat, cls, us, ua, steps, k0, cdf_at, cdf, cdf_off):
-    """Write copy b's episode of tasks into the slot-major task buffers (T, B, A[, M]).
+def fill_episodes(ip, copies, counts, lat, first, cls, us, ua, steps, k0, cdf_at, cdf,
+                  cdf_off):
+    """Write the episodes of copies ``copies`` (R,) into the slot-major task buffers
+    (T, B, A[, M]), slot by slot (so the writes of one slot are close together).
 
-    Tasks in arrival order (slot, then class), one row of ``lat`` (step-count, solvability
-    and assignment quantiles, float32) each. Step count under model i: ``m_c +
+    Copy ``copies[r]`` has ``counts[r]`` (T, C) arrivals; its tasks, in arrival order (slot,
+    then class), are the rows ``first[r]``, ``first[r] + 1``, ... of ``lat`` (step-count,
+    solvability and assignment quantiles, float32). Step count under model i: ``m_c +
     searchsorted(cdf[i][c], u, side="left")``, by the guide tables (``FleetCore._build_guides``:
     ``k0 + (cdf_at < u)``, or a binary search in the bins marked NaN).
     """
@@ -322,28 +323,30 @@ def fill_episode(b, ip, counts, lat, cls, us, ua, steps, k0, cdf_at, cdf, cdf_of
     G = k0.shape[1] // C
     o_skill = N_I_SCALARS + 2 * ip[I_J]
     g_scale = np.float32(G)
-    k = 0
+    next_task = first.copy()
     for s in range(T):
-        p = 0
-        for c in range(C):
-            for _ in range(counts[s, c]):
-                u = lat[k, 0]
-                g = c * G + int(u * g_scale)
-                for i in range(M):
-                    at = cdf_at[i, g]
-                    if np.isnan(at):
-                        lo = cdf_off[i * C + c]
-                        hi = cdf_off[i * C + c + 1]
-                        steps[s, b, p, i] = ip[o_skill + c] + np.searchsorted(
-                            cdf[lo:hi], np.float64(u))
-                    elif at < u:
-                        steps[s, b, p, i] = k0[i, g] + 1
-                    else:
-                        steps[s, b, p, i] = k0[i, g]
-                cls[s, b, p] = c
-                us[s, b, p] = lat[k, 1]
-                ua[s, b, p] = lat[k, 2]
-                p += 1
-                k += 1
-        for q in range(p, A):
-            cls[s, b, q] = C
+        for r in range(copies.size):
+            b = copies[r]
+            k = next_task[r]
+            p = 0
+            for c in range(C):
+                for _ in range(counts[r, s, c]):
+                    u = lat[k, 0]
+                    g = c * G + int(u * g_scale)
+                    for i in range(M):
+                        at = cdf_at[i, g]
+                        if at != at:  # NaN: a bin holding several CDF entries
+                            lo = cdf_off[i * C + c]
+                            hi = cdf_off[i * C + c + 1]
+                            steps[s, b, p, i] = ip[o_skill + c] + np.searchsorted(
+                                cdf[lo:hi], np.float64(u))
+                        else:  # branch-free: the comparison is a coin flip
+                            steps[s, b, p, i] = k0[i, g] + np.int64(at < u)
+                    cls[s, b, p] = c
+                    us[s, b, p] = lat[k, 1]
+                    ua[s, b, p] = lat[k, 2]
+                    p += 1
+                    k += 1
+            next_task[r] = k
+            for q in range(p, A):
+                cls[s, b, q] = C

@@ -229,8 +229,9 @@ def test_step_draws_equal_searchsorted_definition(name: str) -> None:
     bufs = [np.zeros((u.size, 1, 1), dtype=d) for d in (core._cls_tm.dtype, np.float32,
                                                           np.float32)]
     steps = np.zeros((u.size, 1, 1, cfg.n_models), dtype=core._steps_tm.dtype)
-    kernel.fill_episode(0, ip, counts, lat, *bufs, steps, core._k0, core._cdf_at, core._cdf,
-                        core._cdf_off)
+    kernel.fill_episodes(ip, np.zeros(1, dtype=np.int64), counts[None], lat,
+                         np.zeros(1, dtype=np.int64), *bufs, steps, core._k0, core._cdf_at,
+                         core._cdf, core._cdf_off)
     assert np.array_equal(bufs[0][:, 0, 0], cls)
     got = steps[:, 0, 0, :].T
     k_cap = core.tables.n_max + 1

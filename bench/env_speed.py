@@ -11,11 +11,11 @@ a case and its baseline alike.
    (env-steps per second; random mixtures and random pure configurations; resets excluded)
    against the single env with random actions.
 2. The native vector env (``gym.make_vec``, autoreset) at N = 1, 8, 64, 256, 1024 against
-   ``SyncVectorEnv`` and ``AsyncVectorEnv`` of 8 single envs (env-steps per second; every run
-   covers a whole episode, so resets are included).
+   ``SyncVectorEnv`` and ``AsyncVectorEnv`` of 8 single envs (env-steps per second, random
+   actions; every run covers two whole episodes of each copy, so autoresets are included).
 3. PPO training frames per second of train.py's training env on the native back end
    (``agents.vec``, batched action map) versus SB3's ``DummyVecEnv`` (8 copies, the
-   shipped PPO hyperparameters and ``VecNormalize``, 1 torch thread).
+   shipped PPO hyperparameters and ``VecNormalize``, 1 torch thread), and both at 64 copies.
 
 Usage: ``python bench/env_speed.py [--quick] [--reps N] [--clock wall|cpu] [--skip-ppo]``.
 ``--clock cpu`` times with this process's CPU time (steadier on a loaded machine; it does not
@@ -204,9 +204,9 @@ def main() -> None:
     rounds = measure(core_cases, reps, clock)
     table("batched core (critical config)", "env-steps/s", "single env", core_cases, rounds, 0)
 
-    # 2. vector envs: every run covers at least one whole episode (288 slots) of each copy
+    # 2. vector envs: every run covers two whole episodes (288 slots each) of each copy
     horizon = resolve_config("critical").horizon
-    vsteps = horizon + 12 if not args.quick else horizon // 4
+    vsteps = 2 * horizon + 12 if not args.quick else horizon // 4
     vec_cases: list[Case] = [
         ("`SyncVectorEnv`, N = 8",
          vector_case(lambda: gym.make_vec(ID, num_envs=8, vectorization_mode="sync"), 8,
@@ -222,7 +222,7 @@ def main() -> None:
              vector_case(lambda n=n: gym.make_vec(ID, num_envs=n,
                                                   vectorization_mode="vector_entry_point"),
                          n, vsteps)))
-    rounds = measure(vec_cases, max(1, reps - 2) if not args.quick else reps, clock)
+    rounds = measure(vec_cases, reps, clock)
     table(f"vector env ({ID}, random actions, autoreset)", "env-steps/s",
           "SyncVectorEnv N = 8", vec_cases, rounds, 0)
     for _, run in vec_cases:
@@ -232,17 +232,19 @@ def main() -> None:
     if not args.skip_ppo:
         total = 4096 if args.quick else 20480  # 20480 steps: 80 rollouts, 9 episodes per copy
         ppo_fps(True, 8, 1024, 0)  # warm-up (imports, first model)
-        pairs = [(ppo_fps(False, 8, total, r), ppo_fps(True, 8, total, r))
-                 for r in range(max(1, reps // 2))]
-        print(f"| PPO `learn` as train.py runs it ({ID}, 8 copies, {total} steps, "
-              "hyperparams/ppo.yml, softmax action map, VecNormalize, 1 torch thread) | "
-              "frames/s | vs DummyVecEnv |")
-        print("|---|---:|---:|")
-        print(f"| `--vec-env dummy`: SB3 `DummyVecEnv` + `Monitor` | "
-              f"{statistics.median(d for d, _ in pairs):,.0f} | 1.00x |")
-        print(f"| `--vec-env native`: `FleetSB3VecEnv` + `VecActionMap` | "
-              f"{statistics.median(n for _, n in pairs):,.0f} | "
-              f"{statistics.median(n / d for d, n in pairs):.2f}x |")
+        for n_envs in (8, 64):
+            pairs = [(ppo_fps(False, n_envs, total, r), ppo_fps(True, n_envs, total, r))
+                     for r in range(max(1, reps // 2))]
+            print(f"| PPO `learn` as train.py runs it ({ID}, {n_envs} copies, {total} steps, "
+                  "hyperparams/ppo.yml, softmax action map, VecNormalize, 1 torch thread) | "
+                  "frames/s | vs DummyVecEnv |")
+            print("|---|---:|---:|")
+            print(f"| `--vec-env dummy`: SB3 `DummyVecEnv` + `Monitor` | "
+                  f"{statistics.median(d for d, _ in pairs):,.0f} | 1.00x |")
+            print(f"| `--vec-env native`: `FleetSB3VecEnv` + `VecActionMap` | "
+                  f"{statistics.median(n for _, n in pairs):,.0f} | "
+                  f"{statistics.median(n / d for d, n in pairs):.2f}x |")
+            print()
 
 
 if __name__ == "__main__":

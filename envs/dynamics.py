@@ -214,7 +214,7 @@ class FleetCore:
             self.idle_kwh, d_ref, self.h_ref, self.s_ref, self.inv_rates, reward_weights(self),
             np.sin(phase), np.cos(phase), store_mode, self.dim, J_PER_KWH)
         B = self.B
-        self.res_f = np.zeros((B, kernel.N_RES_F))
+        self.res_f = np.zeros((B, kernel.N_RES_F + 2 * self.J))
         self.res_i = np.zeros((B, kernel.N_RES_I + self.C + self.M), dtype=np.int64)
         self.obs = np.zeros((B, self.dim), dtype=np.float32)
         self._no_configs = np.zeros(B, dtype=np.int64)
@@ -256,8 +256,15 @@ class FleetCore:
         self.A = a
 
     # ------------------------------------------------------------------ reset
-    #: Bins per (model, class) of the guide tables of the step-count inversion.
+    #: Most bins per (model, class) of the guide tables of the step-count inversion.
     GUIDE_BINS = 16384
+
+    def _guide_bins(self) -> int:
+        """Bins G per (model, class): a power of two (so u G is exact for a float32 u) of
+        about four per CDF entry, at least 256 and at most :attr:`GUIDE_BINS`; small tables
+        stay in the CPU's caches, and any G gives the same step counts."""
+        want = 4 * (self.tables.n_max + 1)
+        return min(self.GUIDE_BINS, max(256, 1 << (want - 1).bit_length()))
 
     def _build_guides(self) -> None:
         """Guide tables that make the inverse-CDF step draw O(1) per task (exact).
@@ -269,7 +276,7 @@ class FleetCore:
         tails) are marked by a NaN ``cdf_at`` and use a binary search in the CDF
         (``_cdf``, the CDF of (i, c) at ``_cdf_off[i C + c]`` up to ``_cdf_off[i C + c + 1]``).
         """
-        G, C, M = self.GUIDE_BINS, self.C, self.M
+        G, C, M = self._guide_bins(), self.C, self.M
         grid = np.arange(G + 1) / G
         k0 = np.zeros((C, G, M), dtype=np.int64)
         cdf_at = np.zeros((C, G, M), dtype=np.float64)
@@ -412,7 +419,7 @@ class FleetCore:
 
     def result(self) -> SlotResult:
         """The :class:`SlotResult` of the last kernel step (new arrays)."""
-        rf = self.res_f.T.copy()
+        rf = self.res_f[:, :kernel.N_RES_F].T.copy()
         ri = self.res_i.T.copy()
         C, n = self.C, kernel.N_RES_I
         return SlotResult(

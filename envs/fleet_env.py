@@ -180,6 +180,7 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
         self._shape = self.action_space.shape
         self._n_actions = int(self.action_space.n) if self._discrete else 0
         self._config1 = np.zeros(1, dtype=np.int64)
+        self._bind()
         self._last: dict[str, Any] | None = None
         #: Per slot (harvest, demand, storage) [kWh], kept for the rgb_array render only.
         self._history: list[tuple[float, float, float]] = []
@@ -196,6 +197,17 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
         # gym.make stores its kwargs here as given: numpy scalars and arrays become Python
         # numbers and tuples (as in the config), so spec.to_json() and gym.make(spec) work.
         self._spec = plain_spec(value)
+
+    def _bind(self) -> None:
+        """Copy 0's rows of the core's result and observation buffers (views)."""
+        core = self.core
+        self._res_f0 = core.res_f[0, :kernel.N_RES_F]
+        self._res_i0 = core.res_i[0, :kernel.N_RES_I]
+        self._obs0 = core.obs[0]
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._bind()  # an unpickled copy's views must look at its own core's buffers
 
     # ------------------------------------------------------------------ API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -220,7 +232,7 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
             if a.shape != self._shape:
                 raise ValueError(f"action must have shape {self._shape} (classes x "
                                  f"configurations), got shape {a.shape}")
-            if core.run(kernel.MODE_ACTION, a, core._no_configs) == kernel.BAD_ACTION:
+            if core.run(kernel.MODE_ACTION, a, core._no_configs):  # BAD_ACTION
                 raise ValueError(f"action entries must be finite and in [-1, 1], got min "
                                  f"{float(a.min())!r}, max {float(a.max())!r}")
         elif path == 1:
@@ -236,8 +248,8 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
             reward, truncated, info = single_slot(out, int(core.t[0]), self._horizon, self._s0,
                                                   self.reward_weights, self._queued_tasks())
             return self._finish(info, truncated, reward, self.observer.observe()[0])
-        reward, truncated, info = kernel_slot(core.res_f[0].tolist(), core.res_i[0].tolist())
-        obs = self.observer.current()[0].copy() if self._realistic else core.obs[0].copy()
+        reward, truncated, info = kernel_slot(self._res_f0.tolist(), self._res_i0.tolist())
+        obs = self.observer.current()[0].copy() if self._realistic else self._obs0.copy()
         return self._finish(info, truncated, reward, obs)
 
     def _finish(self, info: dict[str, Any], truncated: bool, reward: float, obs: np.ndarray

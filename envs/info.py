@@ -82,7 +82,7 @@ def kernel_batched_info(res_f: np.ndarray, res_i: np.ndarray,
                         queued: np.ndarray | None = None) -> dict[str, Any]:
     """:func:`batched_info` of every copy from the kernel's results ``FleetCore.res_f``
     (B, ``envs.kernel.RES_F``) and ``res_i`` (B, ``envs.kernel.RES_I`` ...)."""
-    rf = res_f.T.copy()
+    rf = res_f[:, :9].T.copy()
     ri = res_i[:, :6].T.copy()
     out: dict[str, Any] = dict(zip(FLOAT_KEYS, rf[:6]))
     for k, row in zip(("arrived", "served", "correct", "dropped"), ri[:4]):

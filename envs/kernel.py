@@ -11,7 +11,8 @@ them); the kernel only transforms them.
 Arguments are packed to keep the cost of a call low: the constants of a config in one int64
 and one float64 array (layout: :func:`pack_params`), the per-copy float state in one (7, B)
 array (rows :data:`STATE_ROWS`), results in one (B, :data:`N_RES_F`) float64 and one
-(B, :data:`N_RES_I` + C + M) int64 array.
+(B, :data:`N_RES_I` + C + M) int64 array. (Views of one byte buffer instead of separate
+arrays cost as much: numba's view and reshape take about the time of unboxing an argument.)
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ N_I_SCALARS = 8
 N_F_SCALARS = 14
 
 #: Columns of the float results: the slot's ledger [kWh], value of the correct answers,
-#: the ``leftover_kwh`` reward term and the reward.
+#: the ``leftover_kwh`` reward term and the reward (then 2 J scratch columns of the step).
 RES_F = ("harvest_kwh", "demand_kwh", "aux_kwh", "waste_kwh", "loss_kwh", "storage_kwh",
          "value_correct", "leftover_kwh", "reward")
 N_RES_F = len(RES_F)
@@ -194,8 +195,8 @@ def step(ip, fp, fs, t, harvest, arrivals, us, ua, steps, mode, act, configs, re
         mode: :data:`MODE_WEIGHTS` (act: weights, each row with a positive sum),
             :data:`MODE_ACTION` (act (B, C J) in [-1, 1]), both with act flat, shape (B C J,);
             or :data:`MODE_CONFIG` (configs (B,), int64).
-        res_f, res_i: Results per copy (:data:`RES_F`; :data:`RES_I`, then correct per class,
-            tokens per model).
+        res_f, res_i: Results per copy (:data:`RES_F`, then 2 J scratch columns; :data:`RES_I`,
+            then correct per class, tokens per model).
         obs: (B, dim) float32: observation features 0 .. 9 + C after the slot.
     """
     C, J, M, T = ip[I_C], ip[I_J], ip[I_M], ip[I_T]
@@ -215,14 +216,18 @@ def step(ip, fp, fs, t, harvest, arrivals, us, ua, steps, mode, act, configs, re
     o_solv = N_F_SCALARS
     o_jpt = o_solv + M * C
     o_val = o_jpt + M
-    thr = np.empty(max(J - 1, 1))
-    tok = np.zeros(M, dtype=np.int64)
-    cor = np.zeros(C, dtype=np.int64)
-    w = np.empty(J)
     for b in range(B):
         t0 = t[b]
-        tok[:] = 0
-        cor[:] = 0
+        # Sums per class and model accumulate in the copy's result row; weights and
+        # thresholds of a class use the row's scratch columns (no allocation).
+        cor = res_i[b, N_RES_I:N_RES_I + C]
+        tok = res_i[b, N_RES_I + C:N_RES_I + C + M]
+        w = res_f[b, N_RES_F:N_RES_F + J]
+        thr = res_f[b, N_RES_F + J:N_RES_F + 2 * J - 1]
+        for c in range(C):
+            cor[c] = 0
+        for m in range(M):
+            tok[m] = 0
         p = 0
         for c in range(C):
             n_c = arrivals[b, t0, c]
@@ -237,7 +242,8 @@ def step(ip, fp, fs, t, harvest, arrivals, us, ua, steps, mode, act, configs, re
                         w[q] = float(act[base + q]) + 1.0
                         top = _max(w[q], top)
                     if top <= 0.0:  # every entry -1: equal weights
-                        w[:] = 1.0
+                        for q in range(J):
+                            w[q] = 1.0
                 else:
                     for q in range(J):
                         w[q] = act[base + q]
@@ -298,10 +304,6 @@ def step(ip, fp, fs, t, harvest, arrivals, us, ua, steps, mode, act, configs, re
         res_i[b, 3] = 0
         res_i[b, 4] = t[b]
         res_i[b, 5] = 1 if truncated else 0
-        for c in range(C):
-            res_i[b, N_RES_I + c] = cor[c]
-        for m in range(M):
-            res_i[b, N_RES_I + C + m] = tok[m]
         _observe(b, ip, fp, fs, t, arrivals, obs)
     return OK
 

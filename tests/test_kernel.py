@@ -203,37 +203,43 @@ def test_reset_copies_equals_one_by_one() -> None:
         a.reset_copies([0, 1], [tuple(np.random.default_rng(0).spawn(3))])
 
 
-@pytest.mark.parametrize("name", ["critical", "values"])
-def test_step_draws_equal_searchsorted_definition(name: str) -> None:
+class _CoarseGuides(FleetCore):
+    """A core with 64 guide bins per (model, class): many bins hold several CDF entries, so
+    the kernel's binary-search fallback runs for many draws."""
+
+    GUIDE_BINS = 64
+
+
+@pytest.mark.parametrize("name,core_class", [("critical", FleetCore), ("values", FleetCore),
+                                             ("critical", _CoarseGuides)])
+def test_step_draws_equal_searchsorted_definition(name: str, core_class: type) -> None:
     """The guide-table inversion gives k = m_c + searchsorted(cdf[i][c], u, "left"), capped
     at n_max + 1, for random quantiles and for quantiles on and next to the CDF's own values."""
-    cfg = CONFIGS[name]
-    core = FleetCore(cfg, 1)
     rng = np.random.default_rng(11)
-    cdf_vals = np.concatenate([core.tables.cdf[i][c] for i in range(cfg.n_models)
-                               for c in range(cfg.n_classes)])
+    tables = FleetCore(CONFIGS[name], 1).tables
+    cdf_vals = np.concatenate([tables.cdf[i][c] for i in range(len(tables.cdf))
+                               for c in range(len(tables.cdf[i]))])
     cdf_vals = cdf_vals[cdf_vals < 1.0].astype(np.float32)
     u = np.concatenate([
         rng.random(50_000, dtype=np.float32), cdf_vals,
         np.nextafter(cdf_vals, np.float32(0)), np.nextafter(cdf_vals, np.float32(1)),
         np.array([0.0, np.nextafter(np.float32(1), np.float32(0))], dtype=np.float32)])
     u = np.clip(u, 0, np.nextafter(np.float32(1), np.float32(0))).astype(np.float32)
+    # The quantiles as one episode of one task per slot, filled by the kernel.
+    cfg = resolve_config(CONFIGS[name], horizon=u.size)
+    core = core_class(cfg, 1)
     cls = rng.integers(0, cfg.n_classes, u.size)
-    # Lay the quantiles out as one episode (one task per slot) and let the kernel fill it.
-    ip = core._ip.copy()
-    ip[kernel.I_T] = u.size
-    counts = np.zeros((u.size, cfg.n_classes), dtype=np.int64)
-    counts[np.arange(u.size), cls] = 1
+    counts = np.zeros((1, u.size, cfg.n_classes), dtype=np.int64)
+    counts[0, np.arange(u.size), cls] = 1
     lat = np.zeros((u.size, 3), dtype=np.float32)
     lat[:, 0] = u
-    bufs = [np.zeros((u.size, 1, 1), dtype=d) for d in (core._cls_tm.dtype, np.float32,
-                                                          np.float32)]
-    steps = np.zeros((u.size, 1, 1, cfg.n_models), dtype=core._steps_tm.dtype)
-    kernel.fill_episodes(ip, np.zeros(1, dtype=np.int64), counts[None], lat,
-                         np.zeros(1, dtype=np.int64), *bufs, steps, core._k0, core._cdf_at,
-                         core._cdf, core._cdf_off)
-    assert np.array_equal(bufs[0][:, 0, 0], cls)
-    got = steps[:, 0, 0, :].T
+    kernel.fill_episodes(core._ip, np.zeros(1, dtype=np.int64), counts, lat,
+                         np.zeros(1, dtype=np.int64), core._cls_tm, core._us_tm, core._ua_tm,
+                         core._steps_tm, core._k0, core._cdf_at, core._cdf, core._cdf_off)
+    assert np.array_equal(core.cls[0, :, 0], cls)
+    if core_class is _CoarseGuides:
+        assert np.isnan(core._cdf_at).mean() > 0.05
+    got = core.steps[0, :, 0, :].T
     k_cap = core.tables.n_max + 1
     for i in range(cfg.n_models):
         for c, m in enumerate(cfg.class_skills):

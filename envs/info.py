@@ -70,11 +70,13 @@ def kernel_slot(res_f: list[float], res_i: list[int], queued: int = 0
         queued: Tasks waiting in the queue after the slot.
     """
     harvest, demand, aux, waste, loss, storage, value, leftover, reward = res_f
-    arrived, served, correct, dropped, t, truncated = res_i[:6]
-    terms = {"value_correct": value, "aux_kwh": aux, "waste_kwh": waste,
-             "leftover_kwh": leftover, "dropped": float(dropped)}
-    info = slot_info(harvest, demand, aux, waste, loss, storage, arrived, served, correct,
-                     dropped, queued, t, terms)
+    arrived, served, correct, dropped, t, truncated = res_i
+    # slot_info written out (one call less a step)
+    info = {"harvest_kwh": harvest, "demand_kwh": demand, "aux_kwh": aux, "waste_kwh": waste,
+            "loss_kwh": loss, "storage_kwh": storage, "arrived": arrived, "served": served,
+            "correct": correct, "dropped": dropped, "queued": queued, "t": t,
+            "reward_terms": {"value_correct": value, "aux_kwh": aux, "waste_kwh": waste,
+                             "leftover_kwh": leftover, "dropped": float(dropped)}}
     return reward, truncated == 1, info
 
 

@@ -64,8 +64,7 @@ def test_make_vec_returns_native_env(env_id: str) -> None:
 def test_bit_identical_to_sync_vector_env(env_id: str, n: int, mode: AutoresetMode,
                                           action_type: str) -> None:
     """obs, rewards, flags and infos equal SyncVectorEnv's over several autoresets and a
-    partial reset (reset_mask), for the same seeds and actions (N = 1 takes the single-copy
-    fast path)."""
+    partial reset (reset_mask), for the same seeds and actions (N = 1 included)."""
     kw = {**SMALL, "action_type": action_type}
     native = gym.make_vec(env_id, num_envs=n, vectorization_mode="vector_entry_point",
                           autoreset_mode=mode, **kw)

@@ -35,6 +35,7 @@ CONFIGS = {
     "lossy-unbounded": resolve_config("volatile", horizon=30, charge_efficiency=0.8,
                                       discharge_efficiency=0.9, initial_storage_kwh=0.02),
     "solar": resolve_config("solar_day", horizon=40),
+    "wind": resolve_config("wind_winter", horizon=40),
 }
 FIELDS = ("harvest_kwh", "demand_kwh", "aux_kwh", "waste_kwh", "loss_kwh", "storage_kwh",
           "arrived", "served", "correct", "dropped", "value_correct")

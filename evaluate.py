@@ -43,6 +43,8 @@ import numpy as np
 import envs  # noqa: F401  (registers the lrm/* ids)
 from agents import POLICIES, is_model_spec, make_policy
 from agents.base import Heuristic
+from agents.cli import UsageError, atomic_write_text, check_out_dir, exit_on_signals, \
+    publish as _publish, signal_exit_code, watch_parent
 from agents.heuristics import HEURISTICS, MixtureHeuristic
 from agents.oracle import solve_episode
 from agents.oracle_fast import fast_oracle_episodes
@@ -69,34 +71,7 @@ SCORE_FLOOR, SCORE_CEILING = "random", "oracle"
 EVAL_BATCH = 256
 
 
-class UsageError(ValueError):
-    """A bad command-line argument (reported as one line, exit code 2)."""
-
-
 # --------------------------------------------------------------------------- file helpers
-def _publish(tmp: str, path: Path) -> None:
-    """Give ``tmp`` the usual permissions (mkstemp makes it private) and move it to ``path``."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and ``os.replace`` (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            fh.write(text)
-        _publish(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def atomic_savefig(fig: Any, path: str | os.PathLike, **kwargs: Any) -> None:
     """Save a matplotlib figure atomically (PNG)."""
     path = Path(path)
@@ -438,13 +413,38 @@ def resolve_workers(workers: int, n_jobs: int) -> int:
     return int(max(1, min(workers, n_jobs)))
 
 
+@contextlib.contextmanager
 def _process_pool(workers: int, progress_queue: Any = None) -> Any:
     """A pool of ``workers`` processes, forked where possible (they inherit the imports);
-    their jobs report progress to ``progress_queue`` (see :func:`_chunk_job`)."""
+    their jobs report progress to ``progress_queue`` (see :func:`_chunk_job`).
+
+    The workers die with this process (:func:`agents.cli.watch_parent`: also when it is
+    killed outright) and ignore Ctrl-C. If the block ends with an exception (an interrupt, a
+    failed job), the workers are killed at once instead of finishing their jobs.
+    """
     from concurrent.futures import ProcessPoolExecutor
 
-    return ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context(),
-                               initializer=_set_progress_queue, initargs=(progress_queue,))
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context(),
+                               initializer=_init_worker, initargs=(os.getpid(), progress_queue))
+    try:
+        yield pool
+    except BaseException:
+        _kill_pool(pool)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _kill_pool(pool: Any, timeout: float = 5.0) -> None:
+    """Kill the workers of a ``ProcessPoolExecutor`` and drop its pending jobs."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    for proc in procs:
+        with contextlib.suppress(OSError, ValueError):
+            proc.kill()
+    pool.shutdown(wait=False, cancel_futures=True)
+    deadline = time.monotonic() + timeout
+    for proc in procs:
+        with contextlib.suppress(OSError, ValueError, AssertionError):
+            proc.join(max(0.0, deadline - time.monotonic()))
 
 
 def _forks() -> bool:
@@ -475,8 +475,10 @@ class _QueueProgress:
 _WORKER_PROGRESS: _QueueProgress | None = None
 
 
-def _set_progress_queue(queue: Any) -> None:
+def _init_worker(parent_pid: int, queue: Any) -> None:
+    """Initializer of a worker: die with the parent, report progress to ``queue``."""
     global _WORKER_PROGRESS
+    watch_parent(parent_pid)
     _WORKER_PROGRESS = _QueueProgress(queue) if queue is not None else None
 
 
@@ -487,24 +489,55 @@ def _chunk_job(*args: Any) -> dict[str, list[dict[str, Any]]]:
 
 # --------------------------------------------------------------------------- validation
 def check_env_id(env_id: str) -> None:
-    """Raise UsageError unless ``env_id`` is registered."""
-    if env_id not in gym.registry:
+    """Raise UsageError unless ``env_id`` is a registered fleet env (``lrm/*``)."""
+    if env_id not in gym.registry or not env_id.startswith("lrm/"):
         known = sorted(i for i in gym.registry if i.startswith("lrm/"))
-        raise UsageError(f"--env: unknown env id {env_id!r}; known: {', '.join(known)}")
+        what = "not a fleet env id" if env_id in gym.registry else "unknown env id"
+        raise UsageError(f"--env: {what} {env_id!r}; known: {', '.join(known)}")
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def make_checked_env(env_id: str, env_kwargs: dict | None = None) -> gym.Env:
+    """``gym.make(env_id, **env_kwargs)``, with a failure as a one-line UsageError.
+
+    A missing or malformed data file (``OSError``, :class:`envs.traces.TraceError`) is
+    reported against ``--env`` with the file's name; a refused config against
+    ``--env-kwarg`` when overrides were given, else against ``--env``.
+    """
+    from envs.traces import TraceError
+
+    env_kwargs = dict(env_kwargs or {})
+    try:
+        return gym.make(env_id, **env_kwargs)
+    except (TraceError, OSError) as exc:
+        raise UsageError(f"--env {env_id}: {_one_line(exc)}") from None
+    except (TypeError, ValueError) as exc:
+        where = "--env-kwarg" if env_kwargs else f"--env {env_id}"
+        raise UsageError(f"{where}: {_one_line(exc)}") from None
 
 
 def check_policy_name(name: str) -> None:
-    """Raise UsageError unless ``name`` is a registered policy or an existing ALGO:PATH."""
+    """Raise UsageError unless ``name`` is a registered policy or ALGO:PATH of a readable
+    saved SB3 model."""
     if is_model_spec(name):
-        from agents.sb3 import ALGOS
+        from agents.sb3 import ALGOS, check_model_zip
 
         algo, path = name.split(":", 1)
         if algo.lower() not in ALGOS:
             raise UsageError(f"--policies: unknown algorithm {algo!r} in {name!r}; "
                              f"known: {', '.join(sorted(ALGOS))}")
         p = Path(path)
-        if not (p.is_file() or (p.is_dir() and (p / "model.zip").is_file())):
-            raise UsageError(f"--policies: model file not found: {path}")
+        if p.is_dir():
+            p = p / "model.zip"
+        if not p.is_file():
+            raise UsageError(f"--policies: model file not found: {p}")
+        try:
+            check_model_zip(p)
+        except ValueError as exc:
+            raise UsageError(f"--policies: {exc}") from None
         return
     if name not in POLICIES:
         raise UsageError(f"--policies: unknown policy {name!r}; known: "
@@ -548,10 +581,9 @@ def run_evaluation(env_id: str, policies: list[str], episodes: int, seed: int,
         raise UsageError(f"--episodes must be an integer >= 1, got {episodes!r}")
     seed = resolve_seed(seed)
     env_kwargs = dict(env_kwargs or {})
-    try:
-        env = gym.make(env_id, **env_kwargs)
-    except (TypeError, ValueError) as exc:
-        raise UsageError(f"--env-kwarg: {exc}") from exc
+    env = make_checked_env(env_id, env_kwargs)
+    if out_dir is not None:
+        check_out_dir(out_dir)
     seeds = evaluation_seeds(seed, episodes)
     names = list(dict.fromkeys(policies))
     refs = [r for r in (SCORE_FLOOR, SCORE_CEILING) if r not in names]
@@ -821,45 +853,65 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; returns the exit code (2 for bad arguments)."""
+    """Command-line entry point; returns the exit code (2 for bad arguments, 130/143 when
+    stopped by SIGINT/SIGTERM).
+
+    Every argument is checked before the first evaluation starts: the env ids, the policies
+    (a saved model must be a readable SB3 zip), each env built with the ``--env-kwarg``
+    overrides, and the output directories.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        if args.experiment is not None:
-            from experiments import run_experiment
+    with exit_on_signals():
+        try:
+            return _run_cli(args)
+        except UsageError as exc:
+            sys.stderr.write(f"evaluate.py: error: {exc}\n")
+            return 2
+        except KeyboardInterrupt as exc:
+            sys.stderr.write(f"evaluate.py: interrupted ({str(exc) or 'SIGINT'}); files written "
+                             f"so far are complete\n")
+            return signal_exit_code(exc)
 
-            out = args.out or f"results/{args.experiment}"
-            print(run_experiment(args.experiment, out, seed=resolve_seed(args.seed),
-                                 progress=not args.quiet))
-            return 0
-        env_ids = [e.strip() for e in args.env.split(",") if e.strip()]
-        policies = [p.strip() for p in args.policies.split(",") if p.strip()]
-        if args.episodes < 1:
-            raise UsageError(f"--episodes must be >= 1, got {args.episodes}")
-        resolve_workers(args.workers, 1)
-        if not env_ids:
-            raise UsageError("--env: give at least one env id")
-        for e in env_ids:
-            check_env_id(e)
-        if not policies:
-            raise UsageError("--policies: give at least one policy")
-        for name in policies:
-            check_policy_name(name)
-        env_kwargs = parse_env_kwargs(args.env_kwarg)
-        seed = resolve_seed(args.seed)
-        for e in env_ids:
-            out = None
-            if args.out is not None:
-                out = Path(args.out) if len(env_ids) == 1 else Path(args.out) / e.replace("/", "_")
-            summary = run_evaluation(e, policies, args.episodes, seed, out_dir=out,
-                                     env_kwargs=env_kwargs, progress=not args.quiet,
-                                     plots=not args.no_plots, workers=args.workers)
-            print(format_table(summary))
-            print(f"\n({summary['elapsed_s']:.1f} s" + (f"; files in {out})" if out else ")"))
-            print()
-    except UsageError as exc:
-        sys.stderr.write(f"evaluate.py: error: {exc}\n")
-        return 2
+
+def _run_cli(args: argparse.Namespace) -> int:
+    if args.experiment is not None:
+        from experiments import run_experiment
+
+        out = check_out_dir(args.out or f"results/{args.experiment}")
+        print(run_experiment(args.experiment, out, seed=resolve_seed(args.seed),
+                             progress=not args.quiet))
+        return 0
+    env_ids = [e.strip() for e in args.env.split(",") if e.strip()]
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    if args.episodes < 1:
+        raise UsageError(f"--episodes must be >= 1, got {args.episodes}")
+    resolve_workers(args.workers, 1)
+    if not env_ids:
+        raise UsageError("--env: give at least one env id")
+    for e in env_ids:
+        check_env_id(e)
+    if not policies:
+        raise UsageError("--policies: give at least one policy")
+    for name in policies:
+        check_policy_name(name)
+    env_kwargs = parse_env_kwargs(args.env_kwarg)
+    seed = resolve_seed(args.seed)
+    outs: list[Path | None] = []
+    for e in env_ids:  # every env is built before the first one runs
+        make_checked_env(e, env_kwargs).close()
+        out = None
+        if args.out is not None:
+            out = Path(args.out) if len(env_ids) == 1 else Path(args.out) / e.replace("/", "_")
+            check_out_dir(out)
+        outs.append(out)
+    for e, out in zip(env_ids, outs):
+        summary = run_evaluation(e, policies, args.episodes, seed, out_dir=out,
+                                 env_kwargs=env_kwargs, progress=not args.quiet,
+                                 plots=not args.no_plots, workers=args.workers)
+        print(format_table(summary))
+        print(f"\n({summary['elapsed_s']:.1f} s" + (f"; files in {out})" if out else ")"))
+        print()
     return 0
 
 

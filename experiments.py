@@ -385,7 +385,7 @@ def run_experiment(name: str, out_dir: str | Path, seed: int = 0, progress: bool
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; known: {sorted(EXPERIMENTS)}")
     result = EXPERIMENTS[name](out_dir=out_dir, seed=seed, progress=progress, **kwargs)
-    from evaluate import atomic_write_text
+    from agents.cli import atomic_write_text
 
     atomic_write_text(Path(out_dir) / f"{name.replace('-', '_')}.txt", result["report"] + "\n")
     return result["report"]

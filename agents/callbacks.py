@@ -26,6 +26,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import HParam
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
+from agents.cli import atomic_write_text
 from agents.sb3 import VECNORMALIZE_FILE
 from envs.reward import REWARD_TERMS
 
@@ -34,21 +35,6 @@ LEDGER_KEYS = ("aux_kwh", "waste_kwh", "harvest_kwh", "demand_kwh", "correct", "
 
 #: Name of the file pointing at the newest complete checkpoint.
 LATEST_FILE = "latest.json"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def episode_metrics(totals: dict[str, float]) -> dict[str, float]:

@@ -21,6 +21,40 @@ ALGOS: dict[str, tuple[str, bool]] = {
 VECNORMALIZE_FILE = "vecnormalize.pkl"
 
 
+def check_model_zip(path: str | Path) -> None:
+    """Raise ValueError (naming ``path``) unless it is an intact stable-baselines3 model zip.
+
+    Checks what a load needs without importing torch: a zip archive whose members pass their
+    CRC check, with the ``data`` (JSON) and ``policy.pth`` members SB3's ``save`` writes.
+    """
+    import json
+    import zipfile
+    import zlib
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+            missing = sorted({"data", "policy.pth"} - names)
+            if missing:
+                raise ValueError(f"{path} is not a saved stable-baselines3 model (no "
+                                 f"{', '.join(missing)} in the zip)")
+            bad = zf.testzip()
+            if bad is not None:
+                raise ValueError(f"{path} is damaged (member {bad} fails its CRC check)")
+            data = json.loads(zf.read("data"))
+    except zipfile.BadZipFile:
+        raise ValueError(f"{path} is not a saved stable-baselines3 model (not a zip "
+                         f"file)") from None
+    except (OSError, EOFError, RuntimeError, UnicodeDecodeError, zlib.error,
+            zipfile.LargeZipFile) as exc:
+        raise ValueError(f"{path} cannot be read ({exc})") from None
+    except json.JSONDecodeError:
+        raise ValueError(f"{path} is damaged (its data member is not JSON)") from None
+    if not isinstance(data, dict) or "policy_class" not in data:
+        raise ValueError(f"{path} is not a saved stable-baselines3 model (no policy_class "
+                         f"in its data)")
+
+
 def algo_class(algo: str) -> type:
     """The SB3 class of an algorithm name (``ppo``, ``a2c``, ``sac``, ``td3``, ``dqn``)."""
     import stable_baselines3 as sb3

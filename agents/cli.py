@@ -1,0 +1,159 @@
+"""What ``train.py`` and ``evaluate.py`` share: usage errors, output checks, atomic writes,
+signal exits and worker processes that die with their parent.
+
+* :class:`UsageError`: bad command-line input, reported as one line with exit code 2.
+* :func:`check_out_dir`: an output directory that is a file, or cannot be written, is found
+  before any work starts (nothing is created to check it but a probe that is removed again).
+* :func:`atomic_write_text`: a file is written under a temporary name and moved into place.
+* :func:`exit_on_signals` / :func:`signal_exit_code`: SIGTERM ends the program the way Ctrl-C
+  does (a :class:`KeyboardInterrupt`, so ``finally`` blocks and context managers run), with
+  the shell's exit code ``128 + signal`` (130 for SIGINT, 143 for SIGTERM).
+* :func:`watch_parent`: called first in a worker process, makes it die with its parent (on
+  Linux ``prctl(PR_SET_PDEATHSIG)``, elsewhere a thread polling the parent's pid) and leaves
+  SIGINT to the parent, which ends its workers itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+
+class UsageError(ValueError):
+    """Bad command-line input; reported in one line with exit code 2."""
+
+
+# --------------------------------------------------------------------------- output checks
+def check_out_dir(path: str | os.PathLike, option: str = "--out") -> Path:
+    """Raise :class:`UsageError` unless ``path`` is, or can be made, a writable directory.
+
+    The nearest existing ancestor must be a directory in which a directory can be created
+    (tried with a probe that is removed at once: permissions, read-only file systems and
+    full disks show up as they would later). Nothing is left behind.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise UsageError(f"{option}: {p} exists and is not a directory")
+    anc = p.absolute()
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise UsageError(f"{option}: cannot create {p}: {anc} is not a directory")
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=anc, prefix=".write-test-"))
+    except OSError as exc:
+        raise UsageError(f"{option}: cannot write to {anc} ({exc.strerror or exc})") from None
+    return p
+
+
+# --------------------------------------------------------------------------- atomic writes
+def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Give ``tmp`` the usual permissions (mkstemp makes it private) and move it to ``path``."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` via a synced temporary file and ``os.replace``: a reader
+    sees the old file or the new one, never a part (the parent directory is created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        publish(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# --------------------------------------------------------------------------- signals
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (or another signal) turned into an interrupt; ``signum`` tells which."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
+
+
+def signal_exit_code(exc: BaseException) -> int:
+    """The shell's exit code of an interrupt: 128 + signal number (130 for Ctrl-C)."""
+    return 128 + int(getattr(exc, "signum", signal.SIGINT))
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def exit_on_signals(signals: tuple[int, ...] = (signal.SIGTERM,)) -> Iterator[None]:
+    """While active, each of ``signals`` raises :class:`Terminated` in the main thread (SIGINT
+    keeps raising KeyboardInterrupt); the previous handlers come back afterwards. Does
+    nothing outside the main thread (where handlers cannot be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {s: signal.signal(s, _raise_terminated) for s in signals}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+# --------------------------------------------------------------------------- workers
+#: ``prctl`` option that sends the calling process a signal when its parent dies (Linux).
+PR_SET_PDEATHSIG = 1
+
+
+def _set_parent_death_signal(signum: int) -> bool:
+    """``prctl(PR_SET_PDEATHSIG, signum)`` through ctypes; False where it is unavailable."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _poll_parent(parent_pid: int, interval: float) -> None:
+    while True:
+        time.sleep(interval)
+        if os.getppid() != parent_pid:
+            os._exit(1)
+
+
+def watch_parent(parent_pid: int, interval: float = 0.5) -> None:
+    """Make this (worker) process die with the process ``parent_pid`` that started it.
+
+    The kernel kills it when its parent dies (``PR_SET_PDEATHSIG`` with SIGKILL, Linux),
+    elsewhere a daemon thread checks the parent's pid every ``interval`` seconds. A parent
+    already gone ends it at once. SIGINT is ignored and SIGTERM gets its default action: a
+    Ctrl-C in the terminal reaches the whole process group, and the parent then ends its
+    workers itself (no traceback per worker).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if not _set_parent_death_signal(signal.SIGKILL):
+        threading.Thread(target=_poll_parent, args=(parent_pid, interval), daemon=True,
+                         name="watch-parent").start()
+    if os.getppid() != parent_pid:  # the parent died before the death signal was armed
+        os._exit(1)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -166,6 +167,65 @@ def _import(dotted: str, where: str) -> Any:
         raise HyperparamError(f"{where}: env_wrapper {dotted!r} cannot be imported") from None
 
 
+#: Ranges of numeric hyperparameters: key -> (low, high, low excluded, integer).
+RANGES: dict[str, tuple[float, float, bool, bool]] = {
+    "n_steps": (1, math.inf, False, True),
+    "batch_size": (1, math.inf, False, True),
+    "n_epochs": (1, math.inf, False, True),
+    "buffer_size": (1, math.inf, False, True),
+    "target_update_interval": (1, math.inf, False, True),
+    "learning_starts": (0, math.inf, False, True),
+    "learning_rate": (0, math.inf, True, False),
+    "clip_range": (0, math.inf, True, False),
+    "max_grad_norm": (0, math.inf, True, False),
+    "gamma": (0, 1, False, False),
+    "gae_lambda": (0, 1, False, False),
+    "tau": (0, 1, True, False),
+    "ent_coef": (0, math.inf, False, False),
+    "vf_coef": (0, math.inf, False, False),
+    "exploration_fraction": (0, 1, False, False),
+    "exploration_initial_eps": (0, 1, False, False),
+    "exploration_final_eps": (0, 1, False, False),
+    "noise_std": (0, math.inf, False, False),
+}
+
+
+def _check_numbers(entry: Mapping[str, Any], where: str) -> None:
+    """Every number of an entry (outside ``env_kwargs``, which the env checks) is finite, and
+    the keys of :data:`RANGES` lie in their range (a ``lin_<x>`` schedule: its start x)."""
+    def walk(key: str, v: Any) -> None:
+        if isinstance(v, float) and not math.isfinite(v):
+            raise HyperparamError(f"{where}: {key} must be finite, got {v!r}")
+        if isinstance(v, Mapping):
+            for k, x in v.items():
+                walk(f"{key}.{k}", x)
+        elif isinstance(v, (list, tuple)):
+            for j, x in enumerate(v):
+                walk(f"{key}[{j}]", x)
+
+    for key, v in entry.items():
+        if key != "env_kwargs":
+            walk(key, v)
+        if key not in RANGES:
+            continue
+        if isinstance(v, str) and v.startswith("lin_"):
+            try:
+                v = float(v[4:])
+            except ValueError:
+                continue  # reported with the schedules
+            if not math.isfinite(v):
+                raise HyperparamError(f"{where}: {key} must be finite, got {entry[key]!r}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue  # not a number (e.g. ent_coef: auto); SB3 checks it
+        lo, hi, lo_open, integer = RANGES[key]
+        if integer and float(v) != int(v):
+            raise HyperparamError(f"{where}: {key} must be an integer >= {lo}, got {v!r}")
+        if v < lo or (lo_open and v == lo) or v > hi:
+            rng = f"{'(' if lo_open else '['}{lo}, {hi}]" if math.isfinite(hi) else \
+                f"{'> ' if lo_open else '>= '}{lo}"
+            raise HyperparamError(f"{where}: {key} must be {rng}, got {v!r}")
+
+
 def resolve_entry(entry: Mapping[str, Any], algo_cls: type, n_actions: int | None,
                   where: str = "hyperparameters") -> dict[str, Any]:
     """Turn a raw entry into constructor arguments and train.py settings.
@@ -186,6 +246,7 @@ def resolve_entry(entry: Mapping[str, Any], algo_cls: type, n_actions: int | Non
         HyperparamError: unknown or unsupported key, or a value of the wrong type.
     """
     entry = dict(entry)
+    _check_numbers(entry, where)
     for k in UNSUPPORTED_KEYS:
         if k in entry:
             raise HyperparamError(f"{where}: key {k!r} is not supported by train.py")

@@ -37,6 +37,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+if __name__ == "__main__":  # a signal while the modules below load: one line, 130 / 143
+    import signal as _signal
+
+    def _quit_during_imports(signum: int, frame: object) -> None:
+        sys.stderr.write("evaluate.py: interrupted during start-up\n")
+        raise SystemExit(128 + signum)
+
+    for _s in (_signal.SIGINT, _signal.SIGTERM):
+        _signal.signal(_s, _quit_during_imports)
+
 import gymnasium as gym
 import numpy as np
 

@@ -29,12 +29,27 @@ import json
 import os
 import platform
 import shlex
+import shutil
+import signal
 import sys
 import textwrap
 import typing
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+if __name__ == "__main__":  # a signal while the modules below load: one line, 130 / 143
+    import signal as _signal
+
+    def _quit_during_imports(signum: int, frame: object) -> None:
+        sys.stderr.write("train.py: interrupted during start-up\n")
+        raise SystemExit(128 + signum)
+
+    for _s in (_signal.SIGINT, _signal.SIGTERM):
+        _signal.signal(_s, _quit_during_imports)
+
+from agents.cli import UsageError, check_out_dir, exit_on_signals, signal_exit_code
 
 ROOT = Path(__file__).resolve().parent
 
@@ -93,10 +108,6 @@ class TrainConfig:
 
 
 # ---------------------------------------------------------------------------- CLI
-class UsageError(Exception):
-    """Bad command-line input; reported in one line with exit code 2."""
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (exit code 2)."""
 
@@ -239,6 +250,61 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.algo in ("dqn",) and cfg.env_kwargs.get("action_type", "discrete") != "discrete":
         raise UsageError(f"--algo {cfg.algo} needs action_type=discrete, got "
                          f"{cfg.env_kwargs['action_type']!r}")
+    check_device(cfg.device)
+    check_compare(cfg.compare)
+
+
+def check_device(device: str) -> None:
+    """Raise UsageError unless ``device`` is a torch device this machine has.
+
+    Accepts ``cpu``, ``auto`` (SB3: CUDA when available, else CPU), ``cuda``/``cuda:<i>``
+    when CUDA is available with that many devices, and ``mps`` when available.
+    """
+    import torch
+
+    if device == "auto":
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise UsageError(f"--device: {device!r} is not a torch device; use cpu, cuda, "
+                         f"cuda:<index>, mps or auto") from None
+    if dev.type == "cpu":
+        return
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {device}: CUDA is not available on this machine "
+                             f"(torch {torch.__version__}); use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {device}: this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s)")
+        return
+    if dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise UsageError(f"--device {device}: MPS is not available on this machine; "
+                             f"use --device cpu")
+        return
+    raise UsageError(f"--device: {device!r} is not supported; use cpu, cuda, cuda:<index>, "
+                     f"mps or auto")
+
+
+def check_compare(names: tuple[str, ...]) -> None:
+    """Raise UsageError unless every ``--compare`` name is a registered policy or the
+    ALGO:PATH of a readable saved model."""
+    from agents import POLICIES, is_model_spec
+
+    for name in names:
+        if is_model_spec(name):
+            from evaluate import check_policy_name
+
+            try:
+                check_policy_name(name)
+            except UsageError as exc:
+                raise UsageError(str(exc).replace("--policies", "--compare", 1)) from None
+        elif name not in POLICIES:
+            raise UsageError(f"--compare: unknown policy {name!r}; allowed: "
+                             f"{', '.join(sorted(POLICIES))}, or ALGO:PATH of a saved model")
 
 
 # ---------------------------------------------------------------------------- run setup
@@ -393,12 +459,138 @@ def available_policies(names: tuple[str, ...], env: Any) -> tuple[list[str], lis
     return ok, missing
 
 
+def _read_saved_config(run_dir: Path) -> dict[str, Any]:
+    """The ``config.json`` of a run to resume (UsageError when missing or unreadable)."""
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise UsageError(f"--resume: no run to resume in {run_dir} (config.json missing)")
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"--resume: {path} cannot be read ({type(exc).__name__}); the run "
+                         f"cannot be resumed") from None
+    if not (isinstance(saved, dict) and isinstance(saved.get("train"), dict)
+            and isinstance(saved.get("hyperparams_raw"), dict)):
+        raise UsageError(f"--resume: {path} is not the config.json of a training run")
+    return saved
+
+
+def check_model_builds(algo_cls: type, hp: dict[str, Any], cfg: TrainConfig,
+                       env_kwargs: dict[str, Any], where: str) -> None:
+    """Build the run's model once on throwaway envs, so that hyperparameters SB3 or torch
+    refuse (``n_steps: 0``, a NaN learning rate, bad ``policy_kwargs``) are reported before
+    anything is written. Called before the run's seeds are set: it draws nothing the run uses.
+
+    Raises:
+        UsageError: the model cannot be built (the first line of the error, naming ``where``).
+    """
+    import warnings
+
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    backend = "native" if cfg.vec_env == "native" else "dummy"
+    venv = make_training_venv(cfg.env, env_kwargs, int(cfg.n_envs), 0, backend,
+                              hp["env_wrapper"])
+    try:
+        if hp["normalize"] is not None:
+            venv = VecNormalize(venv, **hp["normalize"])
+        with warnings.catch_warnings():  # SB3's advice is given once, by the real model
+            warnings.simplefilter("ignore")
+            algo_cls(hp["policy"], venv, device=cfg.device, **hp["algo_kwargs"])
+    except (AssertionError, ValueError, TypeError, RuntimeError, KeyError) as exc:
+        msg = " ".join(str(exc).split()) or type(exc).__name__
+        raise UsageError(f"--hyperparams: {where}: the model cannot be built: {msg}") from None
+    finally:
+        venv.close()
+
+
+def monitor_sizes(monitor_dir: Path) -> dict[str, int]:
+    """Byte size of each ``*.monitor.csv`` (recorded in a checkpoint's state)."""
+    if not monitor_dir.is_dir():
+        return {}
+    return {p.name: p.stat().st_size for p in sorted(monitor_dir.glob("*.monitor.csv"))}
+
+
+def rewind_monitor_files(monitor_dir: Path, sizes: dict[str, int]) -> list[float | None]:
+    """Cut each monitor file back to its size at the checkpoint (the episodes that ended
+    after it are replayed by the resumed run) and return each file's ``t_start`` header.
+
+    Returns:
+        Per file ``0.monitor.csv``, ``1.monitor.csv``, ... (in ``sizes``), the creation time
+        of the run's monitor (None when its header cannot be read).
+    """
+    t_starts: list[float | None] = []
+    for name, size in sorted(sizes.items(), key=lambda kv: int(kv[0].split(".")[0])):
+        path = monitor_dir / name
+        t0 = None
+        if path.is_file():
+            if path.stat().st_size > int(size):
+                with open(path, "r+b") as fh:
+                    fh.truncate(int(size))
+            with open(path) as fh:
+                first = fh.readline()
+            try:
+                t0 = float(json.loads(first[1:])["t_start"]) if first.startswith("#") else None
+            except (ValueError, KeyError, TypeError):
+                t0 = None
+        t_starts.append(t0)
+    return t_starts
+
+
+def continue_monitor_clock(venv: Any, t_starts: list[float | None]) -> None:
+    """Let the monitors of a resumed run count time from the run's first start (the ``t``
+    column goes on forward instead of starting again at 0)."""
+    from agents.vec import FleetSB3VecEnv
+
+    inner = venv
+    while inner is not None and not isinstance(inner, FleetSB3VecEnv):
+        inner = getattr(inner, "venv", None)
+    if inner is not None:
+        if t_starts and t_starts[0] is not None:
+            inner._t_start = t_starts[0]
+        return
+    for i, t0 in enumerate(t_starts[:venv.num_envs]):
+        if t0 is not None:
+            venv.set_attr("t_start", t0, indices=[i])
+
+
+def make_logger(folder: Path, verbose: int, purge_step: int | None = None) -> Any:
+    """SB3 logger writing TensorBoard events to ``folder`` (and stdout when ``verbose``).
+
+    With ``purge_step`` the event file starts with TensorBoard's restart marker: readers
+    drop the events of earlier files at steps >= ``purge_step`` (those a resumed run
+    replays), so the resumed run reads as one run.
+    """
+    from stable_baselines3.common.logger import Logger, TensorBoardOutputFormat, \
+        make_output_format
+    from torch.utils.tensorboard import SummaryWriter
+
+    class _TensorBoard(TensorBoardOutputFormat):
+        def __init__(self) -> None:
+            self.writer = SummaryWriter(log_dir=str(folder), purge_step=purge_step)
+            self._is_closed = False
+
+    folder.mkdir(parents=True, exist_ok=True)
+    formats = [make_output_format("stdout", str(folder))] if verbose else []
+    return Logger(folder=str(folder), output_formats=[*formats, _TensorBoard()])
+
+
+def _discard_run_dir(run_dir: Path, existed: bool) -> None:
+    """Remove what a fresh run wrote before it could start (an empty ``--out`` stays)."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    if existed:
+        run_dir.mkdir(parents=True, exist_ok=True)
+
+
 # ---------------------------------------------------------------------------- training
 def train(cfg: TrainConfig, given: set[str], argv: list[str]) -> int:
-    """Run (or resume) training, save the run directory, print the comparison table."""
+    """Run (or resume) training, save the run directory, print the comparison table.
+
+    Everything that can be checked is checked before the run directory is written; a fresh
+    run that fails or is interrupted before training starts leaves no run directory behind.
+    """
     import numpy as np
     import torch
-    from stable_baselines3.common.logger import configure
     from stable_baselines3.common.utils import set_random_seed
     from stable_baselines3.common.vec_env import VecNormalize
 
@@ -413,25 +605,24 @@ def train(cfg: TrainConfig, given: set[str], argv: list[str]) -> int:
     ckpt: Path | None = None
     ckpt_dir = run_dir / "checkpoints"
     if cfg.resume:
-        if not (run_dir / "config.json").is_file():
-            raise UsageError(f"--resume: no run to resume in {run_dir} (config.json missing)")
-        saved = json.loads((run_dir / "config.json").read_text())
+        saved = _read_saved_config(run_dir)
         overrides = {k: getattr(cfg, k) for k in ("timesteps", "progress_bar", "verbose",
                                                   "test_episodes", "compare") if k in given}
         extra = sorted(given - set(overrides) - {"out", "resume"})
         if extra:
             print(f"note: resuming with the saved settings of {run_dir}; ignoring "
                   f"{', '.join('--' + e.replace('_', '-') for e in extra)}", file=sys.stderr)
-        cfg = TrainConfig(**{**saved["train"], **overrides})
+        try:
+            cfg = TrainConfig(**{**saved["train"], **overrides})
+        except TypeError as exc:
+            raise UsageError(f"--resume: {run_dir / 'config.json'} does not match this "
+                             f"train.py ({exc})") from None
         cfg.compare = tuple(cfg.compare)
         cfg.resume = True
         entry = saved["hyperparams_raw"]
-        latest = cb.latest_checkpoint(ckpt_dir)
-        ckpt, resume_state = latest if latest else (None, None)
-        if resume_state is None:
-            print(f"note: {run_dir} has no checkpoint yet; training starts again from step 0",
-                  file=sys.stderr)
+        run_id = saved.get("run_id")  # None: a run written before runs had an id
     else:
+        check_out_dir(run_dir)
         if (run_dir / "config.json").exists():
             raise UsageError(f"--out: {run_dir} already holds a run; pass --resume to continue "
                              f"it or choose another directory")
@@ -444,6 +635,7 @@ def train(cfg: TrainConfig, given: set[str], argv: list[str]) -> int:
             entry = read_entry(hp_file, cfg.env)
         except HyperparamError as exc:
             raise UsageError(f"--hyperparams: {exc}") from None
+        run_id = uuid.uuid4().hex
 
     algo_cls = algo_class(cfg.algo)
     where = f"{cfg.hyperparams} [{cfg.env}]"
@@ -474,6 +666,23 @@ def train(cfg: TrainConfig, given: set[str], argv: list[str]) -> int:
     if cfg.timesteps is None:
         raise UsageError(f"--timesteps not given and {where} has no n_timesteps")
 
+    found = None
+    if cfg.resume:
+        try:
+            found = cb.find_checkpoint(ckpt_dir, run_id, normalize=hp["normalize"] is not None,
+                                       replay_buffer=cfg.algo in OFF_POLICY)
+        except ValueError as exc:
+            raise UsageError(f"--resume: {exc}; the run cannot be resumed") from None
+        ckpt, resume_state = found.path, found.state
+        if ckpt is None and (run_dir / "model.zip").exists():
+            raise UsageError(f"--resume: {run_dir} holds a trained model.zip but no checkpoint "
+                             f"to resume from; refusing to start it again over it")
+        for note in found.notes:
+            print(f"note: {note}", file=sys.stderr)
+        if resume_state is None:
+            print(f"note: {run_dir} has no checkpoint yet; training starts again from step 0",
+                  file=sys.stderr)
+
     n_resumes = 0
     if cfg.resume and resume_state is not None:
         n_resumes = int(resume_state.get("n_resumes", 0)) + 1
@@ -493,57 +702,81 @@ def train(cfg: TrainConfig, given: set[str], argv: list[str]) -> int:
         if cfg.vec_env == "native":
             native_action_spec(wrapped, hp["env_wrapper"])  # a clear error before any file
         wrapped.close()
+    if ckpt is None:
+        check_model_builds(algo_cls, hp, cfg, env_kwargs, where)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "monitor").mkdir(exist_ok=True)
-    cmd = shlex.join(["python", "train.py", *argv])
-    with open(run_dir / "command.txt", "a") as fh:
-        fh.write(cmd + "\n")
-    config_json = {
-        "train": {**asdict(cfg), "compare": list(cfg.compare)},
-        "fleet": asdict(fleet_cfg),
-        "env_kwargs": env_kwargs,
-        "hyperparams_raw": printable(entry),
-        "hyperparams": {"policy": hp["policy"], "n_envs": cfg.n_envs,
-                        "n_timesteps": cfg.timesteps, "normalize": hp["normalize"],
-                        **{k: entry.get(k, str(v)) if callable(v) or not isinstance(
-                            v, (int, float, str, bool, list, dict, type(None))) else v
-                           for k, v in hp["algo_kwargs"].items()},
-                        "env_wrapper": entry.get("env_wrapper")},
-        "seeds": {"train": [base_seed, base_seed + cfg.n_envs - 1],
-                  "validation": [VALIDATION_SEED, VALIDATION_SEED + cfg.eval_episodes - 1],
-                  "test": {"derived_from": TEST_SEED, "episodes": cfg.test_episodes}},
-        "versions": versions(),
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-    if cfg.resume and (run_dir / "config.json").is_file():
-        old = json.loads((run_dir / "config.json").read_text())
-        config_json["created"] = old.get("created", config_json["created"])
-        config_json["resumes"] = [*old.get("resumes", []), {
-            "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "from_timestep": resume_state["num_timesteps"] if resume_state else 0}]
-    _atomic_json(run_dir / "config.json", config_json)
+    fresh = not cfg.resume
+    existed = run_dir.exists()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "monitor").mkdir(exist_ok=True)
+        cmd = shlex.join(["python", "train.py", *argv])
+        with open(run_dir / "command.txt", "a") as fh:
+            fh.write(cmd + "\n")
+        config_json = {
+            "run_id": run_id,
+            "train": {**asdict(cfg), "compare": list(cfg.compare)},
+            "fleet": asdict(fleet_cfg),
+            "env_kwargs": env_kwargs,
+            "hyperparams_raw": printable(entry),
+            "hyperparams": {"policy": hp["policy"], "n_envs": cfg.n_envs,
+                            "n_timesteps": cfg.timesteps, "normalize": hp["normalize"],
+                            **{k: entry.get(k, str(v)) if callable(v) or not isinstance(
+                                v, (int, float, str, bool, list, dict, type(None))) else v
+                               for k, v in hp["algo_kwargs"].items()},
+                            "env_wrapper": entry.get("env_wrapper")},
+            "seeds": {"train": [base_seed, base_seed + cfg.n_envs - 1],
+                      "validation": [VALIDATION_SEED, VALIDATION_SEED + cfg.eval_episodes - 1],
+                      "test": {"derived_from": TEST_SEED, "episodes": cfg.test_episodes}},
+            "versions": versions(),
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        if cfg.resume:
+            old = saved
+            config_json["created"] = old.get("created", config_json["created"])
+            config_json["resumes"] = [*old.get("resumes", []), {
+                "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "from_timestep": resume_state["num_timesteps"] if resume_state else 0}]
+        _atomic_json(run_dir / "config.json", config_json)
 
-    # ------------------------------------------------------------------ envs and model
-    set_random_seed(base_seed)
-    venv = make_training_venv(cfg.env, env_kwargs, cfg.n_envs, base_seed, cfg.vec_env,
-                              hp["env_wrapper"], run_dir / "monitor", monitor_append=cfg.resume)
-    if hp["normalize"] is not None:
-        if ckpt is not None and (ckpt / VECNORMALIZE_FILE).is_file():
-            venv = VecNormalize.load(str(ckpt / VECNORMALIZE_FILE), venv)
-            venv.training = True
+        # -------------------------------------------------------------- the resumed state
+        resumed_step = int(resume_state["num_timesteps"]) if resume_state else 0
+        t_starts: list[float | None] = []
+        if found is not None:
+            for moved in cb.set_aside([p for p, _ in found.damaged]):
+                print(f"note: the damaged checkpoint is kept as {moved}", file=sys.stderr)
+            for tmp in ckpt_dir.glob(".tmp_step_*"):  # a checkpoint whose writing was cut
+                shutil.rmtree(tmp, ignore_errors=True)
+            if resume_state is not None and "monitor_bytes" in resume_state:
+                t_starts = rewind_monitor_files(run_dir / "monitor",
+                                                resume_state["monitor_bytes"])
+
+        # -------------------------------------------------------------- envs and model
+        set_random_seed(base_seed)
+        venv = make_training_venv(cfg.env, env_kwargs, cfg.n_envs, base_seed, cfg.vec_env,
+                                  hp["env_wrapper"], run_dir / "monitor",
+                                  monitor_append=ckpt is not None)
+        continue_monitor_clock(venv, t_starts)
+        if hp["normalize"] is not None:
+            if ckpt is not None:
+                venv = VecNormalize.load(str(ckpt / VECNORMALIZE_FILE), venv)
+                venv.training = True
+            else:
+                venv = VecNormalize(venv, **hp["normalize"])
+        if ckpt is not None:
+            model = algo_cls.load(str(ckpt / "model.zip"), env=venv, device=cfg.device)
+            if (ckpt / "replay_buffer.pkl").is_file():
+                model.load_replay_buffer(str(ckpt / "replay_buffer.pkl"))
         else:
-            venv = VecNormalize(venv, **hp["normalize"])
-    if ckpt is not None:
-        model = algo_cls.load(str(ckpt / "model.zip"), env=venv, device=cfg.device)
-        if (ckpt / "replay_buffer.pkl").is_file():
-            model.load_replay_buffer(str(ckpt / "replay_buffer.pkl"))
-    else:
-        model = algo_cls(hp["policy"], venv, seed=cfg.seed, device=cfg.device,
-                         verbose=cfg.verbose, **hp["algo_kwargs"])
-    logger = configure(str(run_dir / "tb"), ["stdout", "tensorboard"] if cfg.verbose
-                       else ["tensorboard"])
-    model.set_logger(logger)
+            model = algo_cls(hp["policy"], venv, seed=cfg.seed, device=cfg.device,
+                             verbose=cfg.verbose, **hp["algo_kwargs"])
+        logger = make_logger(run_dir / "tb", cfg.verbose,
+                             purge_step=resumed_step + 1 if cfg.resume else None)
+        model.set_logger(logger)
+    except BaseException:
+        if fresh:
+            _discard_run_dir(run_dir, existed)
+        raise
 
     hparams = {"algo": cfg.algo, "env": cfg.env, "seed": cfg.seed, "n_envs": cfg.n_envs,
                "timesteps": cfg.timesteps, "normalize": str(hp["normalize"]),
@@ -558,8 +791,8 @@ def train(cfg: TrainConfig, given: set[str], argv: list[str]) -> int:
         metrics_cb.episodes = int(resume_state.get("episodes", 0))
 
     def state() -> dict[str, Any]:
-        return {"eval": eval_cb.state(), "episodes": metrics_cb.episodes,
-                "n_resumes": n_resumes}
+        return {"run_id": run_id, "eval": eval_cb.state(), "episodes": metrics_cb.episodes,
+                "n_resumes": n_resumes, "monitor_bytes": monitor_sizes(run_dir / "monitor")}
 
     ckpt_cb = cb.CheckpointCallback(ckpt_dir, cfg.checkpoint_freq, state, extra_files=extra_files)
     stop_cb = cb.StopOnSignal()
@@ -575,8 +808,8 @@ def train(cfg: TrainConfig, given: set[str], argv: list[str]) -> int:
             model.learn(total_timesteps=remaining, callback=[metrics_cb, eval_cb, ckpt_cb,
                                                              stop_cb],
                         progress_bar=cfg.progress_bar, reset_num_timesteps=ckpt is None)
-        except KeyboardInterrupt:
-            stop_cb.interrupted = stop_cb.interrupted or 2
+        except KeyboardInterrupt as exc:  # a second signal, or one before the handlers
+            stop_cb.interrupted = stop_cb.interrupted or getattr(exc, "signum", signal.SIGINT)
         except (EOFError, BrokenPipeError, ConnectionResetError):
             # Ctrl-C also reaches SubprocVecEnv workers, whose pipes then close
             if stop_cb.interrupted is None:
@@ -593,7 +826,7 @@ def train(cfg: TrainConfig, given: set[str], argv: list[str]) -> int:
             print(f"interrupted at {model.num_timesteps} steps; checkpoint saved. Resume with:\n"
                   f"  python train.py --out {shlex.quote(str(run_dir))} --resume",
                   file=sys.stderr)
-            return 130
+            return 128 + int(stop_cb.interrupted)
         print(f"trained {steps} steps in {elapsed:.1f} s ({steps / max(elapsed, 1e-9):.0f} "
               f"steps/s)", file=sys.stderr)
         config_json["speed"] = {"steps": steps, "seconds": round(elapsed, 2),
@@ -619,6 +852,8 @@ def train(cfg: TrainConfig, given: set[str], argv: list[str]) -> int:
 
 #: Algorithms that need a discrete action space.
 ALGO_DISCRETE = {"dqn": True}
+#: Off-policy algorithms (their checkpoints hold a replay buffer).
+OFF_POLICY = ("sac", "td3", "dqn")
 
 
 def compare_agent(cfg: TrainConfig, run_dir: Path, env_kwargs: dict[str, Any], env: Any) -> None:
@@ -638,15 +873,21 @@ def compare_agent(cfg: TrainConfig, run_dir: Path, env_kwargs: dict[str, Any], e
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point."""
+    """Command-line entry point: 0 when done, 2 for bad input (one line on stderr), 130/143
+    when stopped by SIGINT/SIGTERM (during training after writing a checkpoint)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        cfg, given = config_from_args(argv)
-        validate(cfg)
-        return train(cfg, given, argv)
-    except UsageError as exc:
-        print(f"train.py: error: {exc}", file=sys.stderr)
-        return 2
+    with exit_on_signals():
+        try:
+            cfg, given = config_from_args(argv)
+            validate(cfg)
+            return train(cfg, given, argv)
+        except UsageError as exc:
+            print(f"train.py: error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt as exc:
+            print(f"train.py: interrupted ({str(exc) or 'SIGINT'}) before training started; "
+                  f"nothing was trained", file=sys.stderr)
+            return signal_exit_code(exc)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -342,13 +344,148 @@ def write_checkpoint(model: Any, ckpt_dir: Path, state: dict[str, Any], keep: in
 
 
 def latest_checkpoint(ckpt_dir: Path) -> tuple[Path, dict[str, Any]] | None:
-    """The newest complete checkpoint directory and its ``state.json``, or None."""
+    """The checkpoint ``latest.json`` points at and its ``state.json``, or None (no pointer).
+
+    Reads the pointer as written; :func:`find_checkpoint` is what a resume uses (it checks
+    the files and falls back to older checkpoints).
+    """
     pointer = Path(ckpt_dir) / LATEST_FILE
     if not pointer.is_file():
         return None
     path = Path(ckpt_dir) / json.loads(pointer.read_text())["path"]
     state = json.loads((path / "state.json").read_text())
     return path, state
+
+
+#: Name of a complete checkpoint directory: ``step_`` and the step count in 12 digits.
+CHECKPOINT_NAME = re.compile(r"step_(\d{12})")
+
+#: Prefix a damaged checkpoint directory gets when a resume moves it aside.
+DAMAGED_PREFIX = "damaged_"
+
+
+def checkpoint_problem(path: Path, run_id: str | None = None, normalize: bool = False,
+                       replay_buffer: bool = False) -> str | None:
+    """What is wrong with the checkpoint directory ``path``, or None if it is intact.
+
+    Checks that ``state.json`` is a JSON object whose ``num_timesteps`` is the step in the
+    directory's name and whose ``run_id`` is ``run_id`` (when given: the checkpoint belongs
+    to this run), that ``model.zip`` is an intact SB3 zip (``agents.sb3.check_model_zip``),
+    that ``vecnormalize.pkl`` holds a ``VecNormalize`` (when ``normalize``) and that a
+    non-empty ``replay_buffer.pkl`` exists (when ``replay_buffer``).
+    """
+    import pickle
+
+    from agents.sb3 import check_model_zip
+
+    m = CHECKPOINT_NAME.fullmatch(path.name)
+    if m is None or not path.is_dir():
+        return "not a checkpoint directory"
+    try:
+        state = json.loads((path / "state.json").read_text())
+    except FileNotFoundError:
+        return "state.json is missing"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return f"state.json cannot be read ({type(exc).__name__})"
+    if not isinstance(state, dict) or state.get("num_timesteps") != int(m.group(1)):
+        return "state.json does not hold this checkpoint's step count"
+    if run_id is not None and state.get("run_id") != run_id:
+        return "it belongs to another run (run_id differs)"
+    if not (path / "model.zip").is_file():
+        return "model.zip is missing"
+    try:
+        check_model_zip(path / "model.zip")
+    except ValueError:
+        return "model.zip is not an intact stable-baselines3 model"
+    if normalize:
+        norm = path / VECNORMALIZE_FILE
+        if not norm.is_file():
+            return f"{VECNORMALIZE_FILE} is missing"
+        try:
+            with open(norm, "rb") as fh:
+                ok = isinstance(pickle.load(fh), VecNormalize)
+        except Exception:  # noqa: BLE001 - any unpickling failure means damaged
+            ok = False
+        if not ok:
+            return f"{VECNORMALIZE_FILE} does not hold a VecNormalize"
+    if replay_buffer:
+        rb = path / "replay_buffer.pkl"
+        if not rb.is_file() or rb.stat().st_size == 0:
+            return "replay_buffer.pkl is missing or empty"
+    return None
+
+
+@dataclasses.dataclass
+class FoundCheckpoint:
+    """Result of :func:`find_checkpoint`.
+
+    Attributes:
+        path: The newest intact checkpoint (None: the run has no checkpoint directory).
+        state: Its ``state.json``.
+        damaged: Newer checkpoint directories that failed the checks, with the reason.
+        notes: Lines to tell the user (fallbacks, a missing or stray ``latest.json``).
+    """
+
+    path: Path | None
+    state: dict[str, Any] | None
+    damaged: list[tuple[Path, str]]
+    notes: list[str]
+
+
+def find_checkpoint(ckpt_dir: Path, run_id: str | None = None, normalize: bool = False,
+                    replay_buffer: bool = False) -> FoundCheckpoint:
+    """The newest intact checkpoint of a run, found by scanning ``ckpt_dir``.
+
+    ``latest.json`` is only a pointer: a missing or unreadable one, or one pointing outside
+    ``ckpt_dir`` (into another run), changes nothing but a note. Checkpoints are tried from
+    the newest step down with :func:`checkpoint_problem`; each damaged one is reported.
+
+    Raises:
+        ValueError: checkpoint directories exist but none is intact (the message lists why).
+    """
+    ckpt_dir = Path(ckpt_dir)
+    notes: list[str] = []
+    pointer = ckpt_dir / LATEST_FILE
+    dirs = sorted((p for p in ckpt_dir.glob("step_*") if CHECKPOINT_NAME.fullmatch(p.name)),
+                  key=lambda p: p.name, reverse=True) if ckpt_dir.is_dir() else []
+    if dirs:
+        try:
+            target = json.loads(pointer.read_text()).get("path")
+        except FileNotFoundError:
+            notes.append(f"{pointer} is missing; the checkpoints were scanned instead")
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            notes.append(f"{pointer} cannot be read; the checkpoints were scanned instead")
+        else:
+            if not (isinstance(target, str) and CHECKPOINT_NAME.fullmatch(target)):
+                notes.append(f"{pointer} points outside this run's checkpoints ({target!r}); "
+                             f"ignored")
+    damaged: list[tuple[Path, str]] = []
+    for path in dirs:
+        problem = checkpoint_problem(path, run_id, normalize, replay_buffer)
+        if problem is None:
+            state = json.loads((path / "state.json").read_text())
+            for bad, why in damaged:
+                notes.append(f"checkpoint {bad.name} is damaged ({why}); resuming from the "
+                             f"older {path.name}")
+            return FoundCheckpoint(path, state, damaged, notes)
+        damaged.append((path, problem))
+    if damaged:
+        raise ValueError(f"no intact checkpoint in {ckpt_dir}: " + "; ".join(
+            f"{p.name}: {why}" for p, why in damaged))
+    return FoundCheckpoint(None, None, [], notes)
+
+
+def set_aside(paths: Sequence[Path]) -> list[Path]:
+    """Rename damaged checkpoint directories to ``damaged_step_<N>`` (kept for inspection,
+    out of the way of new checkpoints and their rotation); return the new paths."""
+    moved = []
+    for p in paths:
+        dest = p.with_name(DAMAGED_PREFIX + p.name)
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(p, dest)
+        moved.append(dest)
+    return moved
 
 
 class StopOnSignal(BaseCallback):

@@ -102,18 +102,20 @@ def _raise_terminated(signum: int, frame: object) -> None:
 
 @contextlib.contextmanager
 def exit_on_signals(signals: tuple[int, ...] = (signal.SIGTERM,)) -> Iterator[None]:
-    """While active, each of ``signals`` raises :class:`Terminated` in the main thread (SIGINT
-    keeps raising KeyboardInterrupt); the previous handlers come back afterwards. Does
-    nothing outside the main thread (where handlers cannot be set)."""
+    """While active, each of ``signals`` raises :class:`Terminated` in the main thread and
+    SIGINT raises KeyboardInterrupt (Python's own handler, also where a script replaced it
+    while its modules loaded); the previous handlers come back afterwards. Does nothing
+    outside the main thread (where handlers cannot be set)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     old = {s: signal.signal(s, _raise_terminated) for s in signals}
+    old[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield
     finally:
         for s, h in old.items():
-            signal.signal(s, h)
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
 
 
 # --------------------------------------------------------------------------- workers

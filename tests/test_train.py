@@ -300,7 +300,8 @@ def test_resume_after_kill_continues_the_step_count(tmp_path: Path) -> None:
             (total // 2) // HORIZON - 1  # the killed run's unfinished episode is not logged
 
 
-def test_interrupt_writes_a_checkpoint_and_exit_130(tmp_path: Path) -> None:
+def test_sigterm_writes_a_checkpoint_and_exits_143(tmp_path: Path) -> None:
+    """SIGTERM during training: a checkpoint, the resume command, the shell's code 128 + 15."""
     out = tmp_path / "run"
     args = _tiny_args("ppo", out, _write_hp(tmp_path / "hp.yml", "ppo"), timesteps=10_000_000)
     args[args.index("--checkpoint-freq") + 1] = "0"
@@ -317,7 +318,7 @@ def test_interrupt_writes_a_checkpoint_and_exit_130(tmp_path: Path) -> None:
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err.decode()
+    assert proc.returncode == 143, err.decode()
     assert "--resume" in err.decode()
     latest = latest_checkpoint(out / "checkpoints")
     assert latest is not None and latest[1]["num_timesteps"] > 0

@@ -619,6 +619,7 @@ def train(cfg: TrainConfig, given: set[str], argv: list[str]) -> int:
                              f"train.py ({exc})") from None
         cfg.compare = tuple(cfg.compare)
         cfg.resume = True
+        check_device(cfg.device)  # the saved device, perhaps of another machine
         entry = saved["hyperparams_raw"]
         run_id = saved.get("run_id")  # None: a run written before runs had an id
     else:
@@ -789,6 +790,11 @@ def train(cfg: TrainConfig, given: set[str], argv: list[str]) -> int:
     if resume_state:
         eval_cb.load_state(resume_state.get("eval", {}))
         metrics_cb.episodes = int(resume_state.get("episodes", 0))
+    if cfg.resume:  # validation points of the lost stretch go with it
+        if eval_cb.history["timesteps"]:
+            eval_cb.save_history()
+        else:
+            (run_dir / "evaluations.npz").unlink(missing_ok=True)
 
     def state() -> dict[str, Any]:
         return {"run_id": run_id, "eval": eval_cb.state(), "episodes": metrics_cb.episodes,

@@ -224,7 +224,7 @@ class FleetEvalCallback(BaseCallback):
                 self.logger.record(f"eval/{k}", float(v.mean()))
         self.history["timesteps"].append(int(self.num_timesteps))
         self.history["results"].append([float(x) for x in res["return"]])
-        self._save_history()
+        self.save_history()
         if mean > self.best_mean:
             self.best_mean = mean
             save_model_dir(self.model, self.run_dir / "best", extra_files=self.extra_files)
@@ -233,7 +233,8 @@ class FleetEvalCallback(BaseCallback):
                   f"{self.best_mean:.2f})")
         return True
 
-    def _save_history(self) -> None:
+    def save_history(self) -> None:
+        """Write the validation history to ``evaluations.npz`` (atomically)."""
         path = self.run_dir / "evaluations.npz"
         tmp = self.run_dir / ".evaluations.tmp.npz"
         np.savez(tmp, timesteps=np.array(self.history["timesteps"]),

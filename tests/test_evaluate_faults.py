@@ -50,15 +50,19 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc, forks workers")
-@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130),
-                                          (signal.SIGKILL, -signal.SIGKILL)])
-def test_signal_stops_the_run_and_its_workers(signum: int, code: int, tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum, code, group", [
+    (signal.SIGTERM, 143, False), (signal.SIGINT, 130, False), (signal.SIGKILL, -9, False),
+    (signal.SIGINT, 130, True),  # Ctrl-C in a terminal: the whole process group gets it
+])
+def test_signal_stops_the_run_and_its_workers(signum: int, code: int, group: bool,
+                                              tmp_path: Path) -> None:
     out = tmp_path / "out"
     cmd = [sys.executable, "evaluate.py", "--episodes", "20000", "--workers", "2", "--quiet",
            "--policies", "random,mean_matching", "--no-plots", "--out", str(out),
            "--env-kwarg", "horizon=288"]
     with open(tmp_path / "stderr", "wb") as err:  # not a pipe: an orphan could hold it open
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err,
+                                start_new_session=group)
     workers: list[int] = []
     try:
         deadline = time.monotonic() + 60
@@ -70,7 +74,10 @@ def test_signal_stops_the_run_and_its_workers(signum: int, code: int, tmp_path: 
         time.sleep(1.0)  # the workers are in their jobs
         assert proc.poll() is None and all(_alive(w) for w in workers)
         t0 = time.monotonic()
-        proc.send_signal(signum)
+        if group:
+            os.killpg(proc.pid, signum)
+        else:
+            proc.send_signal(signum)
         proc.wait(timeout=30)
         elapsed = time.monotonic() - t0
         assert proc.returncode == code, (tmp_path / "stderr").read_text()

@@ -292,12 +292,18 @@ def test_resume_after_kill_continues_the_step_count(tmp_path: Path) -> None:
     steps = [e.step for e in acc.Scalars("rollout/ep_rew_mean")]
     assert max(steps) >= total and any(s > first for s in steps)
     assert (out / "command.txt").read_text().count("\n") == 2
-    # the resumed run appends to the monitor files of the first (one header each)
+    # the resumed run appends to the monitor files of the first (one header each), after
+    # the rows of the episodes that ended by the checkpoint (those past it are replayed)
     for i in range(2):
         lines = (out / "monitor" / f"{i}.monitor.csv").read_text().splitlines()
         assert sum(ln.startswith("#") for ln in lines) == 1 and lines.count("r,l,t") == 1
-        assert len(_monitor_rows(out / "monitor" / f"{i}.monitor.csv")[1]) >= \
-            (total // 2) // HORIZON - 1  # the killed run's unfinished episode is not logged
+        rows = _monitor_rows(out / "monitor" / f"{i}.monitor.csv")[1]
+        assert len(rows) >= (total // 2) // HORIZON - 1  # the killed run's unfinished episode
+        rows_tl = [ln.split(",") for ln in lines[2:]]
+        assert sum(int(r[1]) for r in rows_tl) <= model.num_timesteps // 2
+        times = [float(r[2]) for r in rows_tl]
+        assert times == sorted(times)
+    assert steps == sorted(set(steps))  # one TensorBoard series: no replayed steps
 
 
 def test_sigterm_writes_a_checkpoint_and_exits_143(tmp_path: Path) -> None:

@@ -83,7 +83,8 @@ class TrainConfig:
     hyperparams: str | None = None
     """Hyperparameter file (rl-zoo YAML keyed by env id); default hyperparams/<algo>.yml."""
     resume: bool = False
-    """Continue the run in --out from its last checkpoint (its saved settings are used)."""
+    """Continue the run in --out from its newest intact checkpoint (its saved settings are
+    used); refuses when it has none but a trained model."""
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     """FleetConfig overrides, given as --env-kwarg key=value (repeatable)."""
     vec_env: str = "native"

@@ -447,6 +447,9 @@ def _process_pool(workers: int, progress_queue: Any = None) -> Any:
 def _kill_pool(pool: Any, timeout: float = 5.0) -> None:
     """Kill the workers of a ``ProcessPoolExecutor`` and drop its pending jobs."""
     procs = list((getattr(pool, "_processes", None) or {}).values())
+    if hasattr(pool, "kill_workers"):  # Python 3.14
+        with contextlib.suppress(OSError, ValueError, RuntimeError):
+            pool.kill_workers()
     for proc in procs:
         with contextlib.suppress(OSError, ValueError):
             proc.kill()

@@ -53,8 +53,8 @@ import numpy as np
 import envs  # noqa: F401  (registers the lrm/* ids)
 from agents import POLICIES, is_model_spec, make_policy
 from agents.base import Heuristic
-from agents.cli import UsageError, atomic_write_text, check_out_dir, exit_on_signals, \
-    publish as _publish, signal_exit_code, watch_parent
+from agents.cli import OneLineParser, UsageError, atomic_write_text, check_out_dir, \
+    exit_on_signals, publish as _publish, signal_exit_code, watch_parent
 from agents.heuristics import HEURISTICS, MixtureHeuristic
 from agents.oracle import solve_episode
 from agents.oracle_fast import fast_oracle_episodes
@@ -819,12 +819,6 @@ def plot_costs(path: str | os.PathLike, summary: dict) -> None:
 
 
 # --------------------------------------------------------------------------- CLI
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit code 2
-        sys.stderr.write(f"{self.prog}: error: {message}\n")
-        raise SystemExit(2)
-
-
 def parse_env_kwargs(items: Sequence[str]) -> dict[str, Any]:
     """``KEY=VALUE`` pairs; VALUE is parsed as JSON (numbers, lists, Infinity) or kept a string."""
     out: dict[str, Any] = {}
@@ -844,7 +838,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The command-line parser."""
     from experiments import EXPERIMENTS
 
-    p = _Parser(prog="evaluate.py", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="evaluate.py", description=__doc__.splitlines()[0])
     p.add_argument("--env", default="lrm/Critical-v0",
                    help="env id, or several separated by commas (default lrm/Critical-v0)")
     p.add_argument("--policies", default="random,cheapest,mean_matching,variance_aware,"

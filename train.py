@@ -40,16 +40,15 @@ from pathlib import Path
 from typing import Any
 
 if __name__ == "__main__":  # a signal while the modules below load: one line, 130 / 143
-    import signal as _signal
-
     def _quit_during_imports(signum: int, frame: object) -> None:
         sys.stderr.write("train.py: interrupted during start-up\n")
         raise SystemExit(128 + signum)
 
-    for _s in (_signal.SIGINT, _signal.SIGTERM):
-        _signal.signal(_s, _quit_during_imports)
+    for _s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(_s, _quit_during_imports)
 
-from agents.cli import UsageError, check_out_dir, exit_on_signals, signal_exit_code
+from agents.cli import OneLineParser, UsageError, check_out_dir, exit_on_signals, \
+    signal_exit_code
 
 ROOT = Path(__file__).resolve().parent
 
@@ -109,13 +108,6 @@ class TrainConfig:
 
 
 # ---------------------------------------------------------------------------- CLI
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (exit code 2)."""
-
-    def error(self, message: str) -> typing.NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def _field_docs(cls: type) -> dict[str, str]:
     """The docstring under each field of a dataclass (cleanrl style)."""
     tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
@@ -131,7 +123,7 @@ def _field_docs(cls: type) -> dict[str, str]:
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser; every option defaults to None (= not given)."""
     docs = _field_docs(TrainConfig)
-    p = _Parser(prog="train.py", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="train.py", description=__doc__.splitlines()[0])
     d = TrainConfig()
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")

@@ -1,7 +1,8 @@
 """What ``train.py`` and ``evaluate.py`` share: usage errors, output checks, atomic writes,
 signal exits and worker processes that die with their parent.
 
-* :class:`UsageError`: bad command-line input, reported as one line with exit code 2.
+* :class:`UsageError`: bad command-line input, reported as one line with exit code 2, and
+  :class:`OneLineParser`, argparse reporting its errors the same way.
 * :func:`check_out_dir`: an output directory that is a file, or cannot be written, is found
   before any work starts (nothing is created to check it but a probe that is removed again).
 * :func:`atomic_write_text`: a file is written under a temporary name and moved into place.
@@ -15,6 +16,7 @@ signal exits and worker processes that die with their parent.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import signal
@@ -22,12 +24,20 @@ import sys
 import tempfile
 import threading
 import time
+import typing
 from collections.abc import Iterator
 from pathlib import Path
 
 
 class UsageError(ValueError):
     """Bad command-line input; reported in one line with exit code 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line on stderr with exit code 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 # --------------------------------------------------------------------------- output checks

@@ -759,6 +759,9 @@ def train(cfg: TrainConfig, given: set[str], argv: list[str]) -> int:
                 venv = VecNormalize(venv, **hp["normalize"])
         if ckpt is not None:
             model = algo_cls.load(str(ckpt / "model.zip"), env=venv, device=cfg.device)
+            # load seeds the envs and generators with the saved seed again (the first run's
+            # episodes once more); the resumed run's seeds move on
+            model.set_random_seed(base_seed)
             if (ckpt / "replay_buffer.pkl").is_file():
                 model.load_replay_buffer(str(ckpt / "replay_buffer.pkl"))
         else:

@@ -199,6 +199,8 @@ def test_resumed_run_reads_as_one_run(run: Path) -> None:
         assert rows[:3] == before[i][1][:3]
         assert sum(ln for _, ln, _ in rows) <= per_env
         assert len(rows) == 3 + (per_env - 128) // HORIZON
+        # the resumed copies run new episodes (seeds moved on by n_envs), not the first ones
+        assert not {r for r, _, _ in rows[3:]} & {r for r, _, _ in before[i][1]}
         times = [t for _, _, t in rows]
         assert times == sorted(times), times  # t goes on forward from the first start
         assert times[3] >= before[i][1][-1][2]

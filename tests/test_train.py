@@ -18,7 +18,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import envs  # noqa: F401  (registers the ids)
 import train
-from agents.callbacks import EpisodeAccumulator, latest_checkpoint, write_checkpoint
+from agents.callbacks import EpisodeAccumulator, find_checkpoint, latest_checkpoint, \
+    write_checkpoint
 from agents.hyperparams import HyperparamError, read_entry, resolve_entry, safe_eval
 from agents.sb3 import ALGOS, algo_class, load_sb3_policy
 from envs.reward import REWARD_TERMS
@@ -276,9 +277,10 @@ def test_resume_after_kill_continues_the_step_count(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-    _, state = latest_checkpoint(out / "checkpoints")
-    first = int(state["num_timesteps"])
-    assert first >= 256
+    # the newest complete checkpoint (latest.json may still point at the one before it when
+    # the kill came between the two renames)
+    first = int(find_checkpoint(out / "checkpoints").state["num_timesteps"])
+    assert first >= int(latest_checkpoint(out / "checkpoints")[1]["num_timesteps"]) >= 256
     total = first + 512
     assert _run_main(["--out", str(out), "--resume", "--timesteps", str(total),
                       "--test-episodes", "0", "--no-progress-bar"]) == 0

@@ -568,11 +568,18 @@ def make_logger(folder: Path, verbose: int, purge_step: int | None = None) -> An
     return Logger(folder=str(folder), output_formats=[*formats, _TensorBoard()])
 
 
-def _discard_run_dir(run_dir: Path, existed: bool) -> None:
-    """Remove what a fresh run wrote before it could start (an empty ``--out`` stays)."""
-    shutil.rmtree(run_dir, ignore_errors=True)
-    if existed:
-        run_dir.mkdir(parents=True, exist_ok=True)
+def _discard_run_dir(run_dir: Path, before: set[str] | None) -> None:
+    """Remove what a fresh run wrote before it could start: the whole directory if it did
+    not exist (``before`` None), else only the entries it did not hold before."""
+    if before is None:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    for name in set(os.listdir(run_dir)) - before if run_dir.is_dir() else ():
+        path = run_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------- training
@@ -613,6 +620,7 @@ def train(cfg: TrainConfig, given: set[str], argv: list[str]) -> int:
         cfg.compare = tuple(cfg.compare)
         cfg.resume = True
         check_device(cfg.device)  # the saved device, perhaps of another machine
+        check_out_dir(run_dir)
         entry = saved["hyperparams_raw"]
         run_id = saved.get("run_id")  # None: a run written before runs had an id
     else:
@@ -700,7 +708,7 @@ def train(cfg: TrainConfig, given: set[str], argv: list[str]) -> int:
         check_model_builds(algo_cls, hp, cfg, env_kwargs, where)
 
     fresh = not cfg.resume
-    existed = run_dir.exists()
+    before = set(os.listdir(run_dir)) if run_dir.is_dir() else None
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "monitor").mkdir(exist_ok=True)
@@ -772,7 +780,7 @@ def train(cfg: TrainConfig, given: set[str], argv: list[str]) -> int:
         model.set_logger(logger)
     except BaseException:
         if fresh:
-            _discard_run_dir(run_dir, existed)
+            _discard_run_dir(run_dir, before)
         raise
 
     hparams = {"algo": cfg.algo, "env": cfg.env, "seed": cfg.seed, "n_envs": cfg.n_envs,

@@ -296,6 +296,26 @@ def test_interrupt_during_start_up_leaves_nothing(exc: BaseException, code: int,
     assert not (tmp_path / "run").exists()
 
 
+def test_interrupt_during_start_up_keeps_what_out_held(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """--out an existing directory with files of its own: only what the run wrote goes."""
+    out = tmp_path / "mine"
+    (out / "notes").mkdir(parents=True)
+    (out / "notes" / "a.txt").write_text("a\n")
+    (out / "b.txt").write_text("b\n")
+
+    def interrupted() -> dict:
+        raise KeyboardInterrupt
+    monkeypatch.setattr(train, "versions", interrupted)
+    try:
+        got = _run_main(_args(out, _hp(tmp_path / "hp.yml"), 128))
+    except KeyboardInterrupt:
+        pytest.fail("the interrupt escaped train.main")
+    assert got == 130
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == \
+        ["b.txt", "notes", "notes/a.txt"]
+
+
 @pytest.mark.parametrize("delay", [0.2, 1.0])
 def test_sigint_to_the_script_during_start_up(delay: float, tmp_path: Path) -> None:
     """A real Ctrl-C while the script loads its modules or sets up (before any training)."""

@@ -53,8 +53,16 @@ import numpy as np
 import envs  # noqa: F401  (registers the lrm/* ids)
 from agents import POLICIES, is_model_spec, make_policy
 from agents.base import Heuristic
-from agents.cli import OneLineParser, UsageError, atomic_write_text, check_out_dir, \
-    exit_on_signals, publish as _publish, signal_exit_code, watch_parent
+from agents.cli import (
+    OneLineParser,
+    UsageError,
+    atomic_write_text,
+    check_out_dir,
+    exit_on_signals,
+    publish,
+    signal_exit_code,
+    watch_parent,
+)
 from agents.heuristics import HEURISTICS, MixtureHeuristic
 from agents.oracle import solve_episode
 from agents.oracle_fast import fast_oracle_episodes
@@ -90,7 +98,7 @@ def atomic_savefig(fig: Any, path: str | os.PathLike, **kwargs: Any) -> None:
     os.close(fd)
     try:
         fig.savefig(tmp, format="png", **kwargs)
-        _publish(tmp, path)
+        publish(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

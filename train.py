@@ -47,8 +47,7 @@ if __name__ == "__main__":  # a signal while the modules below load: one line, 1
     for _s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(_s, _quit_during_imports)
 
-from agents.cli import OneLineParser, UsageError, check_out_dir, exit_on_signals, \
-    signal_exit_code
+from agents.cli import OneLineParser, UsageError, check_out_dir, exit_on_signals, signal_exit_code
 
 ROOT = Path(__file__).resolve().parent
 
@@ -554,8 +553,7 @@ def make_logger(folder: Path, verbose: int, purge_step: int | None = None) -> An
     drop the events of earlier files at steps >= ``purge_step`` (those a resumed run
     replays), so the resumed run reads as one run.
     """
-    from stable_baselines3.common.logger import Logger, TensorBoardOutputFormat, \
-        make_output_format
+    from stable_baselines3.common.logger import Logger, TensorBoardOutputFormat, make_output_format
     from torch.utils.tensorboard import SummaryWriter
 
     class _TensorBoard(TensorBoardOutputFormat):

@@ -37,6 +37,7 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse whose errors are one line on stderr with exit code 2."""
 
     def error(self, message: str) -> typing.NoReturn:
+        """Print ``message`` as one line and exit with code 2."""
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 

@@ -18,8 +18,12 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import envs  # noqa: F401  (registers the ids)
 import train
-from agents.callbacks import EpisodeAccumulator, find_checkpoint, latest_checkpoint, \
-    write_checkpoint
+from agents.callbacks import (
+    EpisodeAccumulator,
+    find_checkpoint,
+    latest_checkpoint,
+    write_checkpoint,
+)
 from agents.hyperparams import HyperparamError, read_entry, resolve_entry, safe_eval
 from agents.sb3 import ALGOS, algo_class, load_sb3_policy
 from envs.reward import REWARD_TERMS

@@ -281,6 +281,8 @@ def test_resume_after_kill_continues_the_step_count(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
+        if proc.stderr is not None:  # shown by pytest if the test fails
+            sys.stderr.write(proc.stderr.read().decode())
     # the newest complete checkpoint (latest.json may still point at the one before it when
     # the kill came between the two renames)
     first = int(find_checkpoint(out / "checkpoints").state["num_timesteps"])

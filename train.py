@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import dataclasses
 import datetime as dt
 import inspect
@@ -33,6 +34,7 @@ import shutil
 import signal
 import sys
 import textwrap
+import time
 import typing
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -562,8 +564,25 @@ def make_logger(folder: Path, verbose: int, purge_step: int | None = None) -> An
             self._is_closed = False
 
     folder.mkdir(parents=True, exist_ok=True)
+    if purge_step is not None:
+        _wait_for_a_later_event_file_name(folder)
     formats = [make_output_format("stdout", str(folder))] if verbose else []
     return Logger(folder=str(folder), output_formats=[*formats, _TensorBoard()])
+
+
+def _wait_for_a_later_event_file_name(folder: Path, most: float = 2.0) -> None:
+    """Wait (at most ``most`` seconds) until a new event file's name sorts after those in
+    ``folder``. TensorBoard reads the files in name order, ``events.out.tfevents.<unix
+    seconds>.<host>.<pid>...``: a run resumed within the second its killed predecessor
+    started would otherwise be read first (the lower pid), before the events it purges."""
+    stamps = []
+    for p in folder.glob("events.out.tfevents.*"):
+        with contextlib.suppress(IndexError, ValueError):
+            stamps.append(int(p.name.split(".")[3]))
+    if stamps:
+        wait = max(stamps) + 1 - time.time()
+        if 0 < wait <= most:
+            time.sleep(wait)
 
 
 def _discard_run_dir(run_dir: Path, before: set[str] | None) -> None:
@@ -809,9 +828,7 @@ def train(cfg: TrainConfig, given: set[str], argv: list[str]) -> int:
     if remaining > 0:
         print(f"training {cfg.algo} on {cfg.env}: {cfg.timesteps} steps ({done_steps} done), "
               f"{cfg.n_envs} envs, run directory {run_dir}", file=sys.stderr)
-        import time as _time
-
-        t0 = _time.perf_counter()
+        t0 = time.perf_counter()
         try:
             model.learn(total_timesteps=remaining, callback=[metrics_cb, eval_cb, ckpt_cb,
                                                              stop_cb],
@@ -822,7 +839,7 @@ def train(cfg: TrainConfig, given: set[str], argv: list[str]) -> int:
             # Ctrl-C also reaches SubprocVecEnv workers, whose pipes then close
             if stop_cb.interrupted is None:
                 raise
-        elapsed = _time.perf_counter() - t0
+        elapsed = time.perf_counter() - t0
         steps = int(model.num_timesteps) - done_steps
         if stop_cb.interrupted is not None:
             cb.write_checkpoint(model, ckpt_dir, state(), extra_files=extra_files)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -208,6 +209,20 @@ def test_resumed_run_reads_as_one_run(run: Path) -> None:
     acc.Reload()
     steps = [e.step for e in acc.Scalars("time/fps")]
     assert steps == list(range(128, 768 + 1, 128)), steps  # one series, no replayed steps
+
+
+def test_resumed_event_file_is_read_after_the_killed_runs(tmp_path: Path) -> None:
+    """TensorBoard reads event files in name order (unix seconds, host, pid): a resume in the
+    same second as the killed run's start must still come after it (else nothing is purged)."""
+    tb = tmp_path / "tb"
+    tb.mkdir()
+    host = socket.gethostname()
+    killed = tb / f"events.out.tfevents.{int(time.time())}.{host}.99999999.0"
+    killed.write_bytes(b"")
+    logger = train.make_logger(tb, verbose=0, purge_step=5)
+    logger.close()
+    names = sorted(p.name for p in tb.glob("events.out.tfevents.*"))
+    assert names[0] == killed.name and len(names) == 2
 
 
 # --------------------------------------------------------------------------- point 6: input

@@ -238,13 +238,11 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
         elif path == 1:
             self._config1[0] = discrete_action(action, self._n_actions)
             core.run(kernel.MODE_CONFIG, core._no_act, self._config1)
-        else:  # queue (envs.realistic)
-            res = core.step_action(
-                validate_queued_action(self.config, action, self.action_space))
-            out = (float(res.harvest_kwh[0]), float(res.demand_kwh[0]), float(res.aux_kwh[0]),
-                   float(res.waste_kwh[0]), float(res.loss_kwh[0]), float(res.storage_kwh[0]),
-                   int(res.arrived[0]), int(res.served[0]), int(res.correct[0]),
-                   int(res.dropped[0]), float(res.value_correct[0]))
+        else:  # queue (envs.realistic): its compiled step decodes and checks the action
+            if self._discrete or not (type(action) is np.ndarray and action.shape == self._shape
+                                      and (action.dtype is _F32 or action.dtype is _F64)):
+                action = validate_queued_action(self.config, action, self.action_space)
+            out = core.step_action_single(action)
             reward, truncated, info = single_slot(out, int(core.t[0]), self._horizon, self._s0,
                                                   self.reward_weights, self._queued_tasks())
             return self._finish(info, truncated, reward, self.observer.observe()[0])
@@ -270,7 +268,7 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
 
     def _queued_tasks(self) -> int:
         """Tasks waiting in the queue after the slot (a ``RealisticCore`` with a queue)."""
-        return int(self.core.queue_len[0].sum())
+        return sum(self.core.queue_len[0].tolist())
 
     # ------------------------------------------------------------------ rendering
     def render(self) -> str | np.ndarray | None:

@@ -3,7 +3,8 @@
 Kept apart from :class:`envs.dynamics.FleetCore` so the paper path of ``FleetCore.step`` is
 untouched: :func:`make_core` returns a plain ``FleetCore`` unless the config enables a queue
 (``class_deadlines`` or ``model_tokens_per_slot``) or a forecast (``forecast_hours``), and then
-a :class:`RealisticCore`, a subclass that only adds code. Imports numpy only.
+a :class:`RealisticCore`, a subclass that only adds code. Imports numpy, and numba through
+:mod:`envs.kernel_queue`, the compiled slot step of the queue rules below.
 
 Queue rules (one slot t, per copy):
 
@@ -36,14 +37,13 @@ supply itself, so they never shift any other stream.
 from __future__ import annotations
 
 import math
-from itertools import accumulate
 from typing import Any
 
 import numpy as np
 
+from envs import kernel_queue as kq
 from envs.config import FleetConfig
 from envs.dynamics import FleetCore, SlotResult
-from envs.outcomes import J_PER_KWH
 from envs.trace_processes import lookahead_slots, slots_per_hour
 
 
@@ -103,6 +103,10 @@ def decode_continuous(config: FleetConfig, actions: np.ndarray
     Per class, weights w = (a + 1) / 2 over J configurations and one "defer" entry; the defer
     fraction is w_defer / sum(w); the mixture is the configuration weights normalised (uniform
     if they are all zero). All -1 in a class: uniform mixture, nothing deferred.
+
+    The step decodes actions in its compiled kernel (``envs.kernel_queue.decode_box``, the
+    same values); this numpy version is its reference, and decodes the rows the kernel does
+    not take (J + 1 > 128).
     """
     n_c, n_j = config.n_classes, config.n_configs
     a = np.asarray(actions, dtype=np.float64).reshape(-1, n_c, n_j + 1)
@@ -113,76 +117,6 @@ def decode_continuous(config: FleetConfig, actions: np.ndarray
     s = wj.sum(axis=-1, keepdims=True)
     mix = np.where(s > 0, wj / np.where(s > 0, s, 1.0), 1.0 / n_j)
     return mix, defer
-
-
-def _sum_row(xs: list[float]) -> float:
-    """``np.add.reduce`` of a contiguous float64 row of up to 128 entries on Python floats,
-    bit for bit: numpy adds the row's pairwise sum to 0.0, and its pairwise sum is sequential
-    below 8 entries, else 8 running partial sums over blocks of 8 combined as a tree, then the
-    entries left over."""
-    n = len(xs)
-    if n < 8:
-        res = 0.0
-        for x in xs:
-            res += x
-        return 0.0 + res
-    r0, r1, r2, r3, r4, r5, r6, r7 = xs[:8]
-    i, stop = 8, n - n % 8
-    while i < stop:
-        r0 += xs[i]
-        r1 += xs[i + 1]
-        r2 += xs[i + 2]
-        r3 += xs[i + 3]
-        r4 += xs[i + 4]
-        r5 += xs[i + 5]
-        r6 += xs[i + 6]
-        r7 += xs[i + 7]
-        i += 8
-    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-    for x in xs[i:]:
-        res += x
-    return 0.0 + res
-
-
-class QueuedActionMap:
-    """Decodes one continuous queue action on Python floats, for the B = 1 queue step.
-
-    The fast path of :func:`decode_continuous` (after ``validate_queued_action``) followed by
-    the step's clip of the defer fractions and running sums of the mixtures: the same values,
-    bit for bit. Call it with the action; it returns ``(thresholds, defer)``, per class the
-    J - 1 running sums of the mixture and the defer fraction, or None when the action needs
-    the general path (another type or shape, or a value outside [-1, 1] or NaN: the general
-    path raises the error).
-    """
-
-    def __init__(self, config: FleetConfig) -> None:
-        self.n_j = config.n_configs
-        self.shape = (queued_action_dim(config),)
-        self.uniform = 1.0 / self.n_j  # decode_continuous's weight of an all-zero row
-        self.enabled = self.n_j + 1 <= 128  # _sum_row's range
-
-    def __call__(self, action: object) -> tuple[list[list[float]], list[float]] | None:
-        if not (self.enabled and type(action) is np.ndarray and action.shape == self.shape
-                and action.dtype.kind == "f"):
-            return None
-        flat = action.tolist()
-        if not (min(flat) >= -1.0 and max(flat) <= 1.0):
-            return None
-        n_j = self.n_j
-        thresholds, defer = [], []
-        for c in range(0, len(flat), n_j + 1):
-            w = [(x + 1.0) * 0.5 for x in flat[c:c + n_j + 1]]
-            total = _sum_row(w)
-            if total != total:  # a NaN entry (min and max may skip it)
-                return None
-            f = w[n_j] / total if total > 0.0 else 0.0
-            defer.append(1.0 if f > 1.0 else (0.0 if f < 0.0 else f))  # np.clip(f, 0, 1)
-            del w[n_j]
-            s = _sum_row(w)
-            mix = [x / s for x in w] if s > 0.0 else [self.uniform] * n_j
-            del mix[-1]
-            thresholds.append(list(accumulate(mix)))
-        return thresholds, defer
 
 
 def decode_discrete(config: FleetConfig, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -273,6 +207,13 @@ class RealisticCore(FleetCore):
         self.rates = config.arrival_rate * np.asarray(config.class_shares, dtype=np.float64)
         #: 1 / class rate (0 for a class that never arrives): scales the queue features.
         self.inv_rates = np.where(self.rates > 0, 1.0 / np.maximum(self.rates, 1e-300), 0.0)
+        #: Constants of the compiled queue step (envs.kernel_queue.pack_constants).
+        self._qconsts = kq.pack_constants(
+            self.W, self.omega, self.deadlines, self.model_of, self.budget_of, self.caps,
+            self.solvable, self.j_per_token, self.values, self.idle_kwh)
+        #: Whether the compiled step decodes continuous actions (its row sums need J < 128).
+        self._box_in_kernel = self.J + 1 <= 128
+        self._discrete = config.action_type == "discrete"
 
     # ------------------------------------------------------------------ reset
     #: Per-copy state a step changes beyond ``FleetCore``'s (the vector env restores it for
@@ -331,22 +272,54 @@ class RealisticCore(FleetCore):
         """Advance every copy by one slot from raw actions of the env's action space.
 
         Args:
-            actions: Continuous actions (B, C*(J+1)) with a queue, (B, C*J) without; or discrete
-                actions (B,) in [0, 2J) with a queue, [0, J) without.
+            actions: Continuous actions (B, C*(J+1)) in [-1, 1] with a queue, (B, C*J) without;
+                or discrete actions (B,) in [0, 2J) with a queue, [0, J) without. With a
+                queue, the compiled step decodes them (as :func:`decode_continuous` and
+                :func:`decode_discrete`) and raises ValueError for values out of range.
         """
         cfg = self.config
-        discrete = cfg.action_type == "discrete"
         if not self.queued:
-            if discrete:
+            if cfg.action_type == "discrete":
                 return self.step(configs=np.asarray(actions).reshape(-1))
             from envs.spaces import action_weights  # local: spaces imports gymnasium
 
             return self.step(mixtures=action_weights(cfg, actions))
-        if discrete:
-            configs, defer = decode_discrete(cfg, actions)
-            return self.step(configs=configs, defer=defer)
-        mixtures, defer = decode_continuous(cfg, actions)
-        return self.step(mixtures=mixtures, defer=defer)
+        return self._result(self._queue_kernel(*self._action_args(actions)))
+
+    def step_action_single(self, actions: np.ndarray) -> tuple:
+        """:meth:`step_action`, returning copy 0's slot as Python scalars without building a
+        ``SlotResult``: (harvest, demand, aux, waste, loss, storage [kWh], arrived, served,
+        correct, dropped [tasks], value of the correct answers)."""
+        if not self.queued:
+            res = self.step_action(actions)
+            return (*(float(getattr(res, k)[0]) for k in (
+                "harvest_kwh", "demand_kwh", "aux_kwh", "waste_kwh", "loss_kwh", "storage_kwh")),
+                *(int(getattr(res, k)[0]) for k in ("arrived", "served", "correct", "dropped")),
+                float(res.value_correct[0]))
+        out = self._queue_kernel(*self._action_args(actions))
+        aux, waste, loss, storage = self.advance(out[0], out[1])
+        harvest, demand, value, arrived, served, correct, dropped = out[:kq.N_OUT, 0].tolist()
+        return (harvest, demand, aux.item(0), waste.item(0), loss.item(0), storage.item(0),
+                int(arrived), int(served), int(correct), int(dropped), value)
+
+    def _action_args(self, actions: np.ndarray) -> tuple[int, np.ndarray]:
+        """(mode, act) of :func:`envs.kernel_queue.queue_step` for raw queue actions."""
+        if self._discrete:
+            a = np.asarray(actions, dtype=np.float64).ravel()
+            return kq.DISCRETE, a if a.flags.carray else a.copy()
+        a = np.asarray(actions)
+        if a.dtype.char not in "fd":  # the kernel reads float32 and float64
+            a = a.astype(np.float64)
+        if a.ndim != 1:
+            a = a.ravel()
+        if not a.flags.carray:  # contiguous, aligned and writeable: no other compiled variant
+            a = a.copy()
+        if not self._box_in_kernel:  # rows too long for the kernel's sums: numpy's decode
+            if a.size % (self.C * (self.J + 1)) or not np.max(np.abs(a), initial=0.0) <= 1.0:
+                return kq.BOX, a  # the kernel reports the error
+            mixtures, defer = decode_continuous(self.config, a)
+            return kq.MIXTURES, np.concatenate([mixtures.ravel(), defer.ravel()])
+        return kq.BOX, a
 
     def step(self, mixtures: np.ndarray | None = None, configs: np.ndarray | None = None,
              defer: np.ndarray | None = None) -> SlotResult:
@@ -364,134 +337,73 @@ class RealisticCore(FleetCore):
 
     def _step_queued(self, mixtures: np.ndarray | None, configs: np.ndarray | None,
                      defer: np.ndarray | None) -> SlotResult:
-        if np.any(self.t >= self.T):
-            raise RuntimeError("an episode has ended (t == horizon); reset the copy first")
-        B, C, M, T = self.B, self.C, self.M, self.T
-        rows, t = self._rows, self.t
-        # 1. Pending tasks. Window of the W slots a pending task can come from, oldest first:
-        # (B, W). A task waits at most max(deadlines) slots, and no copy looks back past its
-        # oldest open slot (tasks before it are neither pending nor due).
-        W = int(min(self.W, max(1, int((t - self.first_open).max()) + 1)))
-        slots = t[:, None] - (W - 1) + np.arange(W)[None, :]
-        in_ep = slots >= 0
-        sl = np.maximum(slots, 0)
-        R = rows[:, None]
-        # Task slots up to the most arrivals of any window slot (the rest are padding).
-        A = max(1, int(np.where(in_ep, self.n_slot[R, sl], 0).max()))
-        cls_raw = self.cls[R, sl, :A]  # (B, W, A)
-        pad = slots + (self.W - 1)  # index into the padded done flags, distinct per slot
-        valid = (cls_raw < C) & in_ep[..., None]
-        cls = np.minimum(cls_raw, C - 1)
-        dl = np.minimum(sl[..., None] + self.deadlines[cls], T - 1)
-        pend = valid & ~self.done[R, pad, :A] & (dl >= t[:, None, None])
-        # From here on only the pending tasks, as one list ordered by copy, then window
-        # position (slot, then arrival order): the oldest first.
-        N = W * A
-        p = np.flatnonzero(pend.reshape(-1))
-        b_p = p // N
-        w_p, a_p = np.divmod(p - b_p * N, A)
-        slot_p = sl[b_p, w_p]
-        c_p = cls.reshape(-1)[p].astype(np.intp)
-        dl_p = dl.reshape(-1)[p]
-        due_p = dl_p <= t[b_p]
-        # Flat index of each task in the slot-major (T, B, A) task buffers.
-        buf = (slot_p * self.B + b_p) * self.A + a_p
-
-        # 2. defer the newest non-due tasks of each class: round(f * pending) of them
-        f = np.zeros((B, C)) if defer is None else np.clip(
-            np.asarray(defer, dtype=np.float64).reshape(B, C), 0.0, 1.0)
-        cand = np.ones(p.size, dtype=bool)
-        if np.any(f > 0) and p.size:
-            g = b_p * C + c_p  # (copy, class) group
-            n_def = np.floor(f.reshape(-1) * np.bincount(g, minlength=B * C) + 0.5)
-            can = ~due_p
-            # Within each group (kept in window order by the stable sort), the number of
-            # deferrable tasks at or after each one: 1 = the newest.
-            order = np.argsort(g, kind="stable")
-            can_s = can[order]
-            ends = np.cumsum(np.bincount(g, weights=can, minlength=B * C)).astype(np.int64)
-            g_s = g[order]
-            rank_new = ends[g_s] - np.cumsum(can_s) + can_s
-            cand[order] = ~(can_s & (rank_new <= n_def[g_s]))
-
-        # 3. configuration of every task, from its latent assignment quantile
+        B, C, J = self.B, self.C, self.J
         if configs is not None:
-            j = np.asarray(configs, dtype=np.intp).reshape(B)[b_p]
+            j = np.asarray(configs)
+            if j.size != B or not np.issubdtype(j.dtype, np.integer):
+                raise ValueError(f"configs must be {B} integers (one per copy), got shape "
+                                 f"{j.shape}, dtype {j.dtype}")
+            mode, act = kq.CONFIGS, j.astype(np.float64).ravel()
         else:
-            cum = np.cumsum(np.asarray(mixtures, dtype=np.float64), axis=-1)[:, :, :-1]
-            u = self._ua_tm.reshape(-1)[buf]
-            j = (u[:, None] >= cum[b_p, c_p]).sum(axis=-1)
-        i = self.model_of[j]
-        budget = self.budget_of[j]
-        k = self._steps_tm.reshape(-1)[buf * M + i]
-        solv = self._us_tm.reshape(-1)[buf] < self.solvable[i, c_p]
-        step_tok = self.omega * k.astype(np.int64)
-        finished = solv & (step_tok <= budget)
-        tokens = np.where(finished, step_tok, budget)
+            w = np.asarray(mixtures, dtype=np.float64)
+            if w.shape != (B, C, J):
+                raise ValueError(f"mixtures must have shape ({B}, {C}, {J}) (copies x classes "
+                                 f"x configurations), got shape {w.shape}")
+            mode, act = kq.MIXTURES, w.ravel()
+        if defer is not None:  # the kernel reads the defer fractions after the actions
+            d = np.asarray(defer, dtype=np.float64)
+            if d.size != B * C:
+                raise ValueError(f"defer must have shape ({B}, {C}) (copies x classes), got "
+                                 f"shape {d.shape}")
+            act = np.concatenate([act, d.ravel()])
+        return self._result(self._queue_kernel(mode, act))
 
-        # 4. throughput caps: per copy, candidates in earliest-deadline-first order (ties:
-        # window order), each model admitting while its running tokens stay within its cap
-        served = cand.copy()
-        if self.capped and p.size:
-            order = np.argsort(b_p * T + dl_p, kind="stable")
-            b_s = b_p[order]
-            on = cand[order]
-            i_s = i[order]
-            tok_s = tokens[order]
-            admit_s = np.ones(p.size, dtype=bool)
-            for m in range(M):
-                if not math.isfinite(self.caps[m]):
-                    continue
-                on_m = on & (i_s == m)
-                x = np.where(on_m, tok_s, 0)
-                # Running tokens within each copy: the running sum over all copies less
-                # the tokens of the copies before it.
-                per_copy = np.bincount(b_s, weights=x, minlength=B).astype(np.int64)
-                used = np.cumsum(x)
-                used -= (np.cumsum(per_copy) - per_copy)[b_s]
-                admit_s &= ~on_m | (used <= self.caps[m])
-            admit = np.empty_like(admit_s)
-            admit[order] = admit_s
-            served &= admit
-        dropped = due_p & ~served
-        # 5. book-keeping: mark served and dropped tasks, count the queue
-        gone = served | dropped
-        self.done[b_p[gone], slot_p[gone] + (self.W - 1), a_p[gone]] = True
-        waiting = ~gone
-        correct = served & finished
+    def _queue_kernel(self, mode: int, act: np.ndarray) -> np.ndarray:
+        """The queue rules of one slot for every copy by the compiled
+        ``envs.kernel_queue.queue_step`` (``act`` read as ``mode`` says); returns its output
+        (rows ``OUT_ROWS``, correct answers per class, tokens per model)."""
+        out = np.empty((kq.N_OUT + self.C + self.M, self.B))
+        status = kq.queue_step(self._us_tm, self._ua_tm, self._steps_tm, self.done,
+                               self.arrivals, self.harvest, self.t, self.first_open,
+                               self.queue_len, self._qconsts, mode, act, out)
+        if status != kq.OK:
+            raise self._queue_error(status, mode, act)
+        return out
 
-        tok_by = np.bincount(b_p * M + i, weights=np.where(served, tokens, 0),
-                             minlength=B * M)
-        tokens_by_model = tok_by.astype(np.int64).reshape(B, M)  # exact: integers < 2**53
-        energy_j = np.zeros(B)
-        for m in range(M):
-            energy_j += self.j_per_token[m] * tokens_by_model[:, m]
-        demand = self.idle_kwh + energy_j / J_PER_KWH
-        g = b_p * C + c_p
-        correct_by_class = np.bincount(g, weights=correct, minlength=B * C
-                                       ).astype(np.int64).reshape(B, C)
-        queue_len = np.bincount(g, weights=waiting, minlength=B * C
-                                ).astype(np.int64).reshape(B, C)
-        value = np.zeros(B)
-        for c in range(C):
-            value += self.values[c] * correct_by_class[:, c]
-        arrived = self.n_slot[rows, t].copy()
-        # Oldest slot still holding a waiting task (else the next slot).
-        first_open = t + 1
-        b_w = b_p[waiting]
-        if b_w.size:
-            copies, first = np.unique(b_w, return_index=True)
-            first_open[copies] = slot_p[waiting][first]
-        self.first_open = first_open
-
-        harvest = self.harvest[rows, t]
-        self.queue_len = queue_len
+    def _result(self, out: np.ndarray) -> SlotResult:
+        """Close the slot (:meth:`advance`) and return it as a ``SlotResult``."""
+        harvest, demand, value = out[:3]
         aux, waste, loss, storage = self.advance(harvest, demand)
+        counts = out[3:].astype(np.int64)  # integers, exact in float64
+        arrived, served, correct, dropped = counts[:4]
+        C = self.C
         return SlotResult(
             harvest_kwh=harvest, demand_kwh=demand, aux_kwh=aux, waste_kwh=waste,
-            loss_kwh=loss, storage_kwh=storage, arrived=arrived,
-            served=np.bincount(b_p, weights=served, minlength=B).astype(np.int64),
-            correct=correct_by_class.sum(axis=1),
-            dropped=np.bincount(b_p, weights=dropped, minlength=B).astype(np.int64),
-            value_correct=value, correct_by_class=correct_by_class,
-            tokens_by_model=tokens_by_model)
+            loss_kwh=loss, storage_kwh=storage, arrived=arrived, served=served,
+            correct=correct, dropped=dropped, value_correct=value,
+            correct_by_class=counts[4:4 + C].T, tokens_by_model=counts[4 + C:].T)
+
+    def _queue_error(self, status: int, mode: int, act: np.ndarray) -> Exception:
+        """The exception of a :func:`envs.kernel_queue.queue_step` status other than OK."""
+        B, C, J = self.B, self.C, self.J
+        if status == kq.ENDED:
+            return RuntimeError("an episode has ended (t == horizon); reset the copy first")
+        if status == kq.OUT_OF_RANGE:
+            a = np.asarray(act, dtype=np.float64)
+            return ValueError(f"action entries must be finite and in [-1, 1], got min "
+                              f"{float(a.min())!r}, max {float(a.max())!r}")
+        if status == kq.BAD_INDEX:
+            hi, what = (J - 1, "configs") if mode == kq.CONFIGS else (2 * J - 1, "actions")
+            bad = [x for x in act.tolist() if not (0 <= x <= hi and x == int(x))]
+            return ValueError(f"{what} must be integers in [0, {hi}], got "
+                              f"{_number(bad[0])!r}")
+        if mode == kq.BOX:
+            return ValueError(f"actions must have {B} x {C * (J + 1)} entries (copies x "
+                              f"classes x (configurations + defer)), got {act.size}")
+        return ValueError(f"actions must have {B} entries (one per copy), got {act.size}")
+
+
+
+def _number(x: float) -> int | float:
+    """An integer-valued float as an int (for error messages)."""
+    return int(x) if x == x and abs(x) != math.inf and x == int(x) else x

@@ -16,7 +16,7 @@ import envs
 from envs.calibration import fit_classes
 from envs.config import PRESETS, FleetConfig, resolve_config
 from envs.dynamics import FleetCore
-from envs.outcomes import reference_demand_kwh
+from envs.outcomes import J_PER_KWH, reference_demand_kwh
 from envs.realistic import RealisticCore, make_core, queued_action
 from envs.spaces import mixture_to_action
 from envs.trace_processes import ServeGenR1Arrivals
@@ -240,7 +240,8 @@ def _reference_queue_slot(core, b, t, mix, defer, done):
 @pytest.mark.parametrize("caps", [(), (3000.0, 2000.0, 1500.0)])
 def test_queued_step_follows_the_rules_task_by_task(caps, n_copies):
     """The queue step against a plain per-task reading of the module's rules: deferral of
-    the newest, assignment by quantile, caps in deadline order, drops."""
+    the newest, assignment by quantile, caps in deadline order, drops; the slot's demand and
+    value bit for bit from the reference's tokens and correct answers."""
     cfg = _small_queue_config(model_tokens_per_slot=caps, horizon=30)
     core = make_core(cfg, n_copies)
     _reset_all(core, 8)
@@ -258,6 +259,15 @@ def test_queued_step_follows_the_rules_task_by_task(caps, n_copies):
         np.testing.assert_array_equal(res.tokens_by_model, [r[2] for r in ref])
         np.testing.assert_array_equal(res.correct_by_class, [r[3] for r in ref])
         np.testing.assert_array_equal(core.queue_len, [r[4] for r in ref])
+        for b, r in enumerate(ref):  # demand and value, summed in the documented order
+            energy = 0.0
+            for jpt, tok in zip(core.j_per_token.tolist(), r[2]):
+                energy += jpt * tok
+            value = 0.0
+            for v, n in zip(core.values.tolist(), r[3]):
+                value += v * n
+            assert res.demand_kwh[b] == core.idle_kwh + energy / J_PER_KWH
+            assert res.value_correct[b] == value
         saw += [res.dropped.sum() > 0, core.queue_len.sum() > 0, res.served.sum() > 0]
     assert saw[1] > 0 and saw[2] > 0 and (saw[0] > 0) == bool(caps)
 

@@ -245,7 +245,9 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
             out = core.step_action_single(action)
             reward, truncated, info = single_slot(out, int(core.t[0]), self._horizon, self._s0,
                                                   self.reward_weights, self._queued_tasks())
-            return self._finish(info, truncated, reward, self.observer.observe()[0])
+            # The queue step wrote the observation (all but forecast features) into core.obs.
+            obs = self.observer.current()[0].copy() if core.F else self._obs0.copy()
+            return self._finish(info, truncated, reward, obs)
         reward, truncated, info = kernel_slot(self._res_f0.tolist(), self._res_i0.tolist())
         obs = self.observer.current()[0].copy() if self._realistic else self._obs0.copy()
         return self._finish(info, truncated, reward, obs)

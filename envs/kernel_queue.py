@@ -6,8 +6,10 @@ tasks, deferral of the newest non-due tasks, each task's configuration, outcome 
 earliest-deadline-first admission under the caps, drops, the served/dropped flags, the queue
 lengths and the per-copy sums the slot's ledger needs. It also decodes the env's raw actions
 (continuous queue actions with their defer weights, discrete actions in [0, 2J)), so a step is
-one call for B = 1 as for B = 1024. The energy ledger is not part of it (the core closes the
-slot with ``FleetCore.advance``).
+one call for B = 1 as for B = 1024. It then closes each copy's slot with the core kernel's
+own functions (``envs.kernel``: the ledger, running statistics and clock of
+``FleetCore.advance``, the observation features of ``FleetCore.observe``) and writes the queue
+features, so that a single env's step is one call.
 
 Every float operation is the one of the numpy expressions the rules were first written in, in
 the same order (the trajectories of every id are recorded bit for bit in
@@ -28,6 +30,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from envs.kernel import I_LOSSLESS, N_F_SCALARS, _close, _observe
 from envs.outcomes import J_PER_KWH
 
 #: How :func:`queue_step` reads its action argument ``act``.
@@ -45,10 +48,10 @@ OUT_OF_RANGE = 2  # an entry of a BOX action is outside [-1, 1] or NaN
 BAD_INDEX = 3  # a configuration (CONFIGS) or discrete action (DISCRETE) not an integer in range
 BAD_SIZE = 4  # act has the wrong number of entries
 
-#: The first rows of the output (len(OUT_ROWS) + C + M, B); then correct answers per class,
-#: then tokens per model.
-OUT_ROWS = ("harvest_kwh", "demand_kwh", "value_correct", "arrived", "served", "correct",
-            "dropped")
+#: The first rows of the output (len(OUT_ROWS) + C + M, B), in the order of a single env's
+#: slot tuple (``info.single_slot``); then correct answers per class, then tokens per model.
+OUT_ROWS = ("harvest_kwh", "demand_kwh", "aux_kwh", "waste_kwh", "loss_kwh", "storage_kwh",
+            "value_correct", "arrived", "served", "correct", "dropped")
 N_OUT = len(OUT_ROWS)  # rows before the per-class and per-model rows
 
 # Flags of a pending task in queue_step.
@@ -151,7 +154,7 @@ def decode_box(act: np.ndarray, C: int, J: int, thr: np.ndarray, f: np.ndarray,
 
 @numba.njit(cache=True)
 def queue_step(us_tm, ua_tm, steps_tm, done, arrivals, harvest, t_now, first_open, queue_len,
-               consts, mode, act, out):  # noqa: ANN001 - numba types
+               consts, mode, act, out, ip, fp, fs, obs):  # noqa: ANN001 - numba types
     """One slot of the queue rules for every copy b (each at its own slot ``t_now[b]``).
 
     Args:
@@ -164,7 +167,7 @@ def queue_step(us_tm, ua_tm, steps_tm, done, arrivals, harvest, t_now, first_ope
         done: (B, T + W - 1, A) served-or-dropped flag of each task, slot s at s + W - 1;
             updated.
         arrivals: (B, T, C) tasks per slot and class. harvest: (B, T) harvest per slot [kWh].
-        t_now: (B,) slot of each copy (read only: the ledger advances it).
+        t_now: (B,) slot of each copy; advanced by one.
         first_open: (B,) oldest slot that may hold a pending task; updated.
         queue_len: (B, C) tasks waiting after the slot; updated.
         consts: The core's constants (:func:`pack_constants`).
@@ -175,6 +178,11 @@ def queue_step(us_tm, ua_tm, steps_tm, done, arrivals, harvest, t_now, first_ope
             DISCRETE actions hold their defer fractions.
         out: (len(OUT_ROWS) + C + M, B) float64 output: rows :data:`OUT_ROWS`, correct
             answers per class, tokens per model.
+        ip, fp, fs: The core kernel's parameters and packed float state (``envs.kernel``);
+            the state is updated as ``FleetCore.advance`` updates it.
+        obs: (B, dim) observations: features 0 .. 9 + C as ``FleetCore.observe`` writes them,
+            then the queue lengths / class rates (the forecast features, if any, are left to
+            ``envs.spaces.Observer``).
 
     Returns:
         A status code; the state is changed only when it is :data:`OK`.
@@ -193,6 +201,8 @@ def queue_step(us_tm, ua_tm, steps_tm, done, arrivals, harvest, t_now, first_ope
     solvable = fc[f0 + M:f0 + M + M * C]
     j_per_token = fc[f0 + M + M * C:f0 + 2 * M + M * C]
     values = fc[f0 + 2 * M + M * C:f0 + 2 * M + M * C + C]
+    lossless = ip[I_LOSSLESS] != 0
+    o_rates = N_F_SCALARS + M * C + M + C  # 1 / class rate in fp (envs.kernel's layout)
 
     # Checks first: nothing changes unless the whole batch can step.
     per_copy = C * J if mode == MIXTURES else (C * (J + 1) if mode == BOX else 1)
@@ -398,11 +408,22 @@ def queue_step(us_tm, ua_tm, steps_tm, done, arrivals, harvest, t_now, first_ope
         n_arrived = 0
         for c in range(C):
             n_arrived += arrivals[b, t, c]
-        out[0, b] = harvest[b, t]
-        out[1, b] = idle_kwh + energy_j / j_per_kwh
-        out[2, b] = value
-        out[3, b] = n_arrived
-        out[4, b] = n_served
-        out[5, b] = n_correct
-        out[6, b] = n_dropped
+        h = harvest[b, t]
+        demand = idle_kwh + energy_j / j_per_kwh
+        # The slot's close and observation, as FleetCore.advance and FleetCore.observe.
+        aux, waste, loss, storage = _close(b, h, demand, fs, t_now, fp, lossless)
+        _observe(b, ip, fp, fs, t_now, arrivals, obs)
+        for c in range(C):  # queue features: float64 products rounded to float32
+            obs[b, 10 + C + c] = queue_len[b, c] * fp[o_rates + c]
+        out[0, b] = h
+        out[1, b] = demand
+        out[2, b] = aux
+        out[3, b] = waste
+        out[4, b] = loss
+        out[5, b] = storage
+        out[6, b] = value
+        out[7, b] = n_arrived
+        out[8, b] = n_served
+        out[9, b] = n_correct
+        out[10, b] = n_dropped
     return OK

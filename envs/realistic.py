@@ -297,10 +297,10 @@ class RealisticCore(FleetCore):
                 *(int(getattr(res, k)[0]) for k in ("arrived", "served", "correct", "dropped")),
                 float(res.value_correct[0]))
         out = self._queue_kernel(*self._action_args(actions))
-        aux, waste, loss, storage = self.advance(out[0], out[1])
-        harvest, demand, value, arrived, served, correct, dropped = out[:kq.N_OUT, 0].tolist()
-        return (harvest, demand, aux.item(0), waste.item(0), loss.item(0), storage.item(0),
-                int(arrived), int(served), int(correct), int(dropped), value)
+        h, d, aux, waste, loss, storage, value, arrived, served, correct, dropped = \
+            out[:kq.N_OUT, 0].tolist()
+        return (h, d, aux, waste, loss, storage, int(arrived), int(served), int(correct),
+                int(dropped), value)
 
     def _action_args(self, actions: np.ndarray) -> tuple[int, np.ndarray]:
         """(mode, act) of :func:`envs.kernel_queue.queue_step` for raw queue actions."""
@@ -359,22 +359,24 @@ class RealisticCore(FleetCore):
         return self._result(self._queue_kernel(mode, act))
 
     def _queue_kernel(self, mode: int, act: np.ndarray) -> np.ndarray:
-        """The queue rules of one slot for every copy by the compiled
-        ``envs.kernel_queue.queue_step`` (``act`` read as ``mode`` says); returns its output
-        (rows ``OUT_ROWS``, correct answers per class, tokens per model)."""
+        """One slot of every copy by the compiled ``envs.kernel_queue.queue_step`` (``act``
+        read as ``mode`` says): the queue rules, then the slot's close as :meth:`advance` and
+        the observation as :meth:`observe` (plus the queue features) by the core kernel's
+        functions. Returns its output (rows ``OUT_ROWS``, correct answers per class, tokens
+        per model)."""
         out = np.empty((kq.N_OUT + self.C + self.M, self.B))
         status = kq.queue_step(self._us_tm, self._ua_tm, self._steps_tm, self.done,
                                self.arrivals, self.harvest, self.t, self.first_open,
-                               self.queue_len, self._qconsts, mode, act, out)
+                               self.queue_len, self._qconsts, mode, act, out, self._ip,
+                               self._fp, self._fs, self.obs)
         if status != kq.OK:
             raise self._queue_error(status, mode, act)
         return out
 
     def _result(self, out: np.ndarray) -> SlotResult:
-        """Close the slot (:meth:`advance`) and return it as a ``SlotResult``."""
-        harvest, demand, value = out[:3]
-        aux, waste, loss, storage = self.advance(harvest, demand)
-        counts = out[3:].astype(np.int64)  # integers, exact in float64
+        """The slot of :meth:`_queue_kernel`'s output as a ``SlotResult``."""
+        harvest, demand, aux, waste, loss, storage, value = out[:7]
+        counts = out[7:].astype(np.int64)  # integers, exact in float64
         arrived, served, correct, dropped = counts[:4]
         C = self.C
         return SlotResult(

@@ -12,7 +12,7 @@ from gymnasium.envs.registration import EnvSpec
 
 from envs import kernel
 from envs.config import FleetConfig, plain_spec, resolve_config
-from envs.info import kernel_slot, reset_info, single_slot
+from envs.info import kernel_slot, reset_info
 from envs.realistic import RealisticCore, make_core, validate_queued_action
 from envs.reward import reward_weights
 from envs.spaces import (
@@ -242,9 +242,9 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
             if self._discrete or not (type(action) is np.ndarray and action.shape == self._shape
                                       and (action.dtype is _F32 or action.dtype is _F64)):
                 action = validate_queued_action(self.config, action, self.action_space)
-            out = core.step_action_single(action)
-            reward, truncated, info = single_slot(out, int(core.t[0]), self._horizon, self._s0,
-                                                  self.reward_weights, self._queued_tasks())
+            core.run_action(action)
+            reward, truncated, info = kernel_slot(self._res_f0.tolist(), self._res_i0.tolist(),
+                                                  self._queued_tasks())
             # The queue step wrote the observation (all but forecast features) into core.obs.
             obs = self.observer.current()[0].copy() if core.F else self._obs0.copy()
             return self._finish(info, truncated, reward, obs)

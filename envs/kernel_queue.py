@@ -19,10 +19,10 @@ value adds ``values[c] * correct[c]`` over c in order to 0.0; a task of assignme
 (float32, compared as float64) goes to the number of running sums of its class's mixture that
 are <= u; a continuous action's row sums are numpy's pairwise sums (:func:`pairwise_sum`).
 
-Arguments are few and packed (numba's dispatch costs per argument): the constants of a core in
-one array (:func:`pack_constants`), the defer fractions (if any) after the actions, the outputs
-in one float64 array (rows :data:`OUT_ROWS`, then correct answers per class and tokens per
-model; counts are integers, exact in float64).
+Arguments are few and packed (numba's dispatch costs per argument): the queue constants of a
+core in one array (:func:`pack_constants`), the defer fractions (if any) after the actions;
+results go to the core's result rows ``res_f`` and ``res_i`` in the layout of ``envs.kernel``
+(so ``FleetCore.result`` and ``info.kernel_slot`` read them as for any other id).
 """
 
 from __future__ import annotations
@@ -30,7 +30,19 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from envs.kernel import I_LOSSLESS, N_F_SCALARS, _close, _observe
+from envs.kernel import (
+    F_S0,
+    F_W_AUX,
+    F_W_DROP,
+    F_W_LEFT,
+    F_W_VALUE,
+    F_W_WASTE,
+    I_LOSSLESS,
+    N_F_SCALARS,
+    N_RES_I,
+    _close,
+    _observe,
+)
 from envs.outcomes import J_PER_KWH
 
 #: How :func:`queue_step` reads its action argument ``act``.
@@ -48,11 +60,6 @@ OUT_OF_RANGE = 2  # an entry of a BOX action is outside [-1, 1] or NaN
 BAD_INDEX = 3  # a configuration (CONFIGS) or discrete action (DISCRETE) not an integer in range
 BAD_SIZE = 4  # act has the wrong number of entries
 
-#: The first rows of the output (len(OUT_ROWS) + C + M, B), in the order of a single env's
-#: slot tuple (``info.single_slot``); then correct answers per class, then tokens per model.
-OUT_ROWS = ("harvest_kwh", "demand_kwh", "aux_kwh", "waste_kwh", "loss_kwh", "storage_kwh",
-            "value_correct", "arrived", "served", "correct", "dropped")
-N_OUT = len(OUT_ROWS)  # rows before the per-class and per-model rows
 
 # Flags of a pending task in queue_step.
 CAND = 1  # not deferred: a candidate
@@ -154,7 +161,7 @@ def decode_box(act: np.ndarray, C: int, J: int, thr: np.ndarray, f: np.ndarray,
 
 @numba.njit(cache=True)
 def queue_step(us_tm, ua_tm, steps_tm, done, arrivals, harvest, t_now, first_open, queue_len,
-               consts, mode, act, out, ip, fp, fs, obs):  # noqa: ANN001 - numba types
+               consts, mode, act, ip, fp, fs, res_f, res_i, obs):  # noqa: ANN001 - numba
     """One slot of the queue rules for every copy b (each at its own slot ``t_now[b]``).
 
     Args:
@@ -176,10 +183,11 @@ def queue_step(us_tm, ua_tm, steps_tm, done, arrivals, harvest, t_now, first_ope
         act: The actions (see the modes); for MIXTURES and CONFIGS optionally followed by
             B*C defer fractions (clipped to [0, 1]; none = nothing deferred). BOX and
             DISCRETE actions hold their defer fractions.
-        out: (len(OUT_ROWS) + C + M, B) float64 output: rows :data:`OUT_ROWS`, correct
-            answers per class, tokens per model.
         ip, fp, fs: The core kernel's parameters and packed float state (``envs.kernel``);
             the state is updated as ``FleetCore.advance`` updates it.
+        res_f, res_i: The core's result rows (``envs.kernel.RES_F``; ``RES_I``, correct
+            answers per class, tokens per model); the reward with the ``dropped`` term and
+            ``leftover_kwh`` as ``envs.reward.slot_terms`` and ``combine_scalar`` give them.
         obs: (B, dim) observations: features 0 .. 9 + C as ``FleetCore.observe`` writes them,
             then the queue lengths / class rates (the forecast features, if any, are left to
             ``envs.spaces.Observer``).
@@ -398,12 +406,12 @@ def queue_step(us_tm, ua_tm, steps_tm, done, arrivals, harvest, t_now, first_ope
         n_correct = 0
         for m in range(M):
             energy_j += j_per_token[m] * np.float64(tok_by[m])
-            out[N_OUT + C + m, b] = tok_by[m]
+            res_i[b, N_RES_I + C + m] = tok_by[m]
         value = 0.0
         for c in range(C):
             value += values[c] * np.float64(cor_by[c])
             n_correct += cor_by[c]
-            out[N_OUT + c, b] = cor_by[c]
+            res_i[b, N_RES_I + c] = cor_by[c]
             queue_len[b, c] = wait_by[c]
         n_arrived = 0
         for c in range(C):
@@ -415,15 +423,27 @@ def queue_step(us_tm, ua_tm, steps_tm, done, arrivals, harvest, t_now, first_ope
         _observe(b, ip, fp, fs, t_now, arrivals, obs)
         for c in range(C):  # queue features: float64 products rounded to float32
             obs[b, 10 + C + c] = queue_len[b, c] * fp[o_rates + c]
-        out[0, b] = h
-        out[1, b] = demand
-        out[2, b] = aux
-        out[3, b] = waste
-        out[4, b] = loss
-        out[5, b] = storage
-        out[6, b] = value
-        out[7, b] = n_arrived
-        out[8, b] = n_served
-        out[9, b] = n_correct
-        out[10, b] = n_dropped
+        truncated = t_now[b] >= T
+        over = storage - fp[F_S0]
+        leftover = (over if over > 0.0 else 0.0) if truncated else 0.0
+        reward = 0.0 + fp[F_W_VALUE] * value
+        reward = reward + fp[F_W_AUX] * aux
+        reward = reward + fp[F_W_WASTE] * waste
+        reward = reward + fp[F_W_LEFT] * leftover
+        reward = reward + fp[F_W_DROP] * np.float64(n_dropped)
+        res_f[b, 0] = h
+        res_f[b, 1] = demand
+        res_f[b, 2] = aux
+        res_f[b, 3] = waste
+        res_f[b, 4] = loss
+        res_f[b, 5] = storage
+        res_f[b, 6] = value
+        res_f[b, 7] = leftover
+        res_f[b, 8] = reward
+        res_i[b, 0] = n_arrived
+        res_i[b, 1] = n_served
+        res_i[b, 2] = n_correct
+        res_i[b, 3] = n_dropped
+        res_i[b, 4] = t_now[b]
+        res_i[b, 5] = 1 if truncated else 0
     return OK

@@ -284,23 +284,14 @@ class RealisticCore(FleetCore):
             from envs.spaces import action_weights  # local: spaces imports gymnasium
 
             return self.step(mixtures=action_weights(cfg, actions))
-        return self._result(self._queue_kernel(*self._action_args(actions)))
+        self._queue_kernel(*self._action_args(actions))
+        return self.result()
 
-    def step_action_single(self, actions: np.ndarray) -> tuple:
-        """:meth:`step_action`, returning copy 0's slot as Python scalars without building a
-        ``SlotResult``: (harvest, demand, aux, waste, loss, storage [kWh], arrived, served,
-        correct, dropped [tasks], value of the correct answers)."""
-        if not self.queued:
-            res = self.step_action(actions)
-            return (*(float(getattr(res, k)[0]) for k in (
-                "harvest_kwh", "demand_kwh", "aux_kwh", "waste_kwh", "loss_kwh", "storage_kwh")),
-                *(int(getattr(res, k)[0]) for k in ("arrived", "served", "correct", "dropped")),
-                float(res.value_correct[0]))
-        out = self._queue_kernel(*self._action_args(actions))
-        h, d, aux, waste, loss, storage, value, arrived, served, correct, dropped = \
-            out[:kq.N_OUT, 0].tolist()
-        return (h, d, aux, waste, loss, storage, int(arrived), int(served), int(correct),
-                int(dropped), value)
+    def run_action(self, actions: np.ndarray) -> None:
+        """:meth:`step_action` with a queue, leaving the slot in the result rows ``res_f``,
+        ``res_i`` and the observation rows ``obs`` (as ``FleetCore.run``; the forecast
+        features, if any, are not written) instead of returning a ``SlotResult``."""
+        self._queue_kernel(*self._action_args(actions))
 
     def _action_args(self, actions: np.ndarray) -> tuple[int, np.ndarray]:
         """(mode, act) of :func:`envs.kernel_queue.queue_step` for raw queue actions."""
@@ -356,34 +347,20 @@ class RealisticCore(FleetCore):
                 raise ValueError(f"defer must have shape ({B}, {C}) (copies x classes), got "
                                  f"shape {d.shape}")
             act = np.concatenate([act, d.ravel()])
-        return self._result(self._queue_kernel(mode, act))
+        self._queue_kernel(mode, act)
+        return self.result()
 
-    def _queue_kernel(self, mode: int, act: np.ndarray) -> np.ndarray:
+    def _queue_kernel(self, mode: int, act: np.ndarray) -> None:
         """One slot of every copy by the compiled ``envs.kernel_queue.queue_step`` (``act``
         read as ``mode`` says): the queue rules, then the slot's close as :meth:`advance` and
         the observation as :meth:`observe` (plus the queue features) by the core kernel's
-        functions. Returns its output (rows ``OUT_ROWS``, correct answers per class, tokens
-        per model)."""
-        out = np.empty((kq.N_OUT + self.C + self.M, self.B))
+        functions; results in ``res_f``, ``res_i`` and ``obs``."""
         status = kq.queue_step(self._us_tm, self._ua_tm, self._steps_tm, self.done,
                                self.arrivals, self.harvest, self.t, self.first_open,
-                               self.queue_len, self._qconsts, mode, act, out, self._ip,
-                               self._fp, self._fs, self.obs)
+                               self.queue_len, self._qconsts, mode, act, self._ip, self._fp,
+                               self._fs, self.res_f, self.res_i, self.obs)
         if status != kq.OK:
             raise self._queue_error(status, mode, act)
-        return out
-
-    def _result(self, out: np.ndarray) -> SlotResult:
-        """The slot of :meth:`_queue_kernel`'s output as a ``SlotResult``."""
-        harvest, demand, aux, waste, loss, storage, value = out[:7]
-        counts = out[7:].astype(np.int64)  # integers, exact in float64
-        arrived, served, correct, dropped = counts[:4]
-        C = self.C
-        return SlotResult(
-            harvest_kwh=harvest, demand_kwh=demand, aux_kwh=aux, waste_kwh=waste,
-            loss_kwh=loss, storage_kwh=storage, arrived=arrived, served=served,
-            correct=correct, dropped=dropped, value_correct=value,
-            correct_by_class=counts[4:4 + C].T, tokens_by_model=counts[4 + C:].T)
 
     def _queue_error(self, status: int, mode: int, act: np.ndarray) -> Exception:
         """The exception of a :func:`envs.kernel_queue.queue_step` status other than OK."""

@@ -180,6 +180,7 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
         self._shape = self.action_space.shape
         self._n_actions = int(self.action_space.n) if self._discrete else 0
         self._config1 = np.zeros(1, dtype=np.int64)
+        self._act1 = np.zeros(1)  # a discrete queue action
         self._bind()
         self._last: dict[str, Any] | None = None
         #: Per slot (harvest, demand, storage) [kWh], kept for the rgb_array render only.
@@ -239,8 +240,11 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
             self._config1[0] = discrete_action(action, self._n_actions)
             core.run(kernel.MODE_CONFIG, core._no_act, self._config1)
         else:  # queue (envs.realistic): its compiled step decodes and checks the action
-            if self._discrete or not (type(action) is np.ndarray and action.shape == self._shape
-                                      and (action.dtype is _F32 or action.dtype is _F64)):
+            if self._discrete:  # an index in [0, 2J), held as float64 by the queue step
+                self._act1[0] = discrete_action(action, self._n_actions)
+                action = self._act1
+            elif not (type(action) is np.ndarray and action.shape == self._shape
+                      and (action.dtype is _F32 or action.dtype is _F64)):
                 action = validate_queued_action(self.config, action, self.action_space)
             core.run_action(action)
             reward, truncated, info = kernel_slot(self._res_f0.tolist(), self._res_i0.tolist(),

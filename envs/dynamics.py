@@ -428,24 +428,6 @@ class FleetCore:
             dropped=ri[3], value_correct=rf[6], correct_by_class=ri[n:n + C].T.copy(),
             tokens_by_model=ri[n + C:].T.copy())
 
-    def advance(self, harvest: np.ndarray, demand: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Close the slot of every copy: energy ledger, running statistics, clock.
-
-        Args:
-            harvest: Harvest of the slot per copy [kWh].
-            demand: Fleet demand of the slot per copy [kWh].
-
-        Returns:
-            (aux, waste, loss, new storage) per copy [kWh].
-        """
-        out = np.empty((self.B, 4))
-        kernel.advance(self._ip, self._fp, self._fs, self.t,
-                       np.ascontiguousarray(harvest, dtype=np.float64),
-                       np.ascontiguousarray(demand, dtype=np.float64), out)
-        out = out.T.copy()
-        return out[0], out[1], out[2], out[3]
-
     def observe(self) -> np.ndarray:
         """Observation features 0 .. 9 + C of every copy into :attr:`obs` (see
         ``envs.spaces.Observer``); returns :attr:`obs`."""

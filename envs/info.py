@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from envs.reward import REWARD_TERMS, combine_scalar, slot_terms
+from envs.reward import REWARD_TERMS
 
 #: Float entries of ``info`` [kWh].
 FLOAT_KEYS = ("harvest_kwh", "demand_kwh", "aux_kwh", "waste_kwh", "loss_kwh", "storage_kwh")
@@ -96,38 +96,3 @@ def kernel_batched_info(res_f: np.ndarray, res_i: np.ndarray,
                            "waste_kwh": rf[3].copy(), "leftover_kwh": rf[7],
                            "dropped": ri[3].astype(np.float64)}
     return out
-
-
-def single_slot(out: tuple, t: int, horizon: int, initial_storage_kwh: float,
-                weights: dict[str, float], queued: int = 0
-                ) -> tuple[float, bool, dict[str, Any]]:
-    """Reward, truncation flag and ``info`` of a single copy's slot.
-
-    The queue path of ``FleetEnv.step`` (the kernel path uses :func:`kernel_slot`).
-
-    Args:
-        out: The copy's slot: (harvest, demand, aux, waste, loss, storage [kWh], arrived,
-            served, correct, dropped [tasks], value of the correct answers).
-        t: Slots elapsed after the slot.
-        horizon: Slots per episode.
-        initial_storage_kwh: Store level at the start of an episode [kWh].
-        weights: Effective reward weights (``envs.reward.reward_weights``).
-        queued: Tasks waiting in the queue after the slot.
-    """
-    harvest, demand, aux, waste, loss, storage, arrived, served, correct, dropped, value = out
-    truncated = t >= horizon
-    if truncated:
-        terms = slot_terms(initial_storage_kwh, value, aux, waste, storage, truncated, dropped)
-        reward = combine_scalar(weights, terms)
-    else:  # slot_terms and combine_scalar written out (same values, same order)
-        terms = {"value_correct": value, "aux_kwh": aux, "waste_kwh": waste,
-                 "leftover_kwh": 0.0, "dropped": float(dropped)}
-        reward = 0.0 + weights["value_correct"] * value
-        reward = reward + weights["aux_kwh"] * aux
-        reward = reward + weights["waste_kwh"] * waste
-        reward = reward + weights["leftover_kwh"] * 0.0
-        reward = reward + weights["dropped"] * float(dropped)
-    info = slot_info(harvest, demand, aux, waste, loss, storage, arrived, served, correct,
-                     dropped, queued, t, terms)
-    return reward, truncated, info
-

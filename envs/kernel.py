@@ -131,19 +131,6 @@ def _close(b, h, d, fs, t, fp, lossless):
 
 
 @njit(cache=True)
-def advance(ip, fp, fs, t, harvest, demand, out):
-    """Close the slot of every copy (see ``FleetCore.advance``); out (B, 4) gets (aux, waste,
-    loss, new storage)."""
-    lossless = ip[I_LOSSLESS] != 0
-    for b in range(t.size):
-        aux, waste, loss, storage = _close(b, harvest[b], demand[b], fs, t, fp, lossless)
-        out[b, 0] = aux
-        out[b, 1] = waste
-        out[b, 2] = loss
-        out[b, 3] = storage
-
-
-@njit(cache=True)
 def _observe(b, ip, fp, fs, t, arrivals, obs):
     """Observation features 0 .. 9 + C of copy b (``envs.spaces.observation_names``)."""
     C, J, M, T = ip[I_C], ip[I_J], ip[I_M], ip[I_T]

@@ -8,7 +8,7 @@ lengths and the per-copy sums the slot's ledger needs. It also decodes the env's
 (continuous queue actions with their defer weights, discrete actions in [0, 2J)), so a step is
 one call for B = 1 as for B = 1024. It then closes each copy's slot with the core kernel's
 own functions (``envs.kernel``: the ledger, running statistics and clock of
-``FleetCore.advance``, the observation features of ``FleetCore.observe``) and writes the queue
+``envs.kernel._close``, the observation features of ``FleetCore.observe``) and writes the queue
 features, so that a single env's step is one call.
 
 Every float operation is the one of the numpy expressions the rules were first written in, in
@@ -184,7 +184,7 @@ def queue_step(us_tm, ua_tm, steps_tm, done, arrivals, harvest, t_now, first_ope
             B*C defer fractions (clipped to [0, 1]; none = nothing deferred). BOX and
             DISCRETE actions hold their defer fractions.
         ip, fp, fs: The core kernel's parameters and packed float state (``envs.kernel``);
-            the state is updated as ``FleetCore.advance`` updates it.
+            the state is updated as the core kernel's slot close (``envs.kernel._close``) updates it.
         res_f, res_i: The core's result rows (``envs.kernel.RES_F``; ``RES_I``, correct
             answers per class, tokens per model); the reward with the ``dropped`` term and
             ``leftover_kwh`` as ``envs.reward.slot_terms`` and ``combine_scalar`` give them.
@@ -418,7 +418,7 @@ def queue_step(us_tm, ua_tm, steps_tm, done, arrivals, harvest, t_now, first_ope
             n_arrived += arrivals[b, t, c]
         h = harvest[b, t]
         demand = idle_kwh + energy_j / j_per_kwh
-        # The slot's close and observation, as FleetCore.advance and FleetCore.observe.
+        # The slot's close and observation, by the core kernel's own functions.
         aux, waste, loss, storage = _close(b, h, demand, fs, t_now, fp, lossless)
         _observe(b, ip, fp, fs, t_now, arrivals, obs)
         for c in range(C):  # queue features: float64 products rounded to float32

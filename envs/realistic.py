@@ -352,7 +352,7 @@ class RealisticCore(FleetCore):
 
     def _queue_kernel(self, mode: int, act: np.ndarray) -> None:
         """One slot of every copy by the compiled ``envs.kernel_queue.queue_step`` (``act``
-        read as ``mode`` says): the queue rules, then the slot's close as :meth:`advance` and
+        read as ``mode`` says): the queue rules, then the slot's close as the core kernel's step and
         the observation as :meth:`observe` (plus the queue features) by the core kernel's
         functions; results in ``res_f``, ``res_i`` and ``obs``."""
         status = kq.queue_step(self._us_tm, self._ua_tm, self._steps_tm, self.done,

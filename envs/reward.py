@@ -50,21 +50,3 @@ def combine(weights: dict[str, float], terms: dict[str, np.ndarray]) -> np.ndarr
     for k in REWARD_TERMS:
         total = total + weights[k] * terms[k]
     return total
-
-
-def slot_terms(initial_storage_kwh: float, value_correct: float, aux_kwh: float,
-               waste_kwh: float, storage_kwh: float, truncated: bool,
-               dropped: int = 0) -> dict[str, float]:
-    """:func:`reward_terms` of one copy on Python floats (same values, bit for bit)."""
-    over = storage_kwh - initial_storage_kwh
-    leftover = (over if over > 0.0 else 0.0) if truncated else 0.0  # np.maximum(0.0, over)
-    return {"value_correct": value_correct, "aux_kwh": aux_kwh, "waste_kwh": waste_kwh,
-            "leftover_kwh": leftover, "dropped": float(dropped)}
-
-
-def combine_scalar(weights: dict[str, float], terms: dict[str, float]) -> float:
-    """:func:`combine` of one copy on Python floats (same order of operations)."""
-    total = 0.0
-    for k in REWARD_TERMS:
-        total = total + weights[k] * terms[k]
-    return total

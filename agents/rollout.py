@@ -29,7 +29,13 @@ def _config_from_id(env_id: str) -> str | Mapping[str, Any] | FleetConfig:
     import envs  # noqa: F401  (registers the ids)
 
     spec = gym.spec(env_id)
-    return spec.kwargs.get("config", "critical")
+    config = spec.kwargs.get("config", "critical")
+    extra = {k: v for k, v in spec.kwargs.items() if k not in ("config", "render_mode")}
+    if extra:  # e.g. the observation layout of a -v1 id
+        from envs.config import resolve_config
+
+        return resolve_config(config, **extra)
+    return config
 
 
 def make_vector_env(env_id: str, num_envs: int,

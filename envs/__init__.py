@@ -28,12 +28,22 @@ ENV_IDS: dict[str, str] = {
     "lrm/R1TraceWinter-v0": "r1_trace_winter",
 }
 
+#: The ``-v1`` ids: the same episodes as ``-v0`` with the observation of ``envs.observation``
+#: (``observation_version=1``): every public quantity a heuristic reads.
+ENV_IDS.update({env_id.replace("-v0", "-v1"): preset for env_id, preset in list(ENV_IDS.items())})
+
+#: Registration kwargs of each id besides its preset (the ``-v1`` observation layout).
+ID_KWARGS: dict[str, dict[str, int]] = {
+    env_id: {"observation_version": 1} for env_id in ENV_IDS if env_id.endswith("-v1")}
+
 #: Held-out test ids of each realistic training id (generalisation under distribution shift).
 HELD_OUT: dict[str, tuple[str, ...]] = {
     "lrm/SolarDay-v0": ("lrm/SolarWinter-v0",),
     "lrm/WindDay-v0": ("lrm/WindWinter-v0",),
     "lrm/R1Trace-v0": ("lrm/R1TraceHeavy-v0", "lrm/R1TraceBursty-v0", "lrm/R1TraceWinter-v0"),
 }
+HELD_OUT.update({train.replace("-v0", "-v1"): tuple(t.replace("-v0", "-v1") for t in tests)
+                 for train, tests in list(HELD_OUT.items())})
 
 
 def register_envs() -> None:
@@ -43,9 +53,9 @@ def register_envs() -> None:
             continue
         gym.register(id=env_id, entry_point="envs.fleet_env:FleetEnv",
                      vector_entry_point="envs.vector_env:FleetVectorEnv",
-                     kwargs={"config": preset})
+                     kwargs={"config": preset, **ID_KWARGS.get(env_id, {})})
 
 
 register_envs()
 
-__all__ = ["ENV_IDS", "HELD_OUT", "PRESETS", "FleetConfig", "register_envs", "resolve_config"]
+__all__ = ["ENV_IDS", "HELD_OUT", "ID_KWARGS", "PRESETS", "FleetConfig", "register_envs", "resolve_config"]

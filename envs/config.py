@@ -142,6 +142,9 @@ class FleetConfig:
     Interface:
         action_type: ``"continuous"`` (Box mixture per class) or ``"discrete"`` (one
             configuration for every task of the slot).
+        observation_version: Observation layout: 0 (the ``-v0`` ids) or 1 (the ``-v1`` ids:
+            the v0 features plus the public quantities the heuristics read, see
+            ``envs.observation``).
     """
 
     horizon: int = 288
@@ -188,6 +191,7 @@ class FleetConfig:
     w_dropped: float = 1.0
 
     action_type: str = "continuous"
+    observation_version: int = 0
 
     # ------------------------------------------------------------------ validation
     def __post_init__(self) -> None:
@@ -280,6 +284,9 @@ class FleetConfig:
         if self.action_type not in ACTION_TYPES:
             raise ValueError(
                 f"FleetConfig.action_type must be one of {ACTION_TYPES}, got {self.action_type!r}")
+        if type(self.observation_version) is not int or self.observation_version not in (0, 1):
+            raise ValueError(f"FleetConfig.observation_version must be 0 or 1, got "
+                             f"{self.observation_version!r}")
         from envs.processes import ARRIVAL_PROCESSES, HARVEST_PROCESSES
 
         if self.harvest_process not in HARVEST_PROCESSES:

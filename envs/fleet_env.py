@@ -15,8 +15,8 @@ from envs.config import FleetConfig, plain_spec, resolve_config
 from envs.info import kernel_slot, reset_info
 from envs.realistic import RealisticCore, make_core, validate_queued_action
 from envs.reward import reward_weights
+from envs.observation import make_observer
 from envs.spaces import (
-    Observer,
     action_space,
     observation_names,
     observation_space,
@@ -165,13 +165,15 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
                              f"or None, got {render_mode!r}")
         self.render_mode = render_mode
         self.core = make_core(self.config, batch_size=1)
-        self.observer = Observer(self.core)
+        self.observer = make_observer(self.core)
         self.observation_space = observation_space(self.config)
         self.action_space = action_space(self.config)
         self.observation_names = observation_names(self.config)
         self.reward_weights = reward_weights(self.core)
         self._discrete = self.config.action_type == "discrete"
         self._realistic = isinstance(self.core, RealisticCore)
+        #: The observation is the core's kernel buffer as is (no realistic or -v1 features).
+        self._plain_obs = not self._realistic and self.config.observation_version == 0
         self._horizon = self.config.horizon
         self._s0 = self.config.initial_storage_kwh
         #: The step path: 0 = continuous, 1 = discrete (the core's kernel), 2 = queue.
@@ -253,7 +255,7 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
             obs = self.observer.current()[0].copy() if core.F else self._obs0.copy()
             return self._finish(info, truncated, reward, obs)
         reward, truncated, info = kernel_slot(self._res_f0.tolist(), self._res_i0.tolist())
-        obs = self.observer.current()[0].copy() if self._realistic else self._obs0.copy()
+        obs = self._obs0.copy() if self._plain_obs else self.observer.current()[0].copy()
         return self._finish(info, truncated, reward, obs)
 
     def _finish(self, info: dict[str, Any], truncated: bool, reward: float, obs: np.ndarray

@@ -14,6 +14,7 @@ from gymnasium import spaces
 
 from envs.config import FleetConfig
 from envs.dynamics import FleetCore
+from envs.observation import v1_bounds, v1_feature_names
 from envs.realistic import extra_feature_names, extra_features, queued_action_dim
 
 #: Slots of reference demand that make the soft scale of an unbounded store (1 hour at 5 min).
@@ -25,7 +26,7 @@ def observation_names(config: FleetConfig) -> list[str]:
     return (["store", "harvest_last", "demand_last", "aux_last", "waste_last"]
             + [f"arrivals_{c}" for c in config.class_names]
             + ["time_sin", "time_cos", "progress", "net_mean", "net_std"]
-            + extra_feature_names(config))
+            + extra_feature_names(config) + v1_feature_names(config))
 
 
 #: Bound of the features that are unbounded in principle (ratios, running statistics): the
@@ -44,6 +45,9 @@ def observation_space(config: FleetConfig) -> spaces.Box:
     if n_extra:
         low = np.concatenate([low, np.zeros(n_extra, dtype=np.float32)])
         high = np.concatenate([high, np.full(n_extra, big, dtype=np.float32)])
+    if config.observation_version >= 1:  # envs.observation
+        v1_low, v1_high = v1_bounds(config, big)
+        low, high = np.concatenate([low, v1_low]), np.concatenate([high, v1_high])
     return spaces.Box(low=low, high=high, dtype=np.float32)
 
 

@@ -33,6 +33,7 @@ from envs.config import FleetConfig, plain_spec, resolve_config
 from envs.info import FLOAT_KEYS, INT_KEYS, batched_info, kernel_batched_info
 from envs.realistic import RealisticCore, make_core
 from envs.reward import REWARD_TERMS, combine, reward_terms, reward_weights
+from envs.observation import make_observer
 from envs.spaces import Observer, action_space, observation_space, real_action_array
 
 #: Per-copy state arrays of :class:`FleetCore` that a step changes (restored for copies that
@@ -86,7 +87,7 @@ class FleetVectorEnv(VectorEnv):
         self.core = make_core(self.config, batch_size=self.num_envs)
         self._realistic = isinstance(self.core, RealisticCore)
         self._state_keys = _CORE_STATE + getattr(self.core, "EXTRA_STEP_STATE", ())
-        self.observer = Observer(self.core)
+        self.observer = make_observer(self.core)
         self.single_observation_space = observation_space(self.config)
         self.single_action_space = action_space(self.config)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)

@@ -1,7 +1,9 @@
 """Trajectory digests of every id: the episodes a seed gives, recorded so that a change to the
 simulator's implementation can prove it leaves every episode unchanged, bit for bit.
 
-``python -m tests.golden`` rewrites ``tests/fixtures/trajectory_hashes.json`` (only when an id's
+``python -m tests.golden --add-missing`` records the digests of ids that are not in
+``tests/fixtures/trajectory_hashes.json`` yet (a newly registered id or version) and never
+touches a recorded key. ``python -m tests.golden`` rewrites the whole file (only when an id's
 dynamics change on purpose, which also registers a new version of the id).
 """
 
@@ -87,19 +89,45 @@ def vector_digest(env_id: str, action_type: str, kwargs: dict[str, Any], seed: i
     return h.hexdigest()
 
 
+def all_keys() -> list[str]:
+    """Every fixture key: ``single|`` and ``vector|`` of each (id, action type, variant)."""
+    return [f"{kind}|{env_id}|{action_type}|{name}" for env_id in sorted(envs.ENV_IDS)
+            for action_type in ACTION_TYPES for name in VARIANTS
+            for kind in ("single", "vector")]
+
+
+def digest(key: str) -> str:
+    """The digest of one fixture key."""
+    kind, env_id, action_type, name = key.split("|")
+    fn = single_digest if kind == "single" else vector_digest
+    return fn(env_id, action_type, VARIANTS[name])
+
+
 def all_digests() -> dict[str, str]:
     """Every (id, action type, variant) digest, single env and native vector env."""
-    out = {}
-    for env_id in sorted(envs.ENV_IDS):
-        for action_type in ACTION_TYPES:
-            for name, kwargs in VARIANTS.items():
-                key = f"{env_id}|{action_type}|{name}"
-                out[f"single|{key}"] = single_digest(env_id, action_type, kwargs)
-                out[f"vector|{key}"] = vector_digest(env_id, action_type, kwargs)
+    return {key: digest(key) for key in all_keys()}
+
+
+def add_missing(recorded: dict[str, str]) -> dict[str, str]:
+    """``recorded`` with the digests of the keys it lacks added; recorded keys unchanged."""
+    out = dict(recorded)
+    for key in all_keys():
+        if key not in out:
+            out[key] = digest(key)
     return out
 
 
 if __name__ == "__main__":
+    import sys
+
     FIXTURE.parent.mkdir(exist_ok=True)
-    FIXTURE.write_text(json.dumps(all_digests(), indent=1, sort_keys=True) + "\n")
-    print(f"wrote {FIXTURE}")
+    if sys.argv[1:] == ["--add-missing"]:
+        old = json.loads(FIXTURE.read_text()) if FIXTURE.is_file() else {}
+        new = add_missing(old)
+        FIXTURE.write_text(json.dumps(new, indent=1, sort_keys=True) + "\n")
+        print(f"added {len(new) - len(old)} keys to {FIXTURE}")
+    elif sys.argv[1:]:
+        sys.exit("usage: python -m tests.golden [--add-missing]")
+    else:
+        FIXTURE.write_text(json.dumps(all_digests(), indent=1, sort_keys=True) + "\n")
+        print(f"wrote {FIXTURE}")

@@ -161,7 +161,12 @@ def test_presets_resolve_and_mean_what_they_say():
 def test_registered_ids_resolve_to_their_presets(env_id):
     env = gym.make(env_id)
     preset = env.spec.kwargs["config"]
-    assert env.unwrapped.config is PRESETS[preset]
+    extra = {k: v for k, v in env.spec.kwargs.items() if k != "config"}
+    if extra:  # a -v1 id: its preset with the id's observation layout, nothing else
+        assert extra == {"observation_version": 1}
+        assert env.unwrapped.config == dataclasses.replace(PRESETS[preset], **extra)
+    else:
+        assert env.unwrapped.config is PRESETS[preset]
 
 
 def test_json_dict_and_list_forms_accepted():
@@ -199,6 +204,9 @@ def test_gym_make_config_forms(env_id, form):
     else:
         env = gym.make(env_id, config={"harvest_cv": 1.0}, horizon=12)
         target = dataclasses.replace(FleetConfig(), harvest_cv=1.0, horizon=12)
+    # The id's own kwargs (the -v1 observation layout) apply to every config form.
+    target = dataclasses.replace(
+        target, observation_version=gym.spec(env_id).kwargs.get("observation_version", 0))
     assert env.unwrapped.config == target
     obs, _ = env.reset(seed=0)
     assert obs in env.observation_space

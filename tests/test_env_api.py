@@ -97,10 +97,12 @@ EDGE_CONFIGS = {
 @pytest.mark.parametrize("case", list(EDGE_CONFIGS))
 def test_edge_configs_pass_checkers_and_full_episodes(case, action_type):
     kw = {"horizon": 48, **EDGE_CONFIGS[case], "action_type": action_type}
+    # made before recording: making a -v0 id warns that a -v1 exists (Gymnasium's notice)
+    env, env2 = gym.make("lrm/Critical-v0", **kw), gym.make("lrm/Critical-v0", **kw)
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
-        gym_check_env(gym.make("lrm/Critical-v0", **kw).unwrapped)
-        sb3_check_env(gym.make("lrm/Critical-v0", **kw))
+        gym_check_env(env.unwrapped)
+        sb3_check_env(env2)
     _no_warnings(record)
     env = gym.make("lrm/Critical-v0", **kw)
     out = rollout(env, _random_actions(env, kw["horizon"], seed=0), seed=0)

@@ -22,6 +22,19 @@ def test_fixture_covers_every_id():
     assert len(RECORDED) == 2 * len(envs.ENV_IDS) * len(ACTION_TYPES) * len(VARIANTS)
 
 
+def test_add_missing_keeps_recorded_keys(monkeypatch):
+    # Adding the digests of missing keys never recomputes (or changes) a recorded one.
+    import tests.golden as golden
+
+    calls = []
+    monkeypatch.setattr(golden, "digest", lambda key: calls.append(key) or "new")
+    recorded = {k: v for k, v in RECORDED.items() if "-v1|" not in k}
+    out = golden.add_missing(recorded)
+    assert {k: out[k] for k in recorded} == recorded
+    assert set(out) == set(RECORDED)
+    assert sorted(calls) == sorted(set(RECORDED) - set(recorded))
+
+
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_single_env_episodes_unchanged(env_id, action_type, variant):
     key = f"single|{env_id}|{action_type}|{variant}"

@@ -71,7 +71,12 @@ class TrainConfig:
     env: str = "lrm/Critical-v0"
     """Registered env id."""
     algo: str = "ppo"
-    """Algorithm: ppo, a2c, sac, td3 or dqn (dqn trains on the discrete action space)."""
+    """Algorithm: ppo, recurrent_ppo (LSTM policy, sb3-contrib), a2c, sac, td3 or dqn (dqn
+    trains on the discrete action space)."""
+    residual: str | None = None
+    """Residual action mode: the agent's action corrects this heuristic's action (zero action
+    = the heuristic's own), e.g. variance_feedback; replaces the hyperparameters' env_wrapper
+    (agents/residual.py)."""
     timesteps: int | None = None
     """Total environment steps summed over sub-envs; default: n_timesteps of the hyperparameters."""
     n_envs: int | None = None
@@ -144,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
         elif f.name == "compare":
             p.add_argument(flag, nargs="*", default=None, metavar="POLICY", help=help_)
         elif f.name in ("algo", "vec_env"):
-            choices = ("ppo", "a2c", "sac", "td3", "dqn") if f.name == "algo" else VEC_ENVS
+            choices = ("ppo", "recurrent_ppo", "a2c", "sac", "td3", "dqn") \
+                if f.name == "algo" else VEC_ENVS
             p.add_argument(flag, choices=choices, default=None, help=help_)
         else:
             typ = int if f.name in ("timesteps", "n_envs", "seed", "eval_freq", "eval_episodes",
@@ -239,6 +245,14 @@ def validate(cfg: TrainConfig) -> None:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(cfg, name)}")
     if cfg.eval_episodes < 1:
         raise UsageError(f"--eval-episodes must be >= 1, got {cfg.eval_episodes}")
+    if cfg.residual is not None:
+        from agents.residual import RESIDUAL_HEURISTICS
+
+        if cfg.residual not in RESIDUAL_HEURISTICS:
+            raise UsageError(f"--residual must be one of {', '.join(RESIDUAL_HEURISTICS)}, "
+                             f"got {cfg.residual!r}")
+        if cfg.algo in ("dqn",) or cfg.env_kwargs.get("action_type") == "discrete":
+            raise UsageError("--residual needs the continuous action type (not dqn)")
     if cfg.vec_env not in VEC_ENVS:
         raise UsageError(f"--vec-env must be one of {', '.join(VEC_ENVS)}, got {cfg.vec_env!r}")
     if cfg.algo in ("dqn",) and cfg.env_kwargs.get("action_type", "discrete") != "discrete":
@@ -680,6 +694,12 @@ def train(cfg: TrainConfig, given: set[str], argv: list[str]) -> int:
             hp = resolve_entry(entry, algo_cls, n_actions, where)
         except HyperparamError as exc:
             raise UsageError(f"--hyperparams: {exc}") from None
+    if cfg.residual is not None:  # the residual mode replaces the env_wrapper
+        import functools
+
+        from agents.residual import ResidualMixtureAction
+
+        hp["env_wrapper"] = functools.partial(ResidualMixtureAction, heuristic=cfg.residual)
     cfg.n_envs = cfg.n_envs or hp["n_envs"]
     cfg.timesteps = cfg.timesteps or hp["n_timesteps"]
     if cfg.timesteps is None:
@@ -743,7 +763,9 @@ def train(cfg: TrainConfig, given: set[str], argv: list[str]) -> int:
                             **{k: entry.get(k, str(v)) if callable(v) or not isinstance(
                                 v, (int, float, str, bool, list, dict, type(None))) else v
                                for k, v in hp["algo_kwargs"].items()},
-                            "env_wrapper": entry.get("env_wrapper")},
+                            "env_wrapper": entry.get("env_wrapper") if cfg.residual is None
+                            else {"agents.residual.ResidualMixtureAction":
+                                  {"heuristic": cfg.residual}}},
             "seeds": {"train": [base_seed, base_seed + cfg.n_envs - 1],
                       "validation": [VALIDATION_SEED, VALIDATION_SEED + cfg.eval_episodes - 1],
                       "test": {"derived_from": TEST_SEED, "episodes": cfg.test_episodes}},

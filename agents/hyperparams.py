@@ -18,6 +18,7 @@ literals, ``dict(...)`` and a short list of torch activation names, never arbitr
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 import inspect
 import math
@@ -290,9 +291,18 @@ def resolve_entry(entry: Mapping[str, Any], algo_cls: type, n_actions: int | Non
     out["env_kwargs"] = dict(env_kwargs)
     wrapper = entry.pop("env_wrapper", None)
     if wrapper is not None:
+        kw: dict[str, Any] = {}
+        if isinstance(wrapper, Mapping) and len(wrapper) == 1:  # {dotted.Class: {kwargs}}
+            wrapper, kw = next(iter(wrapper.items()))
+            kw = {} if kw is None else kw
+            if not isinstance(kw, Mapping):
+                raise HyperparamError(f"{where}: env_wrapper {wrapper!r}: its arguments must be "
+                                      f"a mapping, got {kw!r}")
         if not isinstance(wrapper, str):
-            raise HyperparamError(f"{where}: env_wrapper must be a dotted class path")
-        out["env_wrapper"] = _import(wrapper, where)
+            raise HyperparamError(f"{where}: env_wrapper must be a dotted class path or "
+                                  f"{{dotted.Class: {{argument: value}}}}")
+        cls = _import(wrapper, where)
+        out["env_wrapper"] = functools.partial(cls, **kw) if kw else cls
     pk = entry.pop("policy_kwargs", None)
     if isinstance(pk, str):
         pk = safe_eval(pk, f"{where}: policy_kwargs")

@@ -15,7 +15,11 @@ ALGOS: dict[str, tuple[str, bool]] = {
     "sac": ("SAC", False),
     "td3": ("TD3", False),
     "dqn": ("DQN", True),
+    "recurrent_ppo": ("RecurrentPPO", False),  # sb3-contrib: PPO with an LSTM policy
 }
+
+#: Algorithms of sb3-contrib rather than stable-baselines3.
+CONTRIB_ALGOS = ("recurrent_ppo",)
 
 #: File name of the saved observation normaliser beside a model.
 VECNORMALIZE_FILE = "vecnormalize.pkl"
@@ -56,11 +60,16 @@ def check_model_zip(path: str | Path) -> None:
 
 
 def algo_class(algo: str) -> type:
-    """The SB3 class of an algorithm name (``ppo``, ``a2c``, ``sac``, ``td3``, ``dqn``)."""
-    import stable_baselines3 as sb3
-
+    """The SB3 class of an algorithm name (``ppo``, ``a2c``, ``sac``, ``td3``, ``dqn``, or
+    ``recurrent_ppo`` from sb3-contrib)."""
     if algo not in ALGOS:
         raise ValueError(f"unknown algorithm {algo!r}; known: {sorted(ALGOS)}")
+    if algo in CONTRIB_ALGOS:
+        import sb3_contrib
+
+        return getattr(sb3_contrib, ALGOS[algo][0])
+    import stable_baselines3 as sb3
+
     return getattr(sb3, ALGOS[algo][0])
 
 
@@ -91,7 +100,10 @@ class SB3Policy:
         action, state = self.model.predict(obs, state=state, episode_start=episode_start,
                                            deterministic=deterministic)
         if self.action_map is not None:
-            action = self.action_map(action)
+            if getattr(self.action_map, "needs_obs", False):  # residual mode: raw observation
+                action = self.action_map(action, np.asarray(observation))
+            else:
+                action = self.action_map(action)
         return action, state
 
 

@@ -180,11 +180,14 @@ class VecActionMap(VecEnvWrapper):
         spec: The ``action_wrapper.json`` content the map was built from (kept for saving).
     """
 
-    def __init__(self, venv: VecEnv, action_map: Callable[[np.ndarray], np.ndarray],
+    def __init__(self, venv: VecEnv, action_map: Callable[..., np.ndarray],
                  spec: dict[str, Any] | None = None) -> None:
         super().__init__(venv)
         self.action_map = action_map
         self.spec = spec
+        #: The map also reads the observations (the residual mode, ``agents.residual``).
+        self.needs_obs = bool(getattr(action_map, "needs_obs", False))
+        self._obs: np.ndarray | None = None
 
     @classmethod
     def from_spec(cls, venv: VecEnv, spec: dict[str, Any]) -> VecActionMap:
@@ -194,16 +197,26 @@ class VecActionMap(VecEnvWrapper):
         return cls(venv, action_map(spec), spec)
 
     def step_async(self, actions: np.ndarray) -> None:
-        """Map the agent's actions and pass them on."""
-        self.venv.step_async(self.action_map(actions))
+        """Map the agent's actions (with the last observations, if the map reads them) and
+        pass them on."""
+        if self.needs_obs:
+            if self._obs is None:
+                raise RuntimeError("call reset() before step()")
+            self.venv.step_async(self.action_map(actions, self._obs))
+        else:
+            self.venv.step_async(self.action_map(actions))
 
     def reset(self) -> np.ndarray:
         """Reset the wrapped VecEnv."""
-        return self.venv.reset()
+        obs = self.venv.reset()
+        self._obs = obs
+        return obs
 
     def step_wait(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
         """The wrapped VecEnv's step result, unchanged."""
-        return self.venv.step_wait()
+        out = self.venv.step_wait()
+        self._obs = out[0]
+        return out
 
 
 def _unbatch(info: dict[str, Any], n: int) -> list[dict[str, Any]]:

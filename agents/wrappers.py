@@ -69,12 +69,29 @@ class SoftmaxMixtureAction(gym.ActionWrapper):
 
 
 #: Wrappers whose action map :func:`action_map` can rebuild (name -> class).
-ACTION_WRAPPERS = {"agents.wrappers.SoftmaxMixtureAction": SoftmaxMixtureAction}
+ACTION_WRAPPERS: dict[str, Any] = {"agents.wrappers.SoftmaxMixtureAction": SoftmaxMixtureAction}
+
+
+def _register_residual() -> None:
+    from agents.residual import ResidualMixtureAction
+
+    ACTION_WRAPPERS["agents.residual.ResidualMixtureAction"] = ResidualMixtureAction
+
+
+_register_residual()
 
 
 def action_map(spec: dict[str, Any]) -> Any:
-    """A function batched-or-single agent actions -> env actions, from ``action_wrapper.json``."""
+    """A function batched-or-single agent actions -> env actions, from ``action_wrapper.json``.
+
+    A map with ``needs_obs`` set (the residual mode of :mod:`agents.residual`) is called as
+    ``map(actions, raw_observations)``.
+    """
     name = spec.get("class")
+    if name == "agents.residual.ResidualMixtureAction":
+        from agents.residual import residual_map_from_spec
+
+        return residual_map_from_spec(spec)
     if name not in ACTION_WRAPPERS:
         raise ValueError(f"unknown action wrapper {name!r} in {ACTION_WRAPPER_FILE}; known: "
                          f"{sorted(ACTION_WRAPPERS)}")

@@ -36,6 +36,9 @@ HORIZON = 40  # short episodes so that a few hundred steps complete several of t
 TINY_HP = {
     "ppo": {"n_steps": 64, "batch_size": 64, "n_epochs": 2, "normalize": True,
             "env_wrapper": "agents.wrappers.SoftmaxMixtureAction"},  # as hyperparams/ppo.yml
+    "recurrent_ppo": {"n_steps": 64, "batch_size": 64, "n_epochs": 1, "normalize": True,
+                      "policy": "MlpLstmPolicy",
+                      "policy_kwargs": "dict(net_arch=[16], lstm_hidden_size=8)"},
     "a2c": {"n_steps": 8, "normalize": True},
     "sac": {"learning_starts": 50, "batch_size": 32, "buffer_size": 5000,
             "normalize": "dict(norm_obs=True, norm_reward=False)"},

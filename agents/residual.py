@@ -1,0 +1,159 @@
+"""Residual action mode: the agent's action corrects a heuristic's action.
+
+Each slot the heuristic (e.g. ``variance_feedback``) proposes its action; per class its
+weights are ``w = (a_h + 1) / 2`` (the env's own map: the mixture over configurations, plus
+the defer weight on envs with a queue). The agent's action ``a`` in [-1, 1] (one entry per
+weight) rescales them,
+
+    w' = w * exp(scale * a) + boost * max(a, 0),
+
+and ``w'`` is sent as the env action (``envs.spaces.mixture_to_action``, each class's largest
+weight at +1). The multiplicative part moves weight between the configurations the heuristic
+uses (``scale`` 1: a factor e^2 between a = +1 and a = -1), the additive part lets the agent
+route some tasks to a configuration the heuristic does not use. The zero action gives the
+heuristic's own action bit for bit (w' = w, and ``2 w - 1`` restores ``a_h`` exactly), so a
+policy whose mean starts at zero (SB3's small initial action layer) starts as the heuristic.
+
+* :class:`ResidualMixtureAction`: the single-env wrapper (``gym.Wrapper``: it needs the
+  observation), for ``--vec-env dummy`` and the validation callback;
+* :class:`ResidualActionMap`: the batched map (agent actions (N, D), raw observations
+  (N, obs_dim)) -> env actions, for the native vector env (``agents.vec.VecActionMap``) and
+  for a saved model (``agents.sb3.load_sb3_policy``), equal to the wrapper row by row.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from envs.config import FleetConfig
+from envs.spaces import mixture_to_action
+
+#: Heuristics a residual agent can correct (those with an observation-only, batchable rule).
+RESIDUAL_HEURISTICS = ("variance_feedback", "variance_aware", "mean_matching")
+
+
+def residual_env_action(heuristic_actions: np.ndarray, actions: np.ndarray,
+                        shape: tuple[int, int], scale: float, boost: float) -> np.ndarray:
+    """Env actions (..., D) from heuristic env actions and agent actions (..., D)."""
+    a = np.clip(np.asarray(actions, dtype=np.float64), -1.0, 1.0)
+    a = a.reshape(*a.shape[:-1], *shape)
+    w = (np.asarray(heuristic_actions, dtype=np.float64).reshape(a.shape) + 1.0) / 2.0
+    w = w * np.exp(scale * a) + boost * np.maximum(a, 0.0)
+    return mixture_to_action(w)
+
+
+def _check(heuristic: str, scale: float, boost: float) -> None:
+    if heuristic not in RESIDUAL_HEURISTICS:
+        raise ValueError(f"residual heuristic must be one of {', '.join(RESIDUAL_HEURISTICS)}, "
+                         f"got {heuristic!r}")
+    if not (isinstance(scale, (int, float)) and 0 < scale <= 10):
+        raise ValueError(f"residual scale must be in (0, 10], got {scale!r}")
+    if not (isinstance(boost, (int, float)) and 0 <= boost <= 1):
+        raise ValueError(f"residual boost must be in [0, 1], got {boost!r}")
+
+
+def _make_heuristic(env: gym.Env, heuristic: str) -> Any:
+    from agents.heuristics import HEURISTICS
+
+    return HEURISTICS[heuristic](env, seed=0)
+
+
+class ResidualActionMap:
+    """Batched residual map: ``(agent actions (N, D), raw observations (N, obs_dim))`` ->
+    env actions (N, D) float32. Needs the observations (``needs_obs``)."""
+
+    needs_obs = True
+
+    def __init__(self, env: gym.Env, heuristic: str = "variance_feedback", scale: float = 1.0,
+                 boost: float = 0.1) -> None:
+        _check(heuristic, scale, boost)
+        cfg: FleetConfig = env.unwrapped.config
+        if cfg.action_type != "continuous":
+            raise ValueError("the residual action mode needs action_type='continuous'")
+        self.heuristic_name = heuristic
+        self.heuristic = _make_heuristic(env, heuristic)
+        self.scale, self.boost = float(scale), float(boost)
+        dim = int(np.prod(env.action_space.shape))
+        self.shape = (cfg.n_classes, dim // cfg.n_classes)
+        self.obs_dim = int(np.prod(env.observation_space.shape))
+
+    def heuristic_actions(self, observations: np.ndarray) -> np.ndarray:
+        """The heuristic's env actions (N, D) of a batch of raw observations (N, obs_dim)."""
+        h = self.heuristic
+        obs = np.asarray(observations).reshape(-1, self.obs_dim)
+        batch = getattr(h, "mixture_batch", None)
+        mix = batch(obs) if batch is not None else None
+        if mix is None and getattr(h, "static", False):
+            mix = np.broadcast_to(h.mixture(obs[0]), (obs.shape[0], *h.mixture(obs[0]).shape))
+        if mix is not None and self.shape[1] == mix.shape[-1]:  # no defer entry
+            return mixture_to_action(mix)
+        return np.stack([h.act(o) for o in obs])
+
+    def __call__(self, actions: np.ndarray, observations: np.ndarray) -> np.ndarray:
+        a = np.asarray(actions)
+        single = a.ndim == 1
+        a2 = a.reshape(-1, a.shape[-1])
+        out = residual_env_action(self.heuristic_actions(observations), a2, self.shape,
+                                  self.scale, self.boost)
+        return out[0] if single else out
+
+    def spec_dict(self) -> dict[str, Any]:
+        """What ``action_wrapper.json`` stores to rebuild the map (the config included)."""
+        return residual_spec(self.heuristic.config, self.heuristic_name, self.scale,
+                             self.boost, self.shape)
+
+
+def residual_spec(config: FleetConfig, heuristic: str, scale: float, boost: float,
+                  shape: tuple[int, int]) -> dict[str, Any]:
+    """The ``action_wrapper.json`` content of a residual map."""
+    return {"class": "agents.residual.ResidualMixtureAction",
+            "kwargs": {"heuristic": heuristic, "scale": scale, "boost": boost},
+            "shape": list(shape), "config": config.to_dict()}
+
+
+def residual_map_from_spec(spec: dict[str, Any]) -> ResidualActionMap:
+    """Rebuild the batched map of a saved spec (the heuristic on the saved config)."""
+    from envs.fleet_env import FleetEnv
+
+    env = FleetEnv(config=spec["config"])
+    kw = spec.get("kwargs", {})
+    return ResidualActionMap(env, kw.get("heuristic", "variance_feedback"),
+                             float(kw.get("scale", 1.0)), float(kw.get("boost", 0.1)))
+
+
+class ResidualMixtureAction(gym.Wrapper):
+    """Single-env residual mode: ``step(a)`` sends the heuristic's action corrected by ``a``
+    (module docstring); the zero action is the heuristic's action exactly.
+
+    Args:
+        env: A fleet env with the continuous action type.
+        heuristic: Name of the heuristic corrected (:data:`RESIDUAL_HEURISTICS`).
+        scale: Log-factor per unit of action on each weight, in (0, 10].
+        boost: Weight added per unit of positive action, in [0, 1].
+    """
+
+    def __init__(self, env: gym.Env, heuristic: str = "variance_feedback", scale: float = 1.0,
+                 boost: float = 0.1) -> None:
+        super().__init__(env)
+        self.map = ResidualActionMap(env, heuristic, scale, boost)
+        self._obs: np.ndarray | None = None
+
+    def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        obs, info = self.env.reset(**kwargs)
+        self.map.heuristic.reset()
+        self._obs = obs
+        return obs, info
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if self._obs is None:
+            raise RuntimeError("call reset() before step()")
+        out = self.env.step(self.map(np.asarray(action), self._obs))
+        self._obs = out[0]
+        return out
+
+    def spec_dict(self) -> dict[str, Any]:
+        """What ``action_wrapper.json`` stores to rebuild the map."""
+        return self.map.spec_dict()

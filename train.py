@@ -2,8 +2,8 @@
 
 Usage::
 
-    python train.py                                    # PPO on lrm/Critical-v0, about 10 minutes
-    python train.py --env lrm/Volatile-v0 --algo sac --timesteps 100000 --seed 1
+    python train.py                                    # residual PPO on lrm/Critical-v1, < 10 minutes
+    python train.py --env lrm/Volatile-v1 --algo sac --timesteps 100000 --seed 1
     python train.py --env-kwarg storage_kwh=0.5 --env-kwarg harvest_cv=0.6
     python train.py --out runs/my_run --resume         # continue an interrupted run
 
@@ -68,7 +68,7 @@ DEFAULT_COMPARE = ("random", "cheapest", "mean_matching", "variance_aware", "var
 class TrainConfig:
     """Settings of one training run (each field is a command-line option)."""
 
-    env: str = "lrm/Critical-v0"
+    env: str = "lrm/Critical-v1"
     """Registered env id."""
     algo: str = "ppo"
     """Algorithm: ppo, recurrent_ppo (LSTM policy, sb3-contrib), a2c, sac, td3 or dqn (dqn

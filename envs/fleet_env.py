@@ -87,6 +87,13 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
     D_ref is the mean demand per slot of the reference mixture (every class uniform over all
     configurations) [kWh].
 
+    The ``-v1`` ids (``observation_version=1``) append the public quantities the heuristics
+    read (``envs.observation``): ``store_log`` = log(1 + S / D_ref), ``capacity_log`` =
+    log(1 + S_max / D_ref) (0 if unbounded), ``capacity_finite``, ``harvest_mean`` (mean
+    harvest / D_ref), ``harvest_cv``, ``demand_std`` (slot demand std of the reference
+    mixture / D_ref), ``arrival_rate_log``, ``slots_left`` (/ 288) and ``harvest_trend``
+    (running average of the change of ``harvest_last``, weight 0.3).
+
     ## Rewards
 
     ``reward = sum(w[k] * info["reward_terms"][k])`` with terms in natural units:
@@ -141,12 +148,17 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
     ```python
     import gymnasium as gym
     import envs  # registers the lrm/* ids
-    env = gym.make("lrm/Critical-v0", storage_kwh=0.5, action_type="discrete")
-    env = gym.make("lrm/R1Trace-v0", forecast_hours=3)   # solar, R1 day, deadlines, caps
+    env = gym.make("lrm/Critical-v1", storage_kwh=0.5, action_type="discrete")
+    env = gym.make("lrm/R1Trace-v1", forecast_hours=3)   # solar, R1 day, deadlines, caps
     ```
 
     ## Version History
 
+    * v1: the observation gains the public quantities every shipped heuristic reads (store
+      in log slots of reference demand, store capacity, mean and variability of the
+      harvest, the demand's reference standard deviation, arrival rate, slots left, harvest
+      trend; ``envs.observation``); episodes, actions and rewards are those of v0 (same seed,
+      same episode), and the v0 features keep their place at the front of the vector.
     * v0: initial release.
     """
 

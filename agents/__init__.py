@@ -39,7 +39,7 @@ def make_policy(name: str, env: gym.Env, seed: int | None = None, **kwargs: Any)
     if is_model_spec(name):
         from agents.sb3 import load_sb3_policy
 
-        return load_sb3_policy(name)
+        return load_sb3_policy(name, env=env)
     if name not in POLICIES:
         raise ValueError(f"unknown policy {name!r}; known: {sorted(POLICIES)} or ALGO:PATH "
                          f"(e.g. ppo:runs/x/model.zip)")

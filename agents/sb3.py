@@ -107,11 +107,14 @@ class SB3Policy:
         return action, state
 
 
-def load_sb3_policy(spec: str, device: str = "cpu") -> SB3Policy:
+def load_sb3_policy(spec: str, device: str = "cpu", env: Any = None) -> SB3Policy:
     """Load ``"algo:path/to/model.zip"`` (``vecnormalize.pkl`` beside it is used if present).
 
     If ``action_wrapper.json`` lies beside the model, the model was trained through an action
-    wrapper of :mod:`agents.wrappers`; its map is applied to every predicted action.
+    wrapper of :mod:`agents.wrappers`; its map is applied to every predicted action. A
+    residual map (:mod:`agents.residual`) rebuilds its heuristic from the public config of
+    ``env`` if given (the env the policy will act in, e.g. a held-out id), else from the
+    training config saved in the spec.
 
     Raises:
         ValueError: unknown algorithm or malformed spec.
@@ -141,5 +144,8 @@ def load_sb3_policy(spec: str, device: str = "cpu") -> SB3Policy:
 
         from agents.wrappers import action_map
 
-        amap = action_map(json.loads(wrapper_path.read_text()))
+        wspec = json.loads(wrapper_path.read_text())
+        if env is not None and "config" in wspec:  # the residual mode: the env's heuristic
+            wspec["config"] = env.unwrapped.config.to_dict()
+        amap = action_map(wspec)
     return SB3Policy(model, normalizer, name=spec, action_map=amap)

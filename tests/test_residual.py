@@ -152,6 +152,11 @@ def test_residual_run_saves_a_policy_that_replays_the_map(algo, policy, tmp_path
     wrapped = ResidualMixtureAction(gym.make("lrm/Critical-v1", horizon=40))
     np.testing.assert_array_equal(mapped[0], wrapped.map(raw[0], obs))
     assert f"{algo}:{out / 'model.zip'}" in capsys.readouterr().out
+    # given the env it will act in (a held-out id), the map corrects that env's heuristic
+    assert pol.action_map.heuristic.config.horizon == 40
+    other = gym.make("lrm/Critical-v1", horizon=40, provisioning=1.2)
+    moved = load_sb3_policy(f"{algo}:{out / 'model.zip'}", env=other)
+    assert moved.action_map.heuristic.config == other.unwrapped.config
 
 
 def test_residual_option_is_validated(capsys):

@@ -81,13 +81,19 @@ class ResidualActionMap:
         self.obs_dim = int(np.prod(env.observation_space.shape))
 
     def heuristic_actions(self, observations: np.ndarray) -> np.ndarray:
-        """The heuristic's env actions (N, D) of a batch of raw observations (N, obs_dim)."""
+        """The heuristic's env actions (N, D) of a batch of raw observations (N, obs_dim).
+
+        The batched mixture where the heuristic has one (the paper loop), else its ``act``
+        row by row (queue ids; ``variance_feedback``'s harvest trend, shared by the rows,
+        only matters with its opt-in defer rule, which the residual mode does not enable).
+        """
         h = self.heuristic
         obs = np.asarray(observations).reshape(-1, self.obs_dim)
         batch = getattr(h, "mixture_batch", None)
         mix = batch(obs) if batch is not None else None
-        if mix is None and getattr(h, "static", False):
-            mix = np.broadcast_to(h.mixture(obs[0]), (obs.shape[0], *h.mixture(obs[0]).shape))
+        if mix is None and getattr(h, "static", False):  # one fixed mixture
+            fixed = h.mixture(obs[0])
+            mix = np.broadcast_to(fixed, (obs.shape[0], *fixed.shape))
         if mix is not None and self.shape[1] == mix.shape[-1]:  # no defer entry
             return mixture_to_action(mix)
         return np.stack([h.act(o) for o in obs])

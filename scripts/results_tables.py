@@ -20,10 +20,10 @@ from pathlib import Path
 HEURISTICS = ("random", "cheapest", "mean_matching", "variance_aware", "variance_feedback")
 
 
-def _cell(stat: dict | None, digits: int = 2) -> str:
+def _cell(stat: dict | None, digits: int = 2, sign: bool = False) -> str:
     if stat is None:
         return "-"
-    return f"{stat['mean']:.{digits}f} ± {stat['half_width']:.{digits}f}"
+    return f"{stat['mean']:{'+' if sign else ''}.{digits}f} ± {stat['half_width']:.{digits}f}"
 
 
 def row(summary: dict, label: str | None = None) -> tuple[list[str], list[str]]:
@@ -35,11 +35,11 @@ def row(summary: dict, label: str | None = None) -> tuple[list[str], list[str]]:
     agent = pols[agents[0]]
     best = summary["best_heuristic"]
     header = ["id", "learned agent"] + list(HEURISTICS) + [
-        "oracle bound", f"agent minus best heuristic", "agent score", "best heuristic score"]
+        "oracle bound", "agent minus best heuristic (paired)", "agent score", "best heuristic score"]
     cells = [label or f"`{summary['env_id']}`", f"**{_cell(agent['reward'])}**"]
     cells += [_cell(pols.get(h, {}).get("reward")) for h in HEURISTICS]
     cells += [_cell(pols.get("oracle", {}).get("reward")),
-              f"{_cell(agent['diff_vs_best'])} (vs {best})",
+              f"**{_cell(agent['diff_vs_best'], sign=True)}** (vs {best})",
               _cell(agent["score"], 3), _cell(pols[best]["score"], 3)]
     return header, cells
 

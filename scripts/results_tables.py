@@ -26,8 +26,25 @@ def _cell(stat: dict | None, digits: int = 2, sign: bool = False) -> str:
     return f"{stat['mean']:{'+' if sign else ''}.{digits}f} ± {stat['half_width']:.{digits}f}"
 
 
-def row(summary: dict, label: str | None = None) -> tuple[list[str], list[str]]:
-    """(header, cells) of one summary."""
+def paired(episodes_csv: Path, a: str, b: str) -> dict:
+    """Mean and 95% Student-t half width of reward(a) - reward(b) over the paired episodes."""
+    import csv
+
+    import numpy as np
+    from scipy import stats
+
+    rewards: dict[str, dict[int, float]] = {}
+    with open(episodes_csv) as fh:
+        for r in csv.DictReader(fh):
+            rewards.setdefault(r["policy"], {})[int(r["episode"])] = float(r["reward"])
+    d = np.array([rewards[a][k] - rewards[b][k] for k in sorted(rewards[a])])
+    half = float(stats.t.ppf(0.975, d.size - 1) * d.std(ddof=1) / np.sqrt(d.size))
+    return {"mean": float(d.mean()), "half_width": half}
+
+
+def row(summary: dict, label: str | None = None, versus: tuple[str, ...] = (),
+        episodes_csv: Path | None = None) -> tuple[list[str], list[str]]:
+    """(header, cells) of one summary (``versus``: extra paired columns, agent minus each)."""
     pols = summary["policies"]
     agents = [k for k, v in pols.items() if v.get("kind") == "model" or ":" in k]
     if len(agents) != 1:
@@ -41,6 +58,9 @@ def row(summary: dict, label: str | None = None) -> tuple[list[str], list[str]]:
     cells += [_cell(pols.get("oracle", {}).get("reward")),
               f"**{_cell(agent['diff_vs_best'], sign=True)}** (vs {best})",
               _cell(agent["score"], 3), _cell(pols[best]["score"], 3)]
+    for name in versus:
+        header.append(f"agent minus {name} (paired)")
+        cells.append(_cell(paired(episodes_csv, agents[0], name), sign=True))
     return header, cells
 
 
@@ -50,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("summaries", nargs="+", type=Path)
     p.add_argument("--label", action="append", default=None,
                    help="row label per summary, in order (default: the env id)")
+    p.add_argument("--versus", action="append", default=[],
+                   help="add a paired column: agent minus this policy (episodes.csv beside "
+                        "the summary)")
     args = p.parse_args(argv)
     labels = args.label or [None] * len(args.summaries)
     if len(labels) != len(args.summaries):
@@ -57,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     lines = []
     for path, label in zip(args.summaries, labels):
-        header, cells = row(json.loads(path.read_text()), label)
+        header, cells = row(json.loads(path.read_text()), label, tuple(args.versus),
+                            path.parent / "episodes.csv")
         if not lines:
             lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines.append("| " + " | ".join(cells) + " |")

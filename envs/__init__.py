@@ -5,6 +5,8 @@ Importing this package registers the ``lrm/*`` ids with Gymnasium (idempotently)
 
 from __future__ import annotations
 
+import warnings
+
 import gymnasium as gym
 
 from envs.config import PRESETS, FleetConfig, resolve_config
@@ -57,5 +59,11 @@ def register_envs() -> None:
 
 
 register_envs()
+
+# The -v0 ids stay, unchanged, so that published results can be reproduced; Gymnasium's
+# "out of date, consider upgrading to v1" notice on making one would only add a stderr line
+# to every run of theirs.
+warnings.filterwarnings("ignore", message=r".*The environment lrm/[A-Za-z0-9]+-v0 is out of date",
+                        category=DeprecationWarning)
 
 __all__ = ["ENV_IDS", "HELD_OUT", "ID_KWARGS", "PRESETS", "FleetConfig", "register_envs", "resolve_config"]

@@ -186,6 +186,8 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
         self._realistic = isinstance(self.core, RealisticCore)
         #: The observation is the core's kernel buffer as is (no realistic or -v1 features).
         self._plain_obs = not self._realistic and self.config.observation_version == 0
+        #: A queue step leaves the whole observation in the buffer (no -v1 features).
+        self._plain_queue_obs = self.config.observation_version == 0
         self._horizon = self.config.horizon
         self._s0 = self.config.initial_storage_kwh
         #: The step path: 0 = continuous, 1 = discrete (the core's kernel), 2 = queue.
@@ -264,7 +266,8 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
             reward, truncated, info = kernel_slot(self._res_f0.tolist(), self._res_i0.tolist(),
                                                   self._queued_tasks())
             # The queue step wrote the observation (all but forecast features) into core.obs.
-            obs = self.observer.current()[0].copy() if core.F else self._obs0.copy()
+            obs = self.observer.current()[0].copy() if core.F or not self._plain_queue_obs \
+                else self._obs0.copy()
             return self._finish(info, truncated, reward, obs)
         reward, truncated, info = kernel_slot(self._res_f0.tolist(), self._res_i0.tolist())
         obs = self._obs0.copy() if self._plain_obs else self.observer.current()[0].copy()

@@ -131,6 +131,25 @@ class V1Features:
         out[:, 8] = trend
         return out
 
+    def single(self, out: np.ndarray) -> None:
+        """:meth:`compute` of a one-copy core's copy 0 into ``out`` (9,) float32, on Python
+        floats: the same operations in the same order (bit-identical; ``store_log`` by the same
+        ``np.log1p``), without a dozen array calls a step."""
+        core = self.core
+        t = int(core.t[0])
+        h = float(core.last_harvest[0]) / self.h_ref
+        trend = float(self.trend[0])
+        if t != int(self.prev_t[0]):
+            if t == 0:
+                trend = 0.0
+            else:
+                trend = (1.0 - TREND_WEIGHT) * trend + TREND_WEIGHT * (h - float(self.prev_h[0]))
+            self.trend[0], self.prev_h[0], self.prev_t[0] = trend, h, t
+        out[0] = np.log1p(core.storage[0] * self.inv_d_ref)
+        out[1:7] = self.static
+        out[7] = (self.horizon - t) / DAY_SLOTS
+        out[8] = trend
+
     def batch(self) -> np.ndarray:
         """Features of every copy from the core's arrays, shape (B, 9) float64."""
         core = self.core
@@ -156,6 +175,13 @@ class V1Observer:
     def current(self) -> np.ndarray:
         """Observation of every copy as the core's last step or reset left it, shape
         (B, dim), float32 (a new array)."""
+        if self.core.B == 1:  # a single env's step: the scalar form of the features
+            base = self.base.current()
+            out = np.empty((1, self.dim), dtype=np.float32)
+            n0 = self.base.dim
+            out[0, :n0] = base[0]
+            self.features.single(out[0, n0:])
+            return out
         return np.concatenate([self.base.current(),
                                self.features.batch().astype(np.float32)], axis=1)
 

@@ -21,6 +21,23 @@ import numpy as np
 
 ACTION_TYPES = ("continuous", "discrete")
 
+#: The harvest processes ``FleetConfig.harvest_process`` may name, each with the config fields
+#: that only it reads (a field set away from its default under another process is refused).
+#: The process classes (envs/processes.py, envs/trace_processes.py) take their
+#: ``config_fields`` from here.
+HARVEST_PROCESS_FIELDS: dict[str, tuple[str, ...]] = {
+    "iid_gamma": ("harvest_cv",),
+    "solar": ("harvest_months", "harvest_reference_months", "trace_start_day"),
+    "wind": ("harvest_months", "harvest_reference_months", "trace_start_day"),
+}
+#: The arrival processes ``FleetConfig.arrival_process`` may name, likewise.
+ARRIVAL_PROCESS_FIELDS: dict[str, tuple[str, ...]] = {
+    "poisson": (),
+    "azure_conv": (),
+    "azure_code": (),
+    "servegen_r1": ("arrival_cv",),
+}
+
 
 def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
@@ -287,30 +304,29 @@ class FleetConfig:
         if type(self.observation_version) is not int or self.observation_version not in (0, 1):
             raise ValueError(f"FleetConfig.observation_version must be 0 or 1, got "
                              f"{self.observation_version!r}")
-        from envs.processes import ARRIVAL_PROCESSES, HARVEST_PROCESSES
-
-        if self.harvest_process not in HARVEST_PROCESSES:
+        if self.harvest_process not in HARVEST_PROCESS_FIELDS:
             raise ValueError(f"FleetConfig.harvest_process must be one of "
-                             f"{sorted(HARVEST_PROCESSES)}, got {self.harvest_process!r}")
-        if self.arrival_process not in ARRIVAL_PROCESSES:
+                             f"{sorted(HARVEST_PROCESS_FIELDS)}, got {self.harvest_process!r}")
+        if self.arrival_process not in ARRIVAL_PROCESS_FIELDS:
             raise ValueError(f"FleetConfig.arrival_process must be one of "
-                             f"{sorted(ARRIVAL_PROCESSES)}, got {self.arrival_process!r}")
-        self._validate_used_fields(HARVEST_PROCESSES, ARRIVAL_PROCESSES)
+                             f"{sorted(ARRIVAL_PROCESS_FIELDS)}, got {self.arrival_process!r}")
+        self._validate_used_fields()
 
-    def _validate_used_fields(self, harvest: Mapping[str, type], arrival: Mapping[str, type]
-                              ) -> None:
+    def _validate_used_fields(self) -> None:
         """Refuse a field set away from its default when nothing reads it.
 
-        Each process class lists the config fields only it reads in ``config_fields`` (e.g.
-        ``harvest_months`` for ``solar`` and ``wind``); such a field given with a process that
-        ignores it would be silently dropped. Likewise ``forecast_noise`` without a forecast.
+        :data:`HARVEST_PROCESS_FIELDS` and :data:`ARRIVAL_PROCESS_FIELDS` list the config
+        fields only some processes read (e.g. ``harvest_months`` for ``solar`` and ``wind``);
+        such a field given with a process that ignores it would be silently dropped. Likewise
+        ``forecast_noise`` without a forecast.
         """
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
-        for kind, registry in (("harvest_process", harvest), ("arrival_process", arrival)):
+        for kind, registry in (("harvest_process", HARVEST_PROCESS_FIELDS),
+                               ("arrival_process", ARRIVAL_PROCESS_FIELDS)):
             chosen = getattr(self, kind)
             users: dict[str, list[str]] = {}
-            for proc, cls in registry.items():
-                for name in getattr(cls, "config_fields", ()):
+            for proc, fields in registry.items():
+                for name in fields:
                     users.setdefault(name, []).append(proc)
             for name, procs in users.items():
                 value = getattr(self, name)

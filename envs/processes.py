@@ -13,12 +13,11 @@ Imports numpy only. New processes register themselves in :data:`ARRIVAL_PROCESSE
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 
-if TYPE_CHECKING:  # pragma: no cover
-    from envs.config import FleetConfig
+from envs.config import ARRIVAL_PROCESS_FIELDS, HARVEST_PROCESS_FIELDS, FleetConfig
 
 
 class ArrivalProcess(Protocol):
@@ -51,6 +50,8 @@ class HarvestProcess(Protocol):
 class PoissonArrivals:
     """I.i.d. Poisson arrivals (the paper's model): class c gets Poisson(rate * phi_c) per slot."""
 
+    config_fields = ARRIVAL_PROCESS_FIELDS["poisson"]
+
     def __init__(self, config: FleetConfig) -> None:
         self.rates = config.arrival_rate * np.asarray(config.class_shares, dtype=np.float64)
         self.max_rate = float(config.arrival_rate)
@@ -65,7 +66,7 @@ class GammaHarvest:
     A coefficient of variation of 0 gives a constant supply (no variates drawn).
     """
 
-    config_fields = ("harvest_cv",)
+    config_fields = HARVEST_PROCESS_FIELDS["iid_gamma"]
 
     def __init__(self, config: FleetConfig, mean_kwh: float) -> None:
         self.mean_kwh = float(mean_kwh)

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from envs.config import ARRIVAL_PROCESS_FIELDS, HARVEST_PROCESS_FIELDS, FleetConfig
 from envs.traces import (
     DAYS_PER_YEAR,
     MINUTES_PER_DAY,
@@ -32,9 +32,6 @@ from envs.traces import (
     cumulative_integral,
     slot_means,
 )
-
-if TYPE_CHECKING:  # pragma: no cover
-    from envs.config import FleetConfig
 
 #: Wind power curve (IEC-like, generic; shared/data/CALIBRATION.md section 7): cut-in, rated
 #: and cut-out speeds [m/s]. Per-unit power 0 below cut-in, (v^3 - 3^3) / (12^3 - 3^3) up to
@@ -91,8 +88,8 @@ class _ReplayHarvest:
 
     #: Name of the config value (for messages) and unit of ``capacity_kw``.
     name = "replay"
-    #: FleetConfig fields only the replayed supplies read.
-    config_fields = ("harvest_months", "harvest_reference_months", "trace_start_day")
+    #: FleetConfig fields only the replayed supplies read (set by each subclass).
+    config_fields: tuple[str, ...] = ()
 
     def _series(self) -> TimeSeries:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -175,6 +172,7 @@ class SolarHarvest(_ReplayHarvest):
     """
 
     name = "solar"
+    config_fields = HARVEST_PROCESS_FIELDS["solar"]
 
     def _series(self) -> TimeSeries:
         return _ghi()
@@ -190,6 +188,7 @@ class WindHarvest(_ReplayHarvest):
     """
 
     name = "wind"
+    config_fields = HARVEST_PROCESS_FIELDS["wind"]
 
     def _series(self) -> TimeSeries:
         return _wind_unit_power()
@@ -216,6 +215,7 @@ class AzureReplay:
     """
 
     trace = "conv"
+    config_fields = ARRIVAL_PROCESS_FIELDS["azure_conv"]
 
     def __init__(self, config: FleetConfig) -> None:
         counts = _azure()[self.trace].astype(np.float64)
@@ -249,6 +249,7 @@ class AzureCodeReplay(AzureReplay):
     """Replay of the Azure 2023 *code* trace (very bursty: inter-arrival CV about 13)."""
 
     trace = "code"
+    config_fields = ARRIVAL_PROCESS_FIELDS["azure_code"]
 
 
 class ServeGenR1Arrivals:
@@ -263,7 +264,7 @@ class ServeGenR1Arrivals:
     """
 
     #: FleetConfig fields only this arrival process reads.
-    config_fields = ("arrival_cv",)
+    config_fields = ARRIVAL_PROCESS_FIELDS["servegen_r1"]
 
     def __init__(self, config: FleetConfig) -> None:
         rates = _servegen_rate()

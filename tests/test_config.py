@@ -301,3 +301,18 @@ def test_field_used_by_the_chosen_process_is_accepted():
     # Every preset is consistent.
     for name, cfg in PRESETS.items():
         assert resolve_config(name) is cfg
+
+
+def test_process_tables_of_the_config_match_the_process_registries():
+    """The config validates process names and their fields from its own tables (it imports no
+    process module); every registered process is in them, with the fields its class reads."""
+    from envs.config import ARRIVAL_PROCESS_FIELDS, HARVEST_PROCESS_FIELDS
+    from envs.processes import ARRIVAL_PROCESSES, HARVEST_PROCESSES
+
+    fields = {f.name for f in dataclasses.fields(FleetConfig)}
+    for table, registry in ((HARVEST_PROCESS_FIELDS, HARVEST_PROCESSES),
+                            (ARRIVAL_PROCESS_FIELDS, ARRIVAL_PROCESSES)):
+        assert list(table) == list(registry)
+        for name, cls in registry.items():
+            assert cls.config_fields == table[name], name
+            assert set(table[name]) <= fields, name

@@ -25,13 +25,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import csv
-import io
 import json
 import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -56,13 +53,12 @@ from agents.base import Heuristic
 from agents.cli import (
     OneLineParser,
     UsageError,
-    atomic_write_text,
     check_out_dir,
     exit_on_signals,
-    publish,
     signal_exit_code,
     watch_parent,
 )
+from agents.files import atomic_savefig, atomic_write_text, json_clean, pyplot, write_csv
 from agents.heuristics import HEURISTICS, MixtureHeuristic
 from agents.oracle import solve_episode
 from agents.oracle_fast import fast_oracle_episodes
@@ -87,45 +83,6 @@ SCORE_FLOOR, SCORE_CEILING = "random", "oracle"
 #: Largest number of episodes of one policy run side by side by :func:`batched_rollouts`
 #: (memory: about 0.25 MB per episode with the default config).
 EVAL_BATCH = 256
-
-
-# --------------------------------------------------------------------------- file helpers
-def atomic_savefig(fig: Any, path: str | os.PathLike, **kwargs: Any) -> None:
-    """Save a matplotlib figure atomically (PNG)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", **kwargs)
-        publish(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def write_csv(path: str | os.PathLike, rows: Sequence[dict[str, Any]]) -> None:
-    """Write dict rows as CSV atomically (columns from the first row)."""
-    buf = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
-
-
-def _json_clean(x: Any) -> Any:
-    """NaN/inf -> None and numpy scalars -> Python, recursively (strict JSON)."""
-    if isinstance(x, dict):
-        return {str(k): _json_clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_clean(v) for v in x]
-    if isinstance(x, (np.floating, float)):
-        return float(x) if math.isfinite(x) else None
-    if isinstance(x, np.integer):
-        return int(x)
-    return x
 
 
 # --------------------------------------------------------------------------- statistics
@@ -620,7 +577,7 @@ def run_evaluation(env_id: str, policies: list[str], episodes: int, seed: int,
                     else make_policy(n, env, seed=seed)) for n in names + refs]
     with contextlib.ExitStack() as stack:
         if n_workers > 1 and plots and out_dir is not None:
-            _plt()  # imported once, before the workers fork (they draw the figures)
+            pyplot()  # imported once, before the workers fork (they draw the figures)
         queue = _mp_context().SimpleQueue() if n_workers > 1 and progress else None
         pool = stack.enter_context(_process_pool(n_workers, queue)) if n_workers > 1 else None
         jobs = [(policy_objs, chunk, names if k == 0 else ()) for k, chunk in enumerate(chunks)]
@@ -646,7 +603,7 @@ def run_evaluation(env_id: str, policies: list[str], episodes: int, seed: int,
                        for name in names for row in results[name]]
             write_csv(out / "episodes.csv", ep_rows)
             atomic_write_text(out / "summary.json",
-                              json.dumps(_json_clean(summary), indent=2) + "\n")
+                              json.dumps(json_clean(summary), indent=2) + "\n")
             if plots:
                 plot_jobs = [(plot_episode, (out / "episode.png", env_id, traces)),
                              (plot_costs, (out / "costs.png", summary))]
@@ -656,7 +613,7 @@ def run_evaluation(env_id: str, policies: list[str], episodes: int, seed: int,
                 else:  # the two figures side by side
                     for fut in [pool.submit(fn, *args) for fn, args in plot_jobs]:
                         fut.result()
-    return _json_clean(summary)
+    return json_clean(summary)
 
 
 def _run_jobs(pool: Any, jobs: list[tuple[list, list[int], Sequence[str]]], env_id: str,
@@ -739,22 +696,13 @@ def format_table(summary: dict) -> str:
 
 
 # --------------------------------------------------------------------------- plots
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_episode(path: str | os.PathLike, env_id: str,
                  traces: dict[str, dict[str, np.ndarray]]) -> None:
     """Harvest vs demand (top) and store level (bottom) over the first episode, per policy.
 
     Per-slot values are drawn thin; the thick lines are hourly (12-slot) moving averages.
     """
-    plt = _plt()
+    plt = pyplot()
     names = list(traces)
     cols = min(3, len(names))
     rows = math.ceil(len(names) / cols)
@@ -802,7 +750,7 @@ def _tick_label(name: str, width: int = 22) -> str:
 def plot_costs(path: str | os.PathLike, summary: dict) -> None:
     """Bar charts with 95% CI error bars: reward, auxiliary, wasted + leftover, accuracy."""
 
-    plt = _plt()
+    plt = pyplot()
     pol = summary["policies"]
     names = list(pol)
     x = np.arange(len(names))

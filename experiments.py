@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from agents.lp import max_value_mixture, min_second_moment_mixture, max_accuracy, routing_model
+from agents.files import atomic_savefig, atomic_write_text, pyplot, write_csv
 from agents.heuristics import DEFAULT_ACCURACY_SLACK
+from agents.lp import max_accuracy, max_value_mixture, min_second_moment_mixture, routing_model
 from envs.config import PRESETS, FleetConfig
 from envs.dynamics import FleetCore
 from envs.outcomes import reference_mixture
@@ -101,15 +102,7 @@ def _grid(horizon: int, t_min: int) -> np.ndarray:
     return np.unique(np.geomspace(t_min, horizon, 24).astype(int))
 
 
-def _plt() -> Any:
-    from evaluate import _plt as plt
-
-    return plt()
-
-
 def _save(fig: Any, path: Path) -> None:
-    from evaluate import atomic_savefig
-
     atomic_savefig(fig, path, dpi=80)
 
 
@@ -170,10 +163,9 @@ def regimes(out_dir: str | Path | None = None, horizon: int = 4096, episodes: in
     report = "\n".join(lines)
     if out_dir is not None:
         out = Path(out_dir)
-        from evaluate import write_csv
-
+        
         write_csv(out / "regimes.csv", rows)
-        plt = _plt()
+        plt = pyplot()
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), sharey=True)
         colors = {"under-supply": "tab:red", "critical": "tab:purple",
                   "over-supply": "tab:green"}
@@ -248,10 +240,9 @@ def routing_error(out_dir: str | Path | None = None, horizon: int = 4096, episod
     report = "\n".join(lines)
     if out_dir is not None:
         out = Path(out_dir)
-        from evaluate import write_csv
-
+        
         write_csv(out / "routing_error.csv", rows)
-        plt = _plt()
+        plt = pyplot()
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
         cmap = plt.get_cmap("viridis")
         for k, (delta, t_star, aux, smooth) in enumerate(curves):
@@ -328,10 +319,9 @@ def variance(out_dir: str | Path | None = None, episodes: int = 600, seed: int =
     report = "\n".join(lines)
     if out_dir is not None:
         out = Path(out_dir)
-        from evaluate import write_csv
-
+        
         write_csv(out / "variance.csv", rows)
-        plt = _plt()
+        plt = pyplot()
         fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.8))
         t = np.arange(1, horizon + 1)
         cmap = plt.get_cmap("tab10")
@@ -385,7 +375,5 @@ def run_experiment(name: str, out_dir: str | Path, seed: int = 0, progress: bool
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; known: {sorted(EXPERIMENTS)}")
     result = EXPERIMENTS[name](out_dir=out_dir, seed=seed, progress=progress, **kwargs)
-    from agents.cli import atomic_write_text
-
     atomic_write_text(Path(out_dir) / f"{name.replace('-', '_')}.txt", result["report"] + "\n")
     return result["report"]

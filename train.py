@@ -443,7 +443,7 @@ def make_training_venv(env_id: str, env_kwargs: dict[str, Any], n_envs: int, see
 
 
 def _atomic_json(path: Path, data: Any) -> None:
-    from agents.cli import atomic_write_text
+    from agents.files import atomic_write_text
 
     atomic_write_text(path, json.dumps(data, indent=1, default=str) + "\n")
 

@@ -28,7 +28,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import HParam
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
-from agents.cli import atomic_write_text
+from agents.files import atomic_write_text
 from agents.sb3 import VECNORMALIZE_FILE
 from envs.reward import REWARD_TERMS
 

@@ -1,11 +1,10 @@
-"""What ``train.py`` and ``evaluate.py`` share: usage errors, output checks, atomic writes,
-signal exits and worker processes that die with their parent.
+"""What ``train.py`` and ``evaluate.py`` share: usage errors, output checks, signal exits and
+worker processes that die with their parent (atomic file writes: :mod:`agents.files`).
 
 * :class:`UsageError`: bad command-line input, reported as one line with exit code 2, and
   :class:`OneLineParser`, argparse reporting its errors the same way.
 * :func:`check_out_dir`: an output directory that is a file, or cannot be written, is found
   before any work starts (nothing is created to check it but a probe that is removed again).
-* :func:`atomic_write_text`: a file is written under a temporary name and moved into place.
 * :func:`exit_on_signals` / :func:`signal_exit_code`: SIGTERM ends the program the way Ctrl-C
   does (a :class:`KeyboardInterrupt`, so ``finally`` blocks and context managers run), with
   the shell's exit code ``128 + signal`` (130 for SIGINT, 143 for SIGTERM).
@@ -65,32 +64,6 @@ def check_out_dir(path: str | os.PathLike, option: str = "--out") -> Path:
     except OSError as exc:
         raise UsageError(f"{option}: cannot write to {anc} ({exc.strerror or exc})") from None
     return p
-
-
-# --------------------------------------------------------------------------- atomic writes
-def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
-    """Give ``tmp`` the usual permissions (mkstemp makes it private) and move it to ``path``."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` via a synced temporary file and ``os.replace``: a reader
-    sees the old file or the new one, never a part (the parent directory is created)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------- signals

@@ -24,12 +24,12 @@ from envs.traces import (
     MINUTES_PER_DAY,
     MONTH_START_DAY,
     TimeSeries,
+    cumulative_integral,
     load_azure_per_second,
     load_nsrdb_ghi,
     load_servegen_rate,
     load_wind_80m,
     months_mean,
-    cumulative_integral,
     slot_means,
 )
 

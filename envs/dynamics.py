@@ -35,12 +35,12 @@ from envs.outcomes import (
     reference_demand_kwh,
 )
 from envs.processes import (
-    N_TASK_LATENTS,
     make_arrival_process,
     make_harvest_process,
     poisson_upper,
     sample_task_latents,
 )
+from envs.reward import reward_weights
 
 
 @dataclass
@@ -192,7 +192,6 @@ class FleetCore:
     def _pack(self) -> None:
         """Packed parameters and result buffers of the kernel (see :mod:`envs.kernel`)."""
         from envs.realistic import extra_feature_names  # local: realistic imports this module
-        from envs.reward import reward_weights
 
         cfg = self.config
         d_ref = self.ref_demand_kwh

@@ -1,16 +1,40 @@
-"""Reward of a slot as a weighted sum of named components, batched over copies."""
+"""Reward of a slot as a weighted sum of named components, batched over copies.
+
+The functions read the few quantities they need from the simulator core and its slot result
+(:class:`envs.dynamics.FleetCore`, :class:`envs.dynamics.SlotResult`), named by the two
+protocols below: the core packs the weights into its kernel, so this module does not import it.
+"""
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 
-from envs.dynamics import FleetCore, SlotResult
+from envs.config import FleetConfig
+
+
+class CoreScales(Protocol):
+    """What the reward reads of a core: its config and reference demand per slot [kWh]."""
+
+    config: FleetConfig
+    ref_demand_kwh: float
+
+
+class SlotAmounts(Protocol):
+    """What the reward reads of a slot's result, shape (B,) each, natural units."""
+
+    value_correct: np.ndarray
+    aux_kwh: np.ndarray
+    waste_kwh: np.ndarray
+    storage_kwh: np.ndarray
+    dropped: np.ndarray
 
 #: Keys of ``info["reward_terms"]``, in natural units.
 REWARD_TERMS = ("value_correct", "aux_kwh", "waste_kwh", "leftover_kwh", "dropped")
 
 
-def reward_weights(core: FleetCore) -> dict[str, float]:
+def reward_weights(core: CoreScales) -> dict[str, float]:
     """Effective weight of each reward term: reward = sum(weights[k] * terms[k]).
 
     The config weights are divided by natural scales so that a slot's reward is of order 1:
@@ -30,7 +54,7 @@ def reward_weights(core: FleetCore) -> dict[str, float]:
     }
 
 
-def reward_terms(core: FleetCore, res: SlotResult, truncated: np.ndarray
+def reward_terms(core: CoreScales, res: SlotAmounts, truncated: np.ndarray
                  ) -> dict[str, np.ndarray]:
     """Reward components of a slot for every copy, shape (B,) each, natural units.
 

@@ -55,6 +55,7 @@ from agents.cli import (
     UsageError,
     check_out_dir,
     exit_on_signals,
+    parse_env_kwargs,
     signal_exit_code,
     watch_parent,
 )
@@ -775,21 +776,6 @@ def plot_costs(path: str | os.PathLike, summary: dict) -> None:
 
 
 # --------------------------------------------------------------------------- CLI
-def parse_env_kwargs(items: Sequence[str]) -> dict[str, Any]:
-    """``KEY=VALUE`` pairs; VALUE is parsed as JSON (numbers, lists, Infinity) or kept a string."""
-    out: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise UsageError(f"--env-kwarg expects KEY=VALUE, got {item!r}")
-        key, raw = item.split("=", 1)
-        try:
-            val = json.loads(raw)
-        except json.JSONDecodeError:
-            val = {"inf": math.inf, "infinity": math.inf}.get(raw.lower(), raw)
-        out[key.strip()] = tuple(val) if isinstance(val, list) else val
-    return out
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser."""
     from experiments import EXPERIMENTS

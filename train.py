@@ -35,7 +35,6 @@ import signal
 import sys
 import textwrap
 import time
-import typing
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -49,7 +48,14 @@ if __name__ == "__main__":  # a signal while the modules below load: one line, 1
     for _s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(_s, _quit_during_imports)
 
-from agents.cli import OneLineParser, UsageError, check_out_dir, exit_on_signals, signal_exit_code
+from agents.cli import (
+    OneLineParser,
+    UsageError,
+    check_out_dir,
+    exit_on_signals,
+    parse_env_kwargs,
+    signal_exit_code,
+)
 
 ROOT = Path(__file__).resolve().parent
 
@@ -162,51 +168,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _field_types() -> dict[str, Any]:
-    from envs.config import FleetConfig
-
-    return typing.get_type_hints(FleetConfig)
-
-
-def parse_env_kwarg(item: str) -> tuple[str, Any]:
-    """``key=value`` -> (key, value typed by the FleetConfig field).
-
-    Raises:
-        UsageError: no ``=``, unknown field, or a value of the wrong type.
-    """
-    if "=" not in item:
-        raise UsageError(f"--env-kwarg expects KEY=VALUE, got {item!r}")
-    key, raw = (s.strip() for s in item.split("=", 1))
-    types = _field_types()
-    if key not in types:
-        raise UsageError(f"--env-kwarg: unknown FleetConfig field {key!r}; known: "
-                         f"{', '.join(sorted(types))}")
-    typ = types[key]
-
-    def scalar(t: Any, s: str) -> Any:
-        if t is int:
-            return int(s)
-        if t is float:
-            return float(s)
-        if t is bool:
-            if s.lower() not in ("true", "false", "1", "0"):
-                raise ValueError(s)
-            return s.lower() in ("true", "1")
-        return s
-
-    try:
-        if typing.get_origin(typ) is tuple:
-            inner = typing.get_args(typ)[0]
-            parts = json.loads(raw) if raw.startswith("[") else raw.strip("()").split(",")
-            value: Any = tuple(scalar(inner, str(x).strip()) for x in parts if str(x).strip())
-        else:
-            value = scalar(typ, raw)
-    except (ValueError, json.JSONDecodeError):
-        name = getattr(typ, "__name__", str(typ))
-        raise UsageError(f"--env-kwarg {key}: expected {name}, got {raw!r}") from None
-    return key, value
-
-
 def config_from_args(argv: list[str] | None) -> tuple[TrainConfig, set[str]]:
     """Parse the command line into a TrainConfig; also return the names of the given options."""
     ns = build_parser().parse_args(argv)
@@ -215,7 +176,7 @@ def config_from_args(argv: list[str] | None) -> tuple[TrainConfig, set[str]]:
     for k in given:
         v = getattr(ns, k)
         if k == "env_kwargs":
-            v = dict(parse_env_kwarg(x) for x in v)
+            v = parse_env_kwargs(v)
         elif k == "compare":
             v = tuple(v)
         setattr(cfg, k, v)

@@ -3,6 +3,8 @@ worker processes that die with their parent (atomic file writes: :mod:`agents.fi
 
 * :class:`UsageError`: bad command-line input, reported as one line with exit code 2, and
   :class:`OneLineParser`, argparse reporting its errors the same way.
+* :func:`parse_env_kwargs`: ``--env-kwarg KEY=VALUE`` items typed by their FleetConfig field,
+  the same in both scripts.
 * :func:`check_out_dir`: an output directory that is a file, or cannot be written, is found
   before any work starts (nothing is created to check it but a probe that is removed again).
 * :func:`exit_on_signals` / :func:`signal_exit_code`: SIGTERM ends the program the way Ctrl-C
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -24,8 +27,9 @@ import tempfile
 import threading
 import time
 import typing
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 
 class UsageError(ValueError):
@@ -64,6 +68,61 @@ def check_out_dir(path: str | os.PathLike, option: str = "--out") -> Path:
     except OSError as exc:
         raise UsageError(f"{option}: cannot write to {anc} ({exc.strerror or exc})") from None
     return p
+
+
+# --------------------------------------------------------------------------- env overrides
+def _field_types() -> dict[str, Any]:
+    from envs.config import FleetConfig
+
+    return typing.get_type_hints(FleetConfig)
+
+
+def parse_env_kwarg(item: str) -> tuple[str, Any]:
+    """``key=value`` -> (key, value typed by the FleetConfig field).
+
+    A tuple field takes comma-separated values, optionally in parentheses, or a JSON list
+    (``class_deadlines=0,2,6,12``, ``harvest_months=[6,7]``; empty: ``()``); a float takes
+    ``inf``; a bool ``true``/``false``/``1``/``0``; a string is kept as given.
+
+    Raises:
+        UsageError: no ``=``, unknown field, or a value of the wrong type.
+    """
+    if "=" not in item:
+        raise UsageError(f"--env-kwarg expects KEY=VALUE, got {item!r}")
+    key, raw = (s.strip() for s in item.split("=", 1))
+    types = _field_types()
+    if key not in types:
+        raise UsageError(f"--env-kwarg: unknown FleetConfig field {key!r}; known: "
+                         f"{', '.join(sorted(types))}")
+    typ = types[key]
+
+    def scalar(t: Any, s: str) -> Any:
+        if t is int:
+            return int(s)
+        if t is float:
+            return float(s)
+        if t is bool:
+            if s.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(s)
+            return s.lower() in ("true", "1")
+        return s
+
+    try:
+        if typing.get_origin(typ) is tuple:
+            inner = typing.get_args(typ)[0]
+            parts = json.loads(raw) if raw.startswith("[") else raw.strip("()").split(",")
+            value: Any = tuple(scalar(inner, str(x).strip()) for x in parts if str(x).strip())
+        else:
+            value = scalar(typ, raw)
+    except (ValueError, json.JSONDecodeError):
+        name = getattr(typ, "__name__", str(typ))
+        raise UsageError(f"--env-kwarg {key}: expected {name}, got {raw!r}") from None
+    return key, value
+
+
+def parse_env_kwargs(items: Iterable[str]) -> dict[str, Any]:
+    """The ``--env-kwarg`` items of a command line as ``gym.make`` overrides (later wins)."""
+    return dict(parse_env_kwarg(item) for item in items)
 
 
 # --------------------------------------------------------------------------- signals

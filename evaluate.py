@@ -61,8 +61,7 @@ from agents.cli import (
 )
 from agents.files import atomic_savefig, atomic_write_text, json_clean, pyplot, write_csv
 from agents.heuristics import HEURISTICS, MixtureHeuristic
-from agents.oracle import solve_episode
-from agents.oracle_fast import fast_oracle_episodes
+from agents.oracle import episode_bounds
 from agents.rollout import make_vector_env, rollout_episodes, rollout_from_reset
 from envs.spaces import serve_action
 
@@ -292,21 +291,6 @@ def _episode_rows(res: dict[str, np.ndarray], record: bool) -> list[dict[str, An
     return rows
 
 
-def oracle_episode(env: gym.Env, seed: int, record: bool = False) -> dict[str, Any]:
-    """The hindsight LP bound of the episode ``seed`` (same totals as :func:`rollout`)."""
-    env.reset(seed=seed)
-    sol = solve_episode(env.unwrapped.core, 0)
-    out: dict[str, Any] = {
-        "reward": sol.reward, "aux_kwh": sol.aux_kwh, "waste_kwh": sol.waste_kwh,
-        "leftover_kwh": sol.leftover_kwh, "value_correct": sol.value_correct,
-        "harvest_kwh": float(sol.harvest_kwh.sum()), "demand_kwh": float(sol.demand_kwh.sum()),
-        "correct": sol.correct, "arrived": sol.arrived,
-        "accuracy": sol.correct / sol.arrived if sol.arrived else math.nan}
-    if record:
-        out.update(harvest=sol.harvest_kwh, demand=sol.demand_kwh, storage=sol.storage_kwh)
-    return out
-
-
 def evaluate_chunk(env_id: str, policies: Sequence[tuple[str, Any]], seeds: Sequence[int],
                    seed: int, env_kwargs: dict | None = None, record: Sequence[str] = (),
                    progress: Any = None) -> dict[str, list[dict[str, Any]]]:
@@ -315,8 +299,8 @@ def evaluate_chunk(env_id: str, policies: Sequence[tuple[str, Any]], seeds: Sequ
 
     The chunk's episodes are drawn once, by one reset of the native vector env (copy k holds
     exactly the episode of a single env reset with ``seeds[k]``). The ``oracle`` bound reads
-    them from it: the per-slot hull LP (``agents.oracle_fast``) without a queue, else the
-    task-level or queue LP of ``agents.oracle`` per episode in a single env. Every other
+    them from it (``agents.oracle.episode_bounds``: the value-curve LP without a queue, else
+    the queue LP per episode in a single env). Every other
     policy runs its episodes side by side in a copy of the reset env (as
     :func:`batched_rollouts`, the same numbers). A pure function of its arguments, so a job
     gives the same rows in this process or in a worker process.
@@ -346,14 +330,7 @@ def evaluate_chunk(env_id: str, policies: Sequence[tuple[str, Any]], seeds: Sequ
     for i, (name, policy) in enumerate(todo):
         rec = name in record
         if name == "oracle":
-            rows = fast_oracle_episodes(venv.core, rec, progress)
-            if rows is None:  # a queue, deadlines or caps: the general LP, one env per seed
-                rows = []
-                for k, s in enumerate(seeds):
-                    rows.append(oracle_episode(env, s, record=rec and k == 0))
-                    if progress is not None:
-                        progress.update(1)
-            out[name] = rows
+            out[name] = episode_bounds(venv.core, env, seeds, rec, progress)
             continue
         if policy is None:
             policy = make_policy(name, env, seed=seed)

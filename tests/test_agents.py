@@ -13,10 +13,10 @@ import envs  # noqa: F401  (registers the lrm/* ids)
 from agents import POLICIES, make_policy
 from agents.heuristics import HEURISTICS, VarianceFeedbackPolicy
 from agents.lp import clip_target, routing_model
-from agents.oracle import HindsightOracle, solve_episode
+from agents.oracle import HindsightOracle, episode_bound, solve_episode
 from envs.config import PRESETS
 from envs.theory import net_energy
-from evaluate import oracle_episode, rollout
+from evaluate import rollout
 from experiments import ratio_ci, simulate_static, variance_mixtures
 
 FLEET_IDS = sorted(i for i, s in gym.registry.items() if str(s.entry_point).startswith("envs."))
@@ -197,7 +197,7 @@ def test_oracle_bound_beats_or_ties_every_policy(fleet_id: str, kwargs: dict) ->
     for act_type in ACTION_TYPES:
         env = gym.make(fleet_id, action_type=act_type, horizon=96, **kwargs)
         for seed in (0, 1):
-            bound = oracle_episode(env, seed)["reward"]
+            bound = episode_bound(env, seed)["reward"]
             for name in sorted(POLICIES):
                 policy = make_policy(name, env, seed=seed)
                 r = rollout(fleet_id, policy, seed, env=env)["reward"]
@@ -224,7 +224,7 @@ def test_oracle_is_fast_enough() -> None:
     env = gym.make("lrm/Critical-v0")
     t0 = time.perf_counter()
     for seed in range(3):
-        oracle_episode(env, seed)
+        episode_bound(env, seed)
     per_episode = (time.perf_counter() - t0) / 3
     # 20 episodes must take well under a minute even on a loaded 2-core machine.
     assert per_episode < 1.5, f"{per_episode:.2f} s per 288-slot episode"

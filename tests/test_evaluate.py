@@ -304,15 +304,14 @@ def test_results_do_not_depend_on_workers_or_chunks(tmp_path: Path,
 def test_oracle_of_a_batched_reset_equals_one_env_per_episode(kwargs: dict) -> None:
     """The oracle rows of a job (episodes read from one vector-env reset; with a queue, the
     general LP per episode) equal the bound of a single env reset with each seed."""
-    from agents.oracle_fast import fast_oracle_episode
+    from agents.oracle import episode_bound
 
     env_id, seeds = "lrm/Volatile-v0", [3, 4, 5]
     rows = evaluate.evaluate_chunk(env_id, [("oracle", None)], seeds, 0, kwargs,
                                    record=("oracle",))["oracle"]
     env = gym.make(env_id, **kwargs)
     for k, (s, row) in enumerate(zip(seeds, rows)):
-        ref = (fast_oracle_episode(env, s, record=k == 0)
-               or evaluate.oracle_episode(env, s, record=k == 0))
+        ref = episode_bound(env, s, record=k == 0)
         assert row.keys() == ref.keys()
         for key in ref:
             assert np.array_equal(np.asarray(row[key]), np.asarray(ref[key])), (k, key)

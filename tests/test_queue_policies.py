@@ -12,12 +12,12 @@ import pytest
 import envs  # noqa: F401  (registers the lrm/* ids)
 from agents import POLICIES, make_policy
 from agents.lp import routing_model
-from agents.oracle import solve_episode
-from agents.oracle_queue import queue_options
+from agents.oracle import episode_bound, solve_episode
+from agents.oracle.queue_lp import queue_options
 from envs import ENV_IDS
 from envs.outcomes import J_PER_KWH
 from envs.realistic import decode_continuous, decode_discrete
-from evaluate import oracle_episode, rollout
+from evaluate import rollout
 
 REALISTIC_IDS = [i for i, p in ENV_IDS.items() if p not in ("critical", "oversupply",
                                                               "undersupply", "volatile")]
@@ -42,7 +42,7 @@ def _check_bound(env_id: str, kwargs: dict, act_type: str, seeds: tuple[int, ...
                  horizon: int = 96) -> None:
     env = gym.make(env_id, action_type=act_type, horizon=horizon, **kwargs)
     for seed in seeds:
-        bound = oracle_episode(env, seed)["reward"]
+        bound = episode_bound(env, seed)["reward"]
         for name, policy in _all_policies(env, seed).items():
             r = rollout(env_id, policy, seed, env=env)["reward"]
             # Solver tolerances are ~1e-7 relative; the margin below is 1e-6 of the bound.

@@ -1,9 +1,9 @@
 """Hindsight LP of an episode with deadlines, a queue and per-model throughput caps.
 
 Used by :func:`agents.oracle.solve_episode` when the env's core has a queue
-(``config.class_deadlines`` or ``config.model_tokens_per_slot``); the paper LP of
-``agents.oracle`` assumes every task is served in its arrival slot and ignores caps, so it is
-no bound there. This policy is allowed hindsight, and says so: it reads every task's latent
+(``config.class_deadlines`` or ``config.model_tokens_per_slot``); the task-hull LP of
+:mod:`agents.oracle.task_hulls` assumes every task is served in its arrival slot and ignores
+caps, so it is no bound there. This policy is allowed hindsight, and says so: it reads every task's latent
 draws (hence its tokens and correctness under every configuration) and the whole harvest.
 
 Decision. Each task n (arrival slot s_n, class c_n, deadline slot e_n = min(s_n + d_c, T - 1),
@@ -54,7 +54,8 @@ import numpy as np
 from scipy import sparse
 from scipy.optimize import linprog
 
-from envs.config import FleetConfig
+from agents.oracle.episode import QueuePlan, episode_latents
+from agents.oracle.ledger import ledger_costs_and_bounds, store_rows
 from envs.dynamics import FleetCore
 from envs.outcomes import J_PER_KWH
 from envs.reward import reward_weights
@@ -80,17 +81,6 @@ class QueueOptions:
     config: np.ndarray
     kwh: np.ndarray
     correct: np.ndarray
-
-
-def episode_latents(core: FleetCore, b: int = 0
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Every task of copy ``b``'s episode, in slot order: (arrival slot, class, step count
-    under each model (n, M), solvability quantile), read from the core's hindsight arrays."""
-    cls_all = core.cls[b]
-    slot, pos = np.nonzero(cls_all < core.C)
-    cls = cls_all[slot, pos].astype(np.intp)
-    steps = core.steps[b][slot, pos].astype(np.int64)
-    return slot, cls, steps, core.u_solve[b][slot, pos]
 
 
 def queue_options(core: FleetCore, b: int = 0) -> QueueOptions:
@@ -133,42 +123,6 @@ def queue_options(core: FleetCore, b: int = 0) -> QueueOptions:
                         task=np.concatenate(tasks), model=np.concatenate(models),
                         config=np.concatenate(configs), kwh=np.concatenate(kwh),
                         correct=np.concatenate(correct))
-
-
-@dataclass
-class QueuePlan:
-    """Per-slot dispatch plan of the queue LP's optimum (for the acting oracle).
-
-    Attributes:
-        mixture: Planned configuration weights of the tasks served in each slot, per class,
-            shape (T, C, J) (rows of unserved classes are zero).
-        served: Planned number of tasks of each class served in each slot, shape (T, C).
-        dropped: Planned (fractional) number of dropped tasks of the episode.
-    """
-
-    mixture: np.ndarray
-    served: np.ndarray
-    dropped: float
-
-
-def ledger_costs_and_bounds(cfg: FleetConfig, n_var: int, nx: int, o_u: int, o_w: int, o_l: int,
-                            o_s: int, T: int, d_ref: float) -> tuple[np.ndarray, np.ndarray]:
-    """Objective and bounds of the ledger part of a hindsight LP (shared by both oracles).
-
-    Columns: ``nx`` task-option columns in [0, 1] first (their costs are left at 0 for the
-    caller), then auxiliary ``o_u``, waste ``o_w`` (T each), the store ``o_s`` (T, capped at
-    S_max / D_ref) and leftover ``o_l``; every other column in [0, inf).
-    """
-    c = np.zeros(n_var)
-    c[o_u:o_u + T] = cfg.w_aux
-    c[o_w:o_w + T] = cfg.w_waste
-    c[o_l] = cfg.w_leftover
-    bounds = np.zeros((n_var, 2))
-    bounds[:, 1] = np.inf
-    bounds[:nx, 1] = 1.0
-    if math.isfinite(cfg.storage_kwh):
-        bounds[o_s:o_s + T, 1] = cfg.storage_kwh / d_ref
-    return c, bounds
 
 
 def solve_queue_lp(core: FleetCore, b: int = 0) -> dict:
@@ -217,9 +171,7 @@ def solve_queue_lp(core: FleetCore, b: int = 0) -> dict:
     r_bal = [xt, t_idx, t_idx, t_idx, t_idx]
     c_bal = [o_x + np.arange(nX), o_p + t_idx, o_w + t_idx, o_q + t_idx, o_u + t_idx]
     v_bal = [np.ones(nX), np.ones(T), np.ones(T), np.full(T, -eta_d), np.full(T, -1.0)]
-    r_st = [T + t_idx, T + t_idx[1:], T + t_idx, T + t_idx]
-    c_st = [o_s + t_idx, o_s + t_idx[:-1], o_p + t_idx, o_q + t_idx]
-    v_st = [np.ones(T), -np.ones(T - 1), np.full(T, -eta_c), np.ones(T)]
+    r_st, c_st, v_st = store_rows(T, o_p, o_q, o_s, eta_c)
     r_gm = [2 * T + xg * M + xm, 2 * T + op.group[op.task] * M + op.model]
     c_gm = [o_x + np.arange(nX), np.arange(nx)]
     v_gm = [np.ones(nX), -op.kwh / d_ref]

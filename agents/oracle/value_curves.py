@@ -1,8 +1,8 @@
 """Exact hindsight bound for envs without a queue, through per-slot value curves.
 
-Same relaxation as :mod:`agents.oracle` (each task a convex combination of the vertices of its
-(energy, correct) hull; the same ledger of auxiliary draw, waste, store, efficiencies and
-leftover), hence the same optimum, from a much smaller linear program.
+Same relaxation as :mod:`agents.oracle.task_hulls` (each task a convex combination of the
+vertices of its (energy, correct) hull; the same ledger of auxiliary draw, waste, store,
+efficiencies and leftover), hence the same optimum, from a much smaller linear program.
 
 Reduction. Without a queue, the tasks of slot t meet the rest of the episode only through the
 slot's demand D_t. A task's upper hull, from its cheapest option to its dearest, has at most
@@ -31,9 +31,8 @@ base_t is the idle energy, the start (cheapest) point of every task and the full
 a lossless store (eta_c = eta_d = 1) p_t - q_t is one free column. Solved by HiGHS's dual
 simplex without presolve (the fastest option measured here).
 
-Use. :func:`fast_oracle_episode` is a drop-in for ``evaluate.oracle_episode`` that returns
-``None`` for configs with a queue, deadlines or throughput caps, where the caller falls back
-to the general LP of :mod:`agents.oracle`.
+Use. :func:`agents.oracle.episode_bounds` takes this LP wherever :func:`applies` (no queue,
+deadlines or throughput caps), else the task-hull or queue LP.
 """
 
 from __future__ import annotations
@@ -41,12 +40,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 from scipy import sparse
 from scipy.optimize import linprog
 
-from agents.oracle import episode_tasks
+from agents.oracle.episode import episode_tasks
+from agents.oracle.ledger import store_rows
 from envs.dynamics import FleetCore
 from envs.reward import reward_weights
 
@@ -102,7 +101,7 @@ def _solve_linprog(c: np.ndarray, a_eq: sparse.csc_matrix, b_eq: np.ndarray, lb:
 solve_lp = _solve_core if _hc is not None else _solve_linprog
 
 
-def fast_applies(core: FleetCore) -> bool:
+def applies(core: FleetCore) -> bool:
     """True if the per-slot reduction is exact for the core's config (no queue, no caps)."""
     cfg = core.config
     return not (cfg.queue_enabled or cfg.class_deadlines
@@ -143,7 +142,7 @@ def _segments(core: FleetCore, b: int) -> dict[str, Any]:
     }
 
 
-def fast_solve(core: FleetCore, b: int = 0) -> dict[str, Any] | None:
+def solve_value_curves(core: FleetCore, b: int = 0) -> dict[str, Any] | None:
     """Solve the reduced hindsight LP of copy ``b``'s current episode (call after its reset).
 
     Args:
@@ -157,7 +156,7 @@ def fast_solve(core: FleetCore, b: int = 0) -> dict[str, Any] | None:
         ``correct`` (fractional count), ``arrived``, per-slot ``harvest_kwh``, ``demand_kwh``,
         ``storage_kwh`` [kWh] and ``n_pieces`` (LP variables for the tasks).
     """
-    if not fast_applies(core):
+    if not applies(core):
         return None
     cfg = core.config
     T = core.T
@@ -201,15 +200,18 @@ def fast_solve(core: FleetCore, b: int = 0) -> dict[str, Any] | None:
     o_l = o_s + T
     n_var = o_l + 2
     t_idx = np.arange(T)
-    rows = [g_slot, t_idx, t_idx, t_idx, T + t_idx, T + t_idx[1:], T + t_idx]
-    cols = [np.arange(nx), o_p + t_idx, o_w + t_idx, o_u + t_idx, o_s + t_idx,
-            o_s + t_idx[:-1], o_p + t_idx]
-    vals = [np.ones(nx), np.ones(T), np.ones(T), np.full(T, -1.0), np.ones(T), -np.ones(T - 1),
-            np.full(T, -eta_c)]
+    # Balance rows 0..T-1, then the store rows T..2T-1.
+    rows = [g_slot, t_idx, t_idx, t_idx]
+    cols = [np.arange(nx), o_p + t_idx, o_w + t_idx, o_u + t_idx]
+    vals = [np.ones(nx), np.ones(T), np.ones(T), np.full(T, -1.0)]
     if nq:
-        rows += [t_idx, T + t_idx]
-        cols += [o_q + t_idx, o_q + t_idx]
-        vals += [np.full(T, -eta_d), np.ones(T)]
+        rows.append(t_idx)
+        cols.append(o_q + t_idx)
+        vals.append(np.full(T, -eta_d))
+    st_rows, st_cols, st_vals = store_rows(T, o_p, o_q if nq else None, o_s, eta_c)
+    rows += st_rows
+    cols += st_cols
+    vals += st_vals
     # Leftover row 2T: S_T - L + M = S_0 with a slack M >= 0 (L >= S_T - S_0, no A_ub).
     rows += [np.array([2 * T, 2 * T, 2 * T])]
     cols += [np.array([o_s + T - 1, o_l, o_l + 1])]
@@ -250,59 +252,7 @@ def fast_solve(core: FleetCore, b: int = 0) -> dict[str, Any] | None:
     }
 
 
-def fast_bound(core: FleetCore, b: int = 0) -> float | None:
+def value_curve_bound(core: FleetCore, b: int = 0) -> float | None:
     """The hindsight bound of copy ``b``'s current episode, or ``None`` with a queue."""
-    sol = fast_solve(core, b)
+    sol = solve_value_curves(core, b)
     return None if sol is None else sol["reward"]
-
-
-def _episode_row(sol: dict[str, Any], record: bool) -> dict[str, Any]:
-    """The keys of ``evaluate.oracle_episode`` from a :func:`fast_solve` solution."""
-    out: dict[str, Any] = {
-        "reward": sol["reward"], "aux_kwh": sol["aux_kwh"], "waste_kwh": sol["waste_kwh"],
-        "leftover_kwh": sol["leftover_kwh"], "value_correct": sol["value_correct"],
-        "harvest_kwh": float(sol["harvest_kwh"].sum()),
-        "demand_kwh": float(sol["demand_kwh"].sum()),
-        "correct": sol["correct"], "arrived": sol["arrived"],
-        "accuracy": sol["correct"] / sol["arrived"] if sol["arrived"] else math.nan}
-    if record:
-        out.update(harvest=sol["harvest_kwh"], demand=sol["demand_kwh"],
-                   storage=sol["storage_kwh"])
-    return out
-
-
-def fast_oracle_episode(env: gym.Env, seed: int, record: bool = False) -> dict[str, Any] | None:
-    """:func:`evaluate.oracle_episode` through the reduced LP (same keys), or ``None`` when the
-    env has a queue, deadlines or throughput caps (the caller then uses the general LP)."""
-    if not fast_applies(env.unwrapped.core):
-        return None
-    env.reset(seed=seed)
-    return _episode_row(fast_solve(env.unwrapped.core, 0), record)
-
-
-def fast_oracle_episodes(core: FleetCore, record_first: bool = False, progress: Any = None
-                         ) -> list[dict[str, Any]] | None:
-    """:func:`fast_oracle_episode` of every copy of a batched core, right after its reset.
-
-    Copy b of a ``FleetVectorEnv`` reset with seeds ``s_0 .. s_{B-1}`` holds exactly the
-    episode of a single env reset with seed ``s_b``, so this gives the rows of
-    ``[fast_oracle_episode(env, s) for s in seeds]`` (the same LPs, the same numbers) without
-    a reset per episode.
-
-    Args:
-        core: The batched core of a vector env, every copy freshly reset.
-        record_first: Also return copy 0's per-slot ``harvest``, ``demand``, ``storage``.
-        progress: Object with ``update(n)`` (a tqdm bar), told after each episode.
-
-    Returns:
-        One dict per copy, or ``None`` if the config has a queue, deadlines or throughput
-        caps.
-    """
-    if not fast_applies(core):
-        return None
-    rows = []
-    for b in range(core.B):
-        rows.append(_episode_row(fast_solve(core, b), record_first and b == 0))
-        if progress is not None:
-            progress.update(1)
-    return rows

@@ -1,17 +1,23 @@
-"""The reduced hindsight LP of envs without a queue (agents.oracle_fast)."""
+"""The value-curve hindsight LP of envs without a queue (agents.oracle.value_curves)."""
 
 from __future__ import annotations
 
-
 import gymnasium as gym
+import numpy as np
 import pytest
 
 import envs  # noqa: F401  (registers the lrm/* ids)
 from agents import POLICIES, make_policy
-from agents.oracle import solve_episode
-from agents.oracle_fast import fast_bound, fast_oracle_episode, fast_solve
+from agents.oracle import bound_row, episode_bound, solve_episode
+from agents.oracle.value_curves import applies, solve_value_curves, value_curve_bound
 from envs.reward import reward_weights
-from evaluate import oracle_episode, rollout
+from evaluate import rollout
+
+
+def task_hull_bound(env: gym.Env, seed: int, record: bool = False) -> dict:
+    """The bound row of the task-hull LP (the general LP without a queue)."""
+    env.reset(seed=seed)
+    return bound_row(solve_episode(env.unwrapped.core, 0), record)
 
 # Regimes where energy binds (scarce supply, expensive auxiliary energy), finite stores, lossy
 # efficiencies, idle power, free waste; the action type does not enter the bound.
@@ -46,10 +52,10 @@ def test_reduced_lp_equals_the_general_lp(env_id: str, kwargs: dict) -> None:
         env.reset(seed=seed)
         core = env.unwrapped.core
         general = solve_episode(core, 0)
-        fast = fast_solve(core, 0)
+        fast = solve_value_curves(core, 0)
         assert fast is not None
         assert fast["reward"] == pytest.approx(general.reward, rel=REL, abs=REL), (env_id, seed)
-        assert fast_bound(core, 0) == pytest.approx(fast["reward"], rel=1e-12)
+        assert value_curve_bound(core, 0) == pytest.approx(fast["reward"], rel=1e-12)
         assert fast["arrived"] == general.arrived
         # The reported plan earns exactly the bound under the reward weights.
         w = reward_weights(core)
@@ -66,7 +72,7 @@ def test_reduced_lp_equals_the_general_lp(env_id: str, kwargs: dict) -> None:
 def test_reduced_plan_conserves_energy() -> None:
     env = gym.make("lrm/UnderSupply-v0", w_aux=50.0, provisioning=0.4)
     env.reset(seed=2)
-    sol = fast_solve(env.unwrapped.core)
+    sol = solve_value_curves(env.unwrapped.core)
     lhs = sol["harvest_kwh"].sum() - sol["demand_kwh"].sum()
     rhs = sol["storage_kwh"][-1] + sol["waste_kwh"] - sol["aux_kwh"]
     assert lhs == pytest.approx(rhs, abs=1e-7 * sol["harvest_kwh"].sum())
@@ -76,7 +82,7 @@ def test_reduced_plan_conserves_energy() -> None:
 def test_reduced_bound_beats_or_ties_every_policy(env_id: str, kwargs: dict) -> None:
     env = gym.make(env_id, horizon=96, **kwargs)
     for seed in (0, 1):
-        bound = fast_oracle_episode(env, seed)["reward"]
+        bound = episode_bound(env, seed)["reward"]
         for name in sorted(POLICIES):
             r = rollout(env_id, make_policy(name, env, seed=seed), seed, env=env)["reward"]
             # Solver tolerances are ~1e-7 relative; the margin below is 1e-6 of the bound.
@@ -87,18 +93,22 @@ def test_queue_envs_fall_back() -> None:
     env = gym.make("lrm/R1Trace-v0")
     assert env.unwrapped.config.queue_enabled
     env.reset(seed=0)
-    assert fast_solve(env.unwrapped.core) is None
-    assert fast_bound(env.unwrapped.core) is None
-    assert fast_oracle_episode(env, 0) is None
+    assert solve_value_curves(env.unwrapped.core) is None
+    assert value_curve_bound(env.unwrapped.core) is None
+    assert not applies(env.unwrapped.core)
+    assert episode_bound(env, 0) == bound_row(solve_episode(env.unwrapped.core, 0))
     caps = gym.make("lrm/Critical-v0", model_tokens_per_slot=(1e6,) * 3)
     caps.reset(seed=0)
-    assert fast_solve(caps.unwrapped.core) is None
+    assert solve_value_curves(caps.unwrapped.core) is None
 
 
-def test_drop_in_for_oracle_episode() -> None:
+def test_entry_point_takes_the_value_curves_without_a_queue() -> None:
     env = gym.make("lrm/Volatile-v0", **CASES[1][1])
-    general = oracle_episode(env, 3, record=True)
-    fast = fast_oracle_episode(env, 3, record=True)
+    general = task_hull_bound(env, 3, record=True)
+    fast = episode_bound(env, 3, record=True)
+    direct = bound_row(solve_value_curves(env.unwrapped.core, 0), record=True)
+    assert fast.keys() == direct.keys()
+    assert all(np.array_equal(fast[k], direct[k]) for k in fast)
     assert set(fast) == set(general)
     assert fast["reward"] == pytest.approx(general["reward"], rel=REL)
     assert fast["harvest_kwh"] == general["harvest_kwh"]
@@ -106,31 +116,27 @@ def test_drop_in_for_oracle_episode() -> None:
 
 
 def test_direct_highs_and_linprog_agree(monkeypatch: pytest.MonkeyPatch) -> None:
-    import agents.oracle_fast as of
+    import agents.oracle.value_curves as of
 
     env = gym.make(*CASES[3][:1], **CASES[3][1])
     env.reset(seed=4)
     core = env.unwrapped.core
     monkeypatch.setattr(of, "solve_lp", of._solve_linprog)
-    via_linprog = of.fast_solve(core)["reward"]
+    via_linprog = of.solve_value_curves(core)["reward"]
     monkeypatch.setattr(of, "solve_lp", of._solve_core if of._hc is not None else of._solve_linprog)
-    assert of.fast_solve(core)["reward"] == pytest.approx(via_linprog, rel=REL)
+    assert of.solve_value_curves(core)["reward"] == pytest.approx(via_linprog, rel=REL)
 
 
-def test_wired_into_run_evaluation(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_wired_into_run_evaluation(tmp_path) -> None:
     import evaluate
 
-    general = evaluate.run_evaluation("lrm/Critical-v0", ["cheapest", "oracle"], 2, 5,
-                                      out_dir=tmp_path / "a", env_kwargs={"horizon": 48},
+    summary = evaluate.run_evaluation("lrm/Critical-v0", ["cheapest", "oracle"], 2, 5,
+                                      out_dir=tmp_path, env_kwargs={"horizon": 48},
                                       progress=False)
-    plain = evaluate.oracle_episode
-    monkeypatch.setattr(evaluate, "oracle_episode", lambda env, s, record=False: (
-        fast_oracle_episode(env, s, record) or plain(env, s, record)))
-    fast = evaluate.run_evaluation("lrm/Critical-v0", ["cheapest", "oracle"], 2, 5,
-                                   out_dir=tmp_path / "b", env_kwargs={"horizon": 48},
-                                   progress=False)
+    env = gym.make("lrm/Critical-v0", horizon=48)
+    general = [task_hull_bound(env, s)["reward"] for s in summary["seeds"]]
     # Only the optimum is unique: the ledger of two optimal plans may differ.
-    assert (fast["policies"]["oracle"]["reward"]["mean"]
-            == pytest.approx(general["policies"]["oracle"]["reward"]["mean"], rel=REL))
-    assert 0.0 <= fast["policies"]["oracle"]["accuracy"]["mean"] <= 1.0
-    assert (tmp_path / "b" / "episode.png").is_file()
+    assert (summary["policies"]["oracle"]["reward"]["mean"]
+            == pytest.approx(sum(general) / len(general), rel=REL))
+    assert 0.0 <= summary["policies"]["oracle"]["accuracy"]["mean"] <= 1.0
+    assert (tmp_path / "episode.png").is_file()

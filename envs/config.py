@@ -21,6 +21,10 @@ import numpy as np
 
 ACTION_TYPES = ("continuous", "discrete")
 
+#: Smallest positive coefficient of variation of a gamma process (harvest, arrivals): its
+#: shape 1 / cv^2 must be a finite float.
+MIN_POSITIVE_CV = 1e-150
+
 #: The harvest processes ``FleetConfig.harvest_process`` may name, each with the config fields
 #: that only it reads (a field set away from its default under another process is refused).
 #: The process classes (envs/processes.py, envs/trace_processes.py) take their
@@ -286,6 +290,9 @@ class FleetConfig:
                 f"FleetConfig.token_budgets must be strictly increasing, got {self.token_budgets}")
         number("provisioning", 0, 1e6)
         number("harvest_cv", 0, 100)
+        if 0.0 < self.harvest_cv < MIN_POSITIVE_CV:  # 1 / cv^2 (the gamma shape) would overflow
+            raise ValueError(f"FleetConfig.harvest_cv must be 0 or in [{MIN_POSITIVE_CV}, 100], "
+                             f"got {self.harvest_cv!r}")
         number("storage_kwh", 0, math.inf, allow_inf=True)
         number("initial_storage_kwh", 0, 1e12)
         if self.initial_storage_kwh > self.storage_kwh:
@@ -354,7 +361,7 @@ class FleetConfig:
         number("trace_start_hour", 0, 24, hi_open=True)
         number("forecast_hours", 0, 48, integer=True)
         number("forecast_noise", 0, 100)
-        number("arrival_cv", 0, 100, lo_open=True)
+        number("arrival_cv", MIN_POSITIVE_CV, 100)
         if not isinstance(self.class_deadlines, tuple):
             raise ValueError(f"FleetConfig.class_deadlines must be a tuple (one deadline per "
                              f"class, in slots) or empty, got {self.class_deadlines!r}")

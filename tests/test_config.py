@@ -316,3 +316,12 @@ def test_process_tables_of_the_config_match_the_process_registries():
         for name, cls in registry.items():
             assert cls.config_fields == table[name], name
             assert set(table[name]) <= fields, name
+
+
+@pytest.mark.parametrize("field", ["harvest_cv", "arrival_cv"])
+def test_a_coefficient_of_variation_too_small_for_a_gamma_shape_is_refused(field):
+    """1 / cv^2 must be finite; below that the simulator would divide by zero."""
+    preset = "r1_trace" if field == "arrival_cv" else "critical"
+    with pytest.raises(ValueError, match=f"FleetConfig.{field} must be"):
+        resolve_config(preset, **{field: 1e-300})
+    assert getattr(resolve_config(preset, **{field: 1e-100}), field) == 1e-100

@@ -21,11 +21,9 @@ below :data:`VALIDATION_SEED`; periodic evaluation uses the fixed validation see
 from __future__ import annotations
 
 import argparse
-import ast
 import contextlib
 import dataclasses
 import datetime as dt
-import inspect
 import json
 import os
 import platform
@@ -33,8 +31,8 @@ import shlex
 import shutil
 import signal
 import sys
-import textwrap
 import time
+import typing
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -70,99 +68,100 @@ DEFAULT_COMPARE = ("random", "cheapest", "mean_matching", "variance_aware", "var
                    "oracle")
 
 
+def _algos() -> tuple[str, ...]:
+    from agents.sb3 import ALGOS
+
+    return tuple(ALGOS)
+
+
+def option(default: Any = dataclasses.MISSING, help: str = "", *,
+           default_factory: Any = dataclasses.MISSING, **argparse_kwargs: Any) -> Any:
+    """A :class:`TrainConfig` field that is a command-line option: its help text and any
+    argparse settings (``choices``, a callable giving them, ``action``, ``nargs``...)."""
+    return field(default=default, default_factory=default_factory,
+                 metadata={"help": " ".join(help.split()), "argparse": argparse_kwargs})
+
+
 @dataclass
 class TrainConfig:
     """Settings of one training run (each field is a command-line option)."""
 
-    env: str = "lrm/Critical-v1"
-    """Registered env id."""
-    algo: str = "ppo"
-    """Algorithm: ppo, recurrent_ppo (LSTM policy, sb3-contrib), a2c, sac, td3 or dqn (dqn
-    trains on the discrete action space)."""
-    residual: str | None = None
-    """Residual action mode: the agent's action corrects this heuristic's action (zero action
-    = the heuristic's own), e.g. variance_feedback; replaces the hyperparameters' env_wrapper
-    (agents/residual.py)."""
-    timesteps: int | None = None
-    """Total environment steps summed over sub-envs; default: n_timesteps of the hyperparameters."""
-    n_envs: int | None = None
-    """Parallel training envs; default: n_envs of the hyperparameters."""
-    seed: int = 0
-    """Seed of the training envs, the network and the algorithm, in [0, 900000); -1 draws one."""
-    out: str | None = None
-    """Run directory; default runs/<env>__<algo>__seed<S>__<YYYYmmdd-HHMMSS>."""
-    hyperparams: str | None = None
-    """Hyperparameter file (rl-zoo YAML keyed by env id); default hyperparams/<algo>.yml."""
-    resume: bool = False
-    """Continue the run in --out from its newest intact checkpoint (its saved settings are
-    used); refuses when it has none but a trained model."""
-    env_kwargs: dict[str, Any] = field(default_factory=dict)
-    """FleetConfig overrides, given as --env-kwarg key=value (repeatable)."""
-    vec_env: str = "native"
-    """Vectorisation of the training envs: native (one batched simulator), dummy (SB3
-    DummyVecEnv, one env object per copy) or subproc (SB3 SubprocVecEnv, one process each)."""
-    eval_freq: int = 25_000
-    """Evaluate on the validation seeds every this many steps (0: never)."""
-    eval_episodes: int = 5
-    """Validation episodes per periodic evaluation."""
-    checkpoint_freq: int = 50_000
-    """Write a checkpoint every this many steps (0: only at the end or on interrupt)."""
-    test_episodes: int = 20
-    """Held-out test episodes of the final comparison (0: skip the comparison)."""
-    compare: tuple[str, ...] = DEFAULT_COMPARE
-    """Policies to compare the agent with at the end (those the registry knows)."""
-    progress_bar: bool = True
-    """Show a progress bar."""
-    verbose: int = 0
-    """SB3 verbosity (1 prints the training statistics)."""
-    device: str = "cpu"
-    """Torch device."""
+    env: str = option("lrm/Critical-v1", "Registered env id.")
+    algo: str = option("ppo", (
+        "Algorithm: ppo, recurrent_ppo (LSTM policy, sb3-contrib), a2c, sac, td3 or dqn (dqn "
+        "trains on the discrete action space)."), choices=_algos)
+    residual: str | None = option(None, (
+        "Residual action mode: the agent's action corrects this heuristic's action (zero "
+        "action = the heuristic's own), e.g. variance_feedback; replaces the hyperparameters' "
+        "env_wrapper (agents/residual.py)."))
+    timesteps: int | None = option(None, (
+        "Total environment steps summed over sub-envs; default: n_timesteps of the "
+        "hyperparameters."))
+    n_envs: int | None = option(None, (
+        "Parallel training envs; default: n_envs of the hyperparameters."))
+    seed: int = option(0, (
+        "Seed of the training envs, the network and the algorithm, in [0, 900000); -1 draws "
+        "one."))
+    out: str | None = option(None, (
+        "Run directory; default runs/<env>__<algo>__seed<S>__<YYYYmmdd-HHMMSS>."))
+    hyperparams: str | None = option(None, (
+        "Hyperparameter file (rl-zoo YAML keyed by env id); default hyperparams/<algo>.yml."))
+    resume: bool = option(False, (
+        "Continue the run in --out from its newest intact checkpoint (its saved settings are "
+        "used); refuses when it has none but a trained model."))
+    env_kwargs: dict[str, Any] = option(default_factory=dict, help=(
+        "FleetConfig overrides, given as --env-kwarg key=value (repeatable)."))
+    vec_env: str = option("native", (
+        "Vectorisation of the training envs: native (one batched simulator), dummy (SB3 "
+        "DummyVecEnv, one env object per copy) or subproc (SB3 SubprocVecEnv, one process "
+        "each)."), choices=VEC_ENVS)
+    eval_freq: int = option(25_000, (
+        "Evaluate on the validation seeds every this many steps (0: never)."))
+    eval_episodes: int = option(5, "Validation episodes per periodic evaluation.")
+    checkpoint_freq: int = option(50_000, (
+        "Write a checkpoint every this many steps (0: only at the end or on interrupt)."))
+    test_episodes: int = option(20, (
+        "Held-out test episodes of the final comparison (0: skip the comparison)."))
+    compare: tuple[str, ...] = option(DEFAULT_COMPARE, (
+        "Policies to compare the agent with at the end (those the registry knows)."))
+    progress_bar: bool = option(True, "Show a progress bar.", off_help="Hide the progress bar.")
+    verbose: int = option(0, "SB3 verbosity (1 prints the training statistics).")
+    device: str = option("cpu", "Torch device.")
 
 
 # ---------------------------------------------------------------------------- CLI
-def _field_docs(cls: type) -> dict[str, str]:
-    """The docstring under each field of a dataclass (cleanrl style)."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    docs: dict[str, str] = {}
-    for node, nxt in zip(body, body[1:]):
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and \
-                isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
-            docs[node.target.id] = str(nxt.value.value)
-    return docs
-
-
 def build_parser() -> argparse.ArgumentParser:
-    """The command-line parser; every option defaults to None (= not given)."""
-    docs = _field_docs(TrainConfig)
+    """The command-line parser, one option per :class:`TrainConfig` field (its metadata);
+    every option defaults to None (= not given)."""
     p = OneLineParser(prog="train.py", description=__doc__.splitlines()[0])
     d = TrainConfig()
+    types = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         default = getattr(d, f.name)
-        help_ = docs.get(f.name, "") + (f" [default: {default}]" if default not in (None, {})
-                                         else "")
+        doc, kw = f.metadata["help"], dict(f.metadata["argparse"])
+        off_help = kw.pop("off_help", f"Turn {flag} off.")
+        help_ = doc + (f" [default: {default}]" if default not in (None, {}) else "")
+        if callable(kw.get("choices")):
+            kw["choices"] = kw["choices"]()
+        typ = types[f.name]
         if f.name == "env_kwargs":
             p.add_argument("--env-kwarg", dest="env_kwargs", action="append", default=None,
-                           metavar="KEY=VALUE", help=docs[f.name])
-        elif f.name in ("resume",):
-            p.add_argument(flag, action="store_true", default=None, help=docs[f.name])
-        elif f.name == "progress_bar":
-            p.add_argument("--progress-bar", dest="progress_bar", action="store_true",
-                           default=None, help=help_)
-            p.add_argument("--no-progress-bar", dest="progress_bar", action="store_false",
-                           help="Hide the progress bar.")
-        elif f.name == "compare":
+                           metavar="KEY=VALUE", help=doc)
+        elif typ is bool:
+            p.add_argument(flag, action="store_true", default=None,
+                           help=help_ if default else doc)
+            if default:  # an option on by default can be turned off
+                p.add_argument("--no-" + flag[2:], dest=f.name, action="store_false",
+                               help=off_help)
+        elif typing.get_origin(typ) is tuple:
             p.add_argument(flag, nargs="*", default=None, metavar="POLICY", help=help_)
-        elif f.name in ("algo", "vec_env"):
-            choices = ("ppo", "recurrent_ppo", "a2c", "sac", "td3", "dqn") \
-                if f.name == "algo" else VEC_ENVS
-            p.add_argument(flag, choices=choices, default=None, help=help_)
+        elif "choices" in kw:
+            p.add_argument(flag, default=None, help=help_, **kw)
         else:
-            typ = int if f.name in ("timesteps", "n_envs", "seed", "eval_freq", "eval_episodes",
-                                    "checkpoint_freq", "test_episodes", "verbose") else str
-            p.add_argument(flag, type=typ, default=None, help=help_,
-                           metavar=f.name.upper())
+            scalar = int if int in (typ, *typing.get_args(typ)) else str
+            p.add_argument(flag, type=scalar, default=None, help=help_,
+                           metavar=f.name.upper(), **kw)
     p.epilog = ("Env kwargs are FleetConfig fields (envs/config.py), "
                 "e.g. --env-kwarg storage_kwh=inf.")
     return p
@@ -898,6 +897,11 @@ def main(argv: list[str] | None = None) -> int:
             return signal_exit_code(exc)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """Entry point of ``python train.py`` and the ``lrm-train`` console script."""
     os.environ.setdefault("PYTHONHASHSEED", "0")
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    cli()

@@ -61,3 +61,17 @@ def test_both_scripts_agree_on_the_written_forms(item, expected):
 def test_bad_items_are_usage_errors_naming_the_field(item, named):
     with pytest.raises(UsageError, match=named):
         parse_env_kwargs([item])
+
+
+def test_console_scripts_name_the_scripts_entry_points():
+    import importlib
+    import tomllib
+    from pathlib import Path
+
+    meta = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    scripts = meta["project"]["scripts"]
+    assert set(scripts) == {"lrm-train", "lrm-evaluate"}
+    for target in scripts.values():
+        module, func = target.split(":")
+        assert module in meta["tool"]["setuptools"]["py-modules"]
+        assert callable(getattr(importlib.import_module(module), func))

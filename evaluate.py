@@ -63,7 +63,7 @@ from agents.files import atomic_savefig, atomic_write_text, json_clean, pyplot, 
 from agents.heuristics import HEURISTICS, MixtureHeuristic
 from agents.oracle import episode_bounds
 from agents.rollout import make_vector_env, rollout_episodes, rollout_from_reset
-from envs.spaces import serve_action
+from envs.actions import serve_action
 
 #: Per-episode metrics, in table order: (key, column title, digits).
 METRICS: tuple[tuple[str, str, int], ...] = (

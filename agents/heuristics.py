@@ -4,7 +4,7 @@ Every heuristic reads the observation and the public config (``env.unwrapped.con
 hidden simulator state. Each works with both action types:
 
 * ``continuous``: the rule's per-class mixture pi (C x J) is sent as the action
-  (:func:`envs.spaces.mixture_to_action`, exact up to float32 rounding).
+  (:func:`envs.actions.mixture_to_action`, exact up to float32 rounding).
 * ``discrete``: one configuration serves the whole slot, so the rule is solved class-blind
   (:mod:`agents.lp`, one probability q_j per configuration) and each slot draws j ~ q from the
   policy's own generator ``self.rng``; pure rules (``cheapest``, ``most_accurate``) always
@@ -29,10 +29,10 @@ from agents.lp import (
     min_second_moment_mixture,
     routing_model,
 )
+from envs.actions import queued_action, serve_action
 from envs.config import FleetConfig
 from envs.outcomes import config_moments, reference_demand_kwh
-from envs.realistic import queued_action
-from envs.spaces import STORE_SCALE_SLOTS, observation_names, serve_action
+from envs.spaces import STORE_SCALE_SLOTS, observation_names
 
 #: Default accuracy a variance-aware router may give up against the best accuracy reachable at
 #: the critical mean demand (absolute fraction of tasks).

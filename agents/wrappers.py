@@ -14,7 +14,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from envs.spaces import mixture_to_action
+from envs.actions import mixture_to_action
 
 #: File beside ``model.zip`` naming the action wrapper a model was trained through.
 ACTION_WRAPPER_FILE = "action_wrapper.json"

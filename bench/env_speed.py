@@ -37,9 +37,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import envs  # noqa: E402  (registers the ids)
+from envs.actions import action_to_mixture  # noqa: E402
 from envs.config import resolve_config  # noqa: E402
 from envs.dynamics import FleetCore  # noqa: E402
-from envs.spaces import action_to_mixture  # noqa: E402
 
 ID = "lrm/Critical-v0"
 Case = tuple[str, Callable[[], int]]  # label, run() -> steps done

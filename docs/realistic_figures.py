@@ -20,9 +20,8 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import envs  # noqa: E402,F401
+from envs.actions import mixture_to_action, queued_action  # noqa: E402
 from envs.outcomes import reference_mixture  # noqa: E402
-from envs.realistic import queued_action  # noqa: E402
-from envs.spaces import mixture_to_action  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "figures"
 IDS = ["lrm/SolarDay-v0", "lrm/SolarWinter-v0", "lrm/WindDay-v0", "lrm/R1Trace-v0"]

@@ -12,7 +12,7 @@ import gymnasium as gym
 import numpy as np
 
 import envs  # noqa: F401  (registers the ids)
-from envs.spaces import mixture_to_action
+from envs.actions import mixture_to_action
 from envs.outcomes import reference_mixture
 
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from envs import kernel
 from envs.config import FleetConfig
+from envs.layout import extra_feature_names
 from envs.outcomes import (
     J_PER_KWH,
     build_tables,
@@ -191,7 +192,6 @@ class FleetCore:
 
     def _pack(self) -> None:
         """Packed parameters and result buffers of the kernel (see :mod:`envs.kernel`)."""
-        from envs.realistic import extra_feature_names  # local: realistic imports this module
 
         cfg = self.config
         d_ref = self.ref_demand_kwh

@@ -11,18 +11,17 @@ import numpy as np
 from gymnasium.envs.registration import EnvSpec
 
 from envs import kernel
+from envs.actions import discrete_action, real_action_array, validate_queued_action
 from envs.config import FleetConfig, plain_spec, resolve_config
 from envs.info import kernel_slot, reset_info
-from envs.realistic import RealisticCore, make_core, validate_queued_action
+from envs.realistic import RealisticCore, make_core
 from envs.reward import reward_weights
 from envs.observation import make_observer
 from envs.spaces import (
+    action_mask,
     action_space,
     observation_names,
     observation_space,
-    action_mask,
-    discrete_action,
-    real_action_array,
 )
 
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
@@ -52,7 +51,7 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
     (class, configuration) with configurations model-major (``j = model * K + budget``).
     Weight ``w = (a + 1) / 2`` is normalised per class into the mixture of configurations that
     the class's tasks are sent to; all ``-1`` in a class means uniform. A pure configuration is
-    ``+1`` at one entry and ``-1`` elsewhere. ``envs.spaces.mixture_to_action`` builds the
+    ``+1`` at one entry and ``-1`` elsewhere. ``envs.actions.mixture_to_action`` builds the
     action of any mixture.
 
     ``action_type="discrete"``: ``Discrete(J)``: every task of the slot goes to configuration j.
@@ -60,7 +59,7 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
     With deadlines or throughput caps (``class_deadlines``, ``model_tokens_per_slot``; the
     ``R1Trace`` ids): ``Box(-1, 1, (C*(J+1),))`` with a "defer" weight after each class's J
     configuration weights (defer fraction = w_defer / sum of the class's weights; build it with
-    ``envs.realistic.queued_action``), or ``Discrete(2J)`` (``a >= J``: defer every task that is
+    ``envs.actions.queued_action``), or ``Discrete(2J)`` (``a >= J``: defer every task that is
     not due, serve the due ones on configuration ``a - J``). Queue rules: ``envs.realistic``.
 
     ## Observation Space
@@ -80,7 +79,7 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
     | 8+C | net_mean | running mean of (H - D) / D_ref this episode | (-inf, inf) |
     | 9+C | net_std | running std of (H - D) / D_ref this episode | [0, inf) |
 
-    Appended when enabled (``envs.realistic.extra_feature_names``): ``queue_<class>``, tasks
+    Appended when enabled (``envs.layout.extra_feature_names``): ``queue_<class>``, tasks
     waiting from earlier slots / the class's mean rate (queue enabled); ``forecast_<h>h``, noisy
     forecast of the mean harvest of hour h ahead / mean harvest (``forecast_hours`` > 0).
 

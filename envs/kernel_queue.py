@@ -140,7 +140,7 @@ def decode_box(act: np.ndarray, C: int, J: int, thr: np.ndarray, f: np.ndarray,
                w: np.ndarray) -> None:
     """Decode one copy's continuous queue action ``act`` (C*(J+1) entries in [-1, 1]) into
     the J - 1 assignment thresholds per class ``thr`` (C*(J-1)) and the defer fractions
-    ``f`` (C), as ``envs.realistic.decode_continuous`` followed by the step's clip and running
+    ``f`` (C), as ``envs.actions.decode_continuous`` followed by the step's clip and running
     sums: weights ``w = (a + 1) / 2`` (``w`` is scratch space of J + 1 entries), defer
     fraction ``w_defer / sum(w)`` (0 if the sum is 0), mixture ``w_j / sum(w_j)`` (uniform if
     that sum is 0). Needs J + 1 <= 128 (:func:`pairwise_sum`)."""

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from envs import kernel_queue as kq
+from envs.actions import action_weights, decode_continuous
 from envs.config import FleetConfig
 from envs.dynamics import FleetCore, SlotResult
 from envs.trace_processes import lookahead_slots, slots_per_hour
@@ -60,94 +61,11 @@ def make_core(config: FleetConfig, batch_size: int = 1) -> FleetCore:
 
 
 # ---------------------------------------------------------------------------------- features
-def extra_feature_names(config: FleetConfig) -> list[str]:
-    """Names of the observation features appended after the paper features."""
-    names: list[str] = []
-    if config.queue_enabled:
-        names += [f"queue_{c}" for c in config.class_names]
-    names += [f"forecast_{h + 1}h" for h in range(config.forecast_hours)]
-    return names
-
-
 def extra_features(core: FleetCore) -> np.ndarray:
     """Values of :func:`extra_feature_names` for every copy, shape (B, n_extra)."""
     if not isinstance(core, RealisticCore):
         return np.zeros((core.B, 0))
     return core.extra_features()
-
-
-# ---------------------------------------------------------------------------------- actions
-def queued_action_dim(config: FleetConfig) -> int:
-    """Length of the continuous action with a queue: C x (J + 1) (J configs, then defer)."""
-    return config.n_classes * (config.n_configs + 1)
-
-
-def queued_action(mixture: np.ndarray, defer: np.ndarray) -> np.ndarray:
-    """Continuous action of a mixture (C, J) and defer fractions (C,) in [0, 1], in [-1, 1].
-
-    Inverse of :func:`decode_continuous` (up to float32 rounding): per class the weights
-    ``(1 - f) * mixture`` and ``f`` are scaled so the largest maps to +1.
-    """
-    pi = np.asarray(mixture, dtype=np.float64)
-    f = np.asarray(defer, dtype=np.float64)[..., None]
-    w = np.concatenate([(1.0 - f) * pi, f], axis=-1)
-    top = w.max(axis=-1, keepdims=True)
-    w = np.divide(w, top, out=np.zeros_like(w), where=top > 0)
-    return (2.0 * w - 1.0).reshape(*w.shape[:-2], -1).astype(np.float32)
-
-
-def decode_continuous(config: FleetConfig, actions: np.ndarray
-                      ) -> tuple[np.ndarray, np.ndarray]:
-    """Continuous queue actions (B, C*(J+1)) in [-1, 1] -> mixtures (B, C, J), defer (B, C).
-
-    Per class, weights w = (a + 1) / 2 over J configurations and one "defer" entry; the defer
-    fraction is w_defer / sum(w); the mixture is the configuration weights normalised (uniform
-    if they are all zero). All -1 in a class: uniform mixture, nothing deferred.
-
-    The step decodes actions in its compiled kernel (``envs.kernel_queue.decode_box``, the
-    same values); this numpy version is its reference, and decodes the rows the kernel does
-    not take (J + 1 > 128).
-    """
-    n_c, n_j = config.n_classes, config.n_configs
-    a = np.asarray(actions, dtype=np.float64).reshape(-1, n_c, n_j + 1)
-    w = (a + 1.0) * 0.5
-    total = w.sum(axis=-1)
-    defer = np.divide(w[..., n_j], total, out=np.zeros_like(total), where=total > 0)
-    wj = w[..., :n_j]
-    s = wj.sum(axis=-1, keepdims=True)
-    mix = np.where(s > 0, wj / np.where(s > 0, s, 1.0), 1.0 / n_j)
-    return mix, defer
-
-
-def decode_discrete(config: FleetConfig, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Discrete queue actions in [0, 2J) -> configuration (B,), defer (B, C).
-
-    ``a < J``: serve every pending task on configuration a. ``a >= J``: defer every task that
-    is not due, serve the due ones on configuration ``a - J``.
-    """
-    a = np.asarray(actions, dtype=np.int64).reshape(-1)
-    n_j = config.n_configs
-    defer = np.repeat((a >= n_j).astype(np.float64)[:, None], config.n_classes, axis=1)
-    return a % n_j, defer
-
-
-def validate_queued_action(config: FleetConfig, action: object, space: Any) -> np.ndarray:
-    """Check one unbatched action of a queue env; return it batched, shape (1, ...).
-
-    Besides actions of ``space``, a continuous action of the paper's shape (C*J,) is accepted
-    and means "nothing deferred", so policies written for the paper ids run unchanged.
-    """
-    from gymnasium import spaces as gym_spaces  # local: keep this module numpy-only at import
-
-    from envs.spaces import validate_action
-
-    n_c, n_j = config.n_classes, config.n_configs
-    if (config.queue_enabled and config.action_type != "discrete"
-            and np.shape(action) == (n_c * n_j,)):
-        paper = gym_spaces.Box(-1.0, 1.0, shape=(n_c * n_j,), dtype=np.float32)
-        a = validate_action(config, action, paper).reshape(1, n_c, n_j)
-        return np.concatenate([a, -np.ones((1, n_c, 1))], axis=-1).reshape(1, -1)
-    return validate_action(config, action, space)
 
 
 # ---------------------------------------------------------------------------------- core
@@ -281,8 +199,6 @@ class RealisticCore(FleetCore):
         if not self.queued:
             if cfg.action_type == "discrete":
                 return self.step(configs=np.asarray(actions).reshape(-1))
-            from envs.spaces import action_weights  # local: spaces imports gymnasium
-
             return self.step(mixtures=action_weights(cfg, actions))
         self._queue_kernel(*self._action_args(actions))
         return self.result()

@@ -29,12 +29,13 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from envs import kernel
+from envs.actions import real_action_array
 from envs.config import FleetConfig, plain_spec, resolve_config
 from envs.info import FLOAT_KEYS, INT_KEYS, batched_info, kernel_batched_info
 from envs.realistic import RealisticCore, make_core
 from envs.reward import REWARD_TERMS, combine, reward_terms, reward_weights
 from envs.observation import make_observer
-from envs.spaces import Observer, action_space, observation_space, real_action_array
+from envs.spaces import action_space, observation_space
 
 #: Per-copy state arrays of :class:`FleetCore` that a step changes (restored for copies that
 #: are reset, not stepped, in a NEXT_STEP autoreset while other copies step).

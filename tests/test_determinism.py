@@ -13,10 +13,11 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
+from envs.actions import mixture_to_action
 from envs.config import resolve_config
 from envs.dynamics import FleetCore
 from envs.outcomes import reference_mixture
-from envs.spaces import Observer, mixture_to_action
+from envs.spaces import Observer
 from tests.conftest import FLEET_IDS
 from tests.helpers import copy_generators, info_array, pure_mixture, rollout
 

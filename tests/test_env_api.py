@@ -20,8 +20,8 @@ from gymnasium.envs.registration import EnvSpec
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
+from envs.actions import mixture_to_action
 from envs.fleet_env import FleetEnv
-from envs.spaces import mixture_to_action
 from tests.helpers import pure_mixture, rollout
 
 ROOT = Path(__file__).resolve().parents[1]

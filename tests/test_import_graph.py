@@ -15,12 +15,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("envs", "agents")
 SCRIPTS = ("train.py", "evaluate.py", "experiments.py")
 
-#: Cycles still to break, each as the set of its modules. The queue core's action and
-#: observation helpers live in envs.realistic, which envs.spaces and envs.dynamics read while
-#: envs.realistic builds on both; the cycle goes once they have a module of their own.
-PENDING: list[set[str]] = [{"envs.dynamics", "envs.realistic", "envs.spaces"}]
-
-
 def module_files() -> dict[str, Path]:
     files = {}
     for pkg in PACKAGES:
@@ -110,12 +104,4 @@ def test_cycle_finder_finds_a_cycle_through_a_local_import():
 
 def test_no_import_cycles():
     found = cycles(import_graph())
-    unexpected = [c for c in found if c not in PENDING]
-    assert unexpected == [], "import cycles: " + "; ".join(
-        " <-> ".join(sorted(c)) for c in unexpected)
-
-
-def test_pending_cycles_still_exist():
-    """A pending cycle that is gone must leave :data:`PENDING` (the list only shrinks)."""
-    found = cycles(import_graph())
-    assert all(c in found for c in PENDING), found
+    assert found == [], "import cycles: " + "; ".join(" <-> ".join(sorted(c)) for c in found)

@@ -6,12 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from envs.config import resolve_config
 from envs import kernel
+from envs.actions import action_to_mixture, action_weights
+from envs.config import resolve_config
 from envs.dynamics import FleetCore
-from envs.spaces import action_to_mixture, action_weights
-from tests.reference_core import reference_leftover_and_reward, reference_observe, \
-    reference_step
+from tests.reference_core import reference_leftover_and_reward, reference_observe, reference_step
 
 #: Presets plus variants that exercise every branch of the ledger and the reward.
 CONFIGS = {

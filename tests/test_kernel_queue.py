@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 from envs import kernel_queue as kq
+from envs.actions import decode_continuous, decode_discrete
 from envs.config import FleetConfig, resolve_config
 from envs.dynamics import SlotResult
-from envs.realistic import decode_continuous, decode_discrete, make_core, queued_action_dim
+from envs.layout import queued_action_dim
+from envs.realistic import make_core
 
 FIELDS = [f.name for f in dataclasses.fields(SlotResult)]
 

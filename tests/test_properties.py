@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from envs.actions import action_to_mixture, mixture_to_action
 from envs.config import FleetConfig, resolve_config
 from envs.dynamics import FleetCore
-from envs.spaces import action_to_mixture, mixture_to_action
 from tests.helpers import copy_generators
 
 SETTINGS = settings(derandomize=True, deadline=None, max_examples=60,

@@ -15,8 +15,8 @@ from agents.lp import routing_model
 from agents.oracle import episode_bound, solve_episode
 from agents.oracle.queue_lp import queue_options
 from envs import ENV_IDS
+from envs.actions import decode_continuous, decode_discrete
 from envs.outcomes import J_PER_KWH
-from envs.realistic import decode_continuous, decode_discrete
 from evaluate import rollout
 
 REALISTIC_IDS = [i for i, p in ENV_IDS.items() if p not in ("critical", "oversupply",

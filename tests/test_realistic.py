@@ -13,12 +13,12 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import envs
+from envs.actions import mixture_to_action, queued_action
 from envs.calibration import fit_classes
 from envs.config import PRESETS, FleetConfig, resolve_config
 from envs.dynamics import FleetCore
 from envs.outcomes import J_PER_KWH, reference_demand_kwh
-from envs.realistic import RealisticCore, make_core, queued_action
-from envs.spaces import mixture_to_action
+from envs.realistic import RealisticCore, make_core
 from envs.trace_processes import ServeGenR1Arrivals
 from envs.traces import MONTH_START_DAY, load_nsrdb_ghi, load_servegen_pmf, load_servegen_rate
 
@@ -369,7 +369,7 @@ def test_queued_action_roundtrip():
     rng = np.random.default_rng(0)
     mix = rng.dirichlet(np.ones(cfg.n_configs), size=cfg.n_classes)
     f = np.array([0.0, 0.3, 0.7, 1.0])
-    from envs.realistic import decode_continuous
+    from envs.actions import decode_continuous
 
     m2, f2 = decode_continuous(cfg, queued_action(mix, f)[None])
     np.testing.assert_allclose(f2[0], f, atol=1e-6)

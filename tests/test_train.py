@@ -477,7 +477,7 @@ def test_every_option_is_documented() -> None:
 
 def test_softmax_action_map() -> None:
     from agents.wrappers import SoftmaxMixtureAction
-    from envs.spaces import action_to_mixture
+    from envs.actions import action_to_mixture
 
     env = SoftmaxMixtureAction(gym.make(ENV), scale=3.0)
     cfg = env.unwrapped.config

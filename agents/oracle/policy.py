@@ -14,8 +14,7 @@ import numpy as np
 
 from agents.oracle.episode import OracleSolution
 from agents.oracle.solve import solve_episode
-from envs.realistic import queued_action
-from envs.spaces import serve_action
+from envs.actions import queued_action, serve_action
 
 
 class HindsightOracle:

@@ -25,6 +25,8 @@ from envs.spaces import (
 )
 
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+#: How ``FleetEnv.step`` takes an action (``FleetEnv._step_kind``).
+_STEP_CONTINUOUS, _STEP_DISCRETE, _STEP_QUEUE = 0, 1, 2
 
 class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
     r"""Energy-aware dispatch of reasoning tasks to a fleet of large reasoning models (LRMs).
@@ -189,9 +191,11 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
         self._plain_queue_obs = self.config.observation_version == 0
         self._horizon = self.config.horizon
         self._s0 = self.config.initial_storage_kwh
-        #: The step path: 0 = continuous, 1 = discrete (the core's kernel), 2 = queue.
+        #: How ``step`` takes an action: a continuous or discrete action to the core's kernel,
+        #: or any action to the queue step.
         self._queued = self.config.queue_enabled
-        self._path = 2 if self._queued else (1 if self._discrete else 0)
+        self._step_kind = (_STEP_QUEUE if self._queued
+                           else _STEP_DISCRETE if self._discrete else _STEP_CONTINUOUS)
         self._shape = self.action_space.shape
         self._n_actions = int(self.action_space.n) if self._discrete else 0
         self._config1 = np.zeros(1, dtype=np.int64)
@@ -240,8 +244,8 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
         if self._needs_reset:
             raise RuntimeError("call reset() before step() (and after an episode ends)")
         core = self.core
-        path = self._path
-        if path == 0:
+        kind = self._step_kind
+        if kind == _STEP_CONTINUOUS:
             a = action
             if type(a) is not np.ndarray or (a.dtype is not _F32 and a.dtype is not _F64):
                 a = real_action_array(a)
@@ -251,7 +255,7 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
             if core.run(kernel.MODE_ACTION, a, core._no_configs):  # BAD_ACTION
                 raise ValueError(f"action entries must be finite and in [-1, 1], got min "
                                  f"{float(a.min())!r}, max {float(a.max())!r}")
-        elif path == 1:
+        elif kind == _STEP_DISCRETE:
             self._config1[0] = discrete_action(action, self._n_actions)
             core.run(kernel.MODE_CONFIG, core._no_act, self._config1)
         else:  # queue (envs.realistic): its compiled step decodes and checks the action

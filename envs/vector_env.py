@@ -192,11 +192,7 @@ class FleetVectorEnv(VectorEnv):
             obs[idx] = self.observer.observe()[idx]
             reward[idx] = 0.0
             trunc[idx] = False
-            reset = self._reset_info(ended)
-            for k in (*FLOAT_KEYS, *INT_KEYS):
-                info[k][idx] = reset[k][idx]
-            for k in REWARD_TERMS:
-                info["reward_terms"][k][idx] = 0.0
+            _show_reset(info, self._reset_info(ended), idx)
             if mode == AutoresetMode.NEXT_STEP:
                 self._autoreset = term | trunc
             return obs, reward, term, trunc, info
@@ -207,11 +203,7 @@ class FleetVectorEnv(VectorEnv):
             idx = np.flatnonzero(done)
             self._reset_copies(idx, [None] * idx.size)
             obs = self.observer.observe()
-            reset = self._reset_info(done)
-            for k in (*FLOAT_KEYS, *INT_KEYS):
-                info[k][done] = reset[k][done]
-            for k in REWARD_TERMS:
-                info["reward_terms"][k][done] = 0.0
+            _show_reset(info, self._reset_info(done), done)
         elif mode != AutoresetMode.SAME_STEP:
             self._autoreset = done
         return obs, reward, term, trunc, info
@@ -311,6 +303,15 @@ class FleetVectorEnv(VectorEnv):
         """``info`` with SyncVectorEnv's ``_key`` masks, unless ``_info_masks`` is False
         (``agents.vec`` unbatches infos per copy and does not need them)."""
         return _with_masks(info, mask) if self._info_masks else info
+
+
+def _show_reset(info: dict[str, Any], reset: dict[str, Any], copies: np.ndarray) -> None:
+    """Give the reset ``copies`` (indices or a mask) of a step's ``info`` their reset info:
+    ledger keys from ``reset``, reward terms 0."""
+    for k in (*FLOAT_KEYS, *INT_KEYS):
+        info[k][copies] = reset[k][copies]
+    for k in REWARD_TERMS:
+        info["reward_terms"][k][copies] = 0.0
 
 
 def _with_masks(info: dict[str, Any], mask: np.ndarray) -> dict[str, Any]:

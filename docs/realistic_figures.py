@@ -7,7 +7,6 @@ root: ``python docs/realistic_figures.py`` (writes ``docs/figures/realistic_*.pn
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import envs  # noqa: E402,F401
+from agents.files import atomic_savefig  # noqa: E402
 from envs.actions import mixture_to_action, queued_action  # noqa: E402
 from envs.outcomes import reference_mixture  # noqa: E402
 
@@ -78,10 +78,8 @@ def plot(env_id: str, seed: int = 0) -> Path:
     OUT.mkdir(parents=True, exist_ok=True)
     name = env_id.split("/")[1].split("-")[0].lower()
     path = OUT / f"realistic_{name}.png"
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp)
+    atomic_savefig(fig, path)
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 

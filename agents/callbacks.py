@@ -29,54 +29,41 @@ from stable_baselines3.common.logger import HParam
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from agents.files import atomic_write_text
+from agents.rollout import (
+    LockstepEnvs,
+    _zero_totals,
+    add_step,
+    episode_metrics,
+    rollout_from_reset,
+    stack_infos,
+)
 from agents.sb3 import VECNORMALIZE_FILE
-from envs.reward import REWARD_TERMS
-
-#: Per-episode ledger totals taken from ``info`` (besides ``info["reward_terms"]``).
-LEDGER_KEYS = ("aux_kwh", "waste_kwh", "harvest_kwh", "demand_kwh", "correct", "arrived")
 
 #: Name of the file pointing at the newest complete checkpoint.
 LATEST_FILE = "latest.json"
 
 
-def episode_metrics(totals: dict[str, float]) -> dict[str, float]:
-    """Per-episode metrics from summed ledger and reward terms.
-
-    Returns ``aux_kwh``, ``waste_kwh``, ``leftover_kwh`` (end-of-episode store above S_0),
-    ``accuracy`` (correct / arrived) and ``reward_terms/<name>`` for every reward term.
-    """
-    out = {
-        "aux_kwh": totals["aux_kwh"],
-        "waste_kwh": totals["waste_kwh"],
-        "leftover_kwh": totals["reward_terms/leftover_kwh"],
-        "harvest_kwh": totals["harvest_kwh"],
-        "demand_kwh": totals["demand_kwh"],
-        "accuracy": totals["correct"] / max(totals["arrived"], 1.0),
-    }
-    for k in REWARD_TERMS:
-        out[f"reward_terms/{k}"] = totals[f"reward_terms/{k}"]
-    return out
-
-
 class EpisodeAccumulator:
-    """Sums ledger keys and reward terms of ``info`` per sub-env until its episode ends."""
+    """Totals of each sub-env's episode (:func:`agents.rollout.add_step`, the totals every
+    episode loop keeps) until it ends, from the ``infos`` of SB3's vector steps."""
 
     def __init__(self, n_envs: int) -> None:
-        self.keys = [*LEDGER_KEYS, *(f"reward_terms/{k}" for k in REWARD_TERMS)]
-        self.sums = np.zeros((n_envs, len(self.keys)))
+        self.totals = _zero_totals(n_envs)
+        self._all = np.ones(n_envs, dtype=bool)
+        self._no_reward = np.zeros(n_envs)  # the return is SB3's to log (Monitor)
 
     def add(self, infos: Sequence[dict[str, Any]], dones: np.ndarray) -> list[dict[str, float]]:
         """Add one vector step; return the metrics of every episode that ended in it."""
+        if any("reward_terms" not in info for info in infos):  # not a fleet env step
+            return []
+        done = add_step(self.totals, slice(None), self._no_reward,
+                        np.asarray(dones, dtype=bool), stack_infos(infos), self._all, True)
         finished = []
-        for i, info in enumerate(infos):
-            terms = info.get("reward_terms")
-            if terms is None:  # not a fleet env step (should not happen)
-                continue
-            row = [float(info[k]) for k in LEDGER_KEYS] + [float(terms[k]) for k in REWARD_TERMS]
-            self.sums[i] += row
-            if dones[i]:
-                finished.append(episode_metrics(dict(zip(self.keys, self.sums[i]))))
-                self.sums[i] = 0.0
+        for i in np.flatnonzero(done):
+            row = episode_metrics({k: v[i] for k, v in self.totals.items()})
+            finished.append({k: float(v) for k, v in row.items()})
+            for v in self.totals.values():
+                v[i] = 0
         return finished
 
 
@@ -116,10 +103,29 @@ class FleetMetricsCallback(BaseCallback):
         return True
 
 
+class _Predictor:
+    """A batched ``predict`` function (after the training normaliser) as an SB3-style
+    policy for :func:`agents.rollout.rollout_from_reset`."""
+
+    def __init__(self, predict: Callable[[np.ndarray], np.ndarray],
+                 normalize: VecNormalize | None) -> None:
+        self._predict, self._normalize = predict, normalize
+
+    def predict(self, observation: np.ndarray, state: Any = None,
+                episode_start: np.ndarray | None = None,
+                deterministic: bool = True) -> tuple[np.ndarray, Any]:
+        x = self._normalize.normalize_obs(observation) if self._normalize is not None \
+            else observation
+        return self._predict(x), None
+
+
 def run_fixed_seeds(predict: Callable[[np.ndarray], np.ndarray], make_env: Callable[[], Any],
                     seeds: Sequence[int], normalize: VecNormalize | None = None
                     ) -> dict[str, np.ndarray]:
     """One episode per seed, all in lockstep; returns per-episode return and fleet metrics.
+
+    The episode loop is :func:`agents.rollout.rollout_from_reset` over the envs of
+    ``make_env`` (with their wrappers), stepped side by side.
 
     Args:
         predict: Batched observations (normalised if ``normalize``) -> batched actions.
@@ -128,33 +134,16 @@ def run_fixed_seeds(predict: Callable[[np.ndarray], np.ndarray], make_env: Calla
         normalize: Training normaliser whose observation statistics are applied (read-only).
 
     Returns:
-        ``return`` and every key of :func:`episode_metrics`, each an array over seeds.
+        ``return`` and every key of :func:`agents.rollout.episode_metrics`, each an array
+        over seeds.
     """
-    envs = [make_env() for _ in seeds]
+    envs = LockstepEnvs([make_env() for _ in seeds])
     try:
-        obs = np.stack([env.reset(seed=int(s))[0] for env, s in zip(envs, seeds)])
-        accs = [EpisodeAccumulator(1) for _ in seeds]
-        returns = np.zeros(len(seeds))
-        results: list[dict[str, float] | None] = [None] * len(seeds)
-        while any(r is None for r in results):
-            x = normalize.normalize_obs(obs) if normalize is not None else obs
-            actions = predict(x)
-            for i, env in enumerate(envs):
-                if results[i] is not None:
-                    continue
-                o, r, term, trunc, info = env.step(actions[i])
-                obs[i] = o
-                returns[i] += float(r)
-                finished = accs[i].add([info], np.array([term or trunc]))
-                if finished:
-                    results[i] = finished[0]
-        out = {"return": returns}
-        for k in results[0]:  # type: ignore[union-attr]
-            out[k] = np.array([r[k] for r in results])  # type: ignore[index]
-        return out
+        obs, _ = envs.reset(seed=[int(s) for s in seeds])
+        totals = rollout_from_reset(_Predictor(predict, normalize), envs, obs, seeds)
+        return {"return": totals["return"], **episode_metrics(totals)}
     finally:
-        for env in envs:
-            env.close()
+        envs.close()
 
 
 class FleetEvalCallback(BaseCallback):

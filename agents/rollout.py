@@ -146,13 +146,111 @@ def rollout_from_reset(policy: Any, venv: FleetVectorEnv, obs: np.ndarray,
 
 
 def _zero_totals(n: int) -> dict[str, np.ndarray]:
-    """Zeroed per-episode totals for ``n`` episodes (the keys of :func:`rollout_episodes`)."""
+    """Zeroed per-episode totals for ``n`` episodes (the keys of :func:`rollout_episodes`):
+    the one set of totals every episode loop keeps (evaluation, validation during training,
+    the training metrics)."""
     keys = ("return", "length", *FLOW_KEYS, "final_storage_kwh",
             *[f"reward_terms/{k}" for k in REWARD_TERMS])
     out = {k: np.zeros(n) for k in keys}
     for k in ("length", *[k for k in FLOW_KEYS if k in INT_KEYS]):
         out[k] = np.zeros(n, dtype=np.int64)
     return out
+
+
+def add_step(out: dict[str, np.ndarray], sl: slice, reward: np.ndarray, ended: np.ndarray,
+             info: dict[str, Any], active: np.ndarray, all_active: bool = False) -> np.ndarray:
+    """Add one step of n episodes to their totals ``out[sl]`` (keys of :func:`_zero_totals`).
+
+    Args:
+        out: The totals, updated in place.
+        sl: The n episodes' slice of ``out``.
+        reward: The step's rewards, shape (n,).
+        ended: Whether each episode ended in the step (terminated or truncated), shape (n,).
+        info: Batched ``info`` of the step: arrays (n,) per key, ``reward_terms`` a dict of them.
+        active: The episodes still running before the step (the others add nothing).
+        all_active: ``active.all()`` (skips the masking).
+
+    Returns:
+        The episodes that ended in this step (``ended & active``).
+    """
+    def live(x: np.ndarray) -> np.ndarray:  # x where the episode runs, else 0
+        return x if all_active else np.where(active, x, 0)
+
+    out["return"][sl] += live(reward)
+    out["length"][sl] += active
+    for k in FLOW_KEYS:
+        out[k][sl] += live(info[k])
+    for k in REWARD_TERMS:
+        out[f"reward_terms/{k}"][sl] += live(info["reward_terms"][k])
+    done = ended & active
+    out["final_storage_kwh"][sl] = np.where(done, info["storage_kwh"],
+                                            out["final_storage_kwh"][sl])
+    return done
+
+
+def stack_infos(infos: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The ``info`` dicts of n single envs as one batched info (arrays of shape (n,))."""
+    out: dict[str, Any] = {k: np.array([i[k] for i in infos]) for k in
+                           (*FLOW_KEYS, "storage_kwh")}
+    out["reward_terms"] = {k: np.array([i["reward_terms"][k] for i in infos])
+                           for k in REWARD_TERMS}
+    return out
+
+
+def episode_metrics(totals: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per-episode fleet metrics from the totals (arrays over episodes).
+
+    Returns ``aux_kwh``, ``waste_kwh``, ``leftover_kwh`` (end-of-episode store above S_0),
+    ``harvest_kwh``, ``demand_kwh``, ``accuracy`` (correct / arrived, 0 without arrivals) and
+    ``reward_terms/<name>`` for every reward term.
+    """
+    out = {
+        "aux_kwh": totals["aux_kwh"],
+        "waste_kwh": totals["waste_kwh"],
+        "leftover_kwh": totals["reward_terms/leftover_kwh"],
+        "harvest_kwh": totals["harvest_kwh"],
+        "demand_kwh": totals["demand_kwh"],
+        "accuracy": totals["correct"] / np.maximum(totals["arrived"], 1.0),
+    }
+    for k in REWARD_TERMS:
+        out[f"reward_terms/{k}"] = totals[f"reward_terms/{k}"]
+    return out
+
+
+class LockstepEnvs:
+    """Single envs (any wrappers) stepped side by side with the vector-env interface the
+    episode loop uses: ``reset(seed=seeds)``, ``reset(options={"reset_mask": m})`` (marks the
+    masked copies' episodes over: they are not stepped again) and ``step(actions)`` with a
+    batched ``info`` (:func:`stack_infos`; copies not stepped repeat their last values)."""
+
+    def __init__(self, envs: Sequence[Any]) -> None:
+        self.envs = list(envs)
+        self.num_envs = len(self.envs)
+        self._over = np.zeros(self.num_envs, dtype=bool)
+        self._last: list[tuple[Any, float, bool, bool, dict[str, Any]]] = []
+
+    def reset(self, seed: Sequence[int] | None = None, options: dict[str, Any] | None = None
+              ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        if options and "reset_mask" in options:
+            self._over |= np.asarray(options["reset_mask"], dtype=bool)
+            return np.stack([x[0] for x in self._last]), [x[4] for x in self._last]
+        out = [env.reset(seed=int(s)) for env, s in zip(self.envs, seed)]
+        self._over[:] = False
+        return np.stack([o for o, _ in out]), [i for _, i in out]
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                 np.ndarray, dict[str, Any]]:
+        last = []
+        for i, env in enumerate(self.envs):
+            last.append(self._last[i] if self._over[i] else env.step(actions[i]))
+        self._last = last
+        return (np.stack([x[0] for x in last]), np.array([float(x[1]) for x in last]),
+                np.array([bool(x[2]) for x in last]), np.array([bool(x[3]) for x in last]),
+                stack_infos([x[4] for x in last]))
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
 
 
 #: Per-slot keys of ``info`` recorded for the first episode by ``record_first``.
@@ -187,16 +285,5 @@ def _rollout_batch(policy: Any, venv: FleetVectorEnv, seeds: Sequence[int],
             for k in TRACE_KEYS:
                 trace[k].append(float(info[k][0]))
 
-        def live(x: np.ndarray) -> np.ndarray:  # x where the episode runs, else 0
-            return x if all_active else np.where(a, x, 0)
-
-        out["return"][sl] += live(reward)
-        out["length"][sl] += a
-        for k in FLOW_KEYS:
-            out[k][sl] += live(info[k])
-        for k in REWARD_TERMS:
-            out[f"reward_terms/{k}"][sl] += live(info["reward_terms"][k])
-        done = (term | trunc) & a
-        out["final_storage_kwh"][sl] = np.where(done, info["storage_kwh"],
-                                                out["final_storage_kwh"][sl])
+        done = add_step(out, sl, reward, term | trunc, info, a, all_active)
         active = a & ~done

@@ -264,7 +264,7 @@ def test_episode_accumulator_matches_a_manual_rollout() -> None:
     assert m["leftover_kwh"] == pytest.approx(leftover)
     assert m["accuracy"] == pytest.approx(sums["correct"] / sums["arrived"])
     assert m["reward_terms/value_correct"] == pytest.approx(sums["value"])
-    assert np.all(acc.sums == 0.0)  # reset for the next episode
+    assert all(np.all(v == 0) for v in acc.totals.values())  # reset for the next episode
 
 
 def test_resume_after_kill_continues_the_step_count(tmp_path: Path) -> None:

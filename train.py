@@ -264,7 +264,7 @@ def check_compare(names: tuple[str, ...]) -> None:
 
     for name in names:
         if is_model_spec(name):
-            from evaluate import check_policy_name
+            from agents.evaluation import check_policy_name
 
             try:
                 check_policy_name(name)
@@ -950,7 +950,7 @@ OFF_POLICY = ("sac", "td3", "dqn")
 
 def compare_agent(cfg: TrainConfig, run_dir: Path, env_kwargs: dict[str, Any], env: Any) -> None:
     """Evaluate the trained agent and the heuristics on the held-out test seeds; print the table."""
-    from evaluate import format_table, run_evaluation
+    from agents.evaluation import format_table, run_evaluation
 
     ok, missing = available_policies(tuple(cfg.compare), env)
     if missing:

@@ -11,13 +11,13 @@ import pytest
 
 import envs  # noqa: F401  (registers the lrm/* ids)
 from agents import POLICIES, make_policy
+from agents.evaluation import rollout
+from agents.experiments import ratio_ci, simulate_static, variance_mixtures
 from agents.heuristics import HEURISTICS, VarianceFeedbackPolicy
 from agents.lp import clip_target, routing_model
 from agents.oracle import HindsightOracle, episode_bound, solve_episode
 from envs.config import PRESETS
 from envs.theory import net_energy
-from evaluate import rollout
-from experiments import ratio_ci, simulate_static, variance_mixtures
 
 FLEET_IDS = sorted(i for i, s in gym.registry.items() if str(s.entry_point).startswith("envs."))
 ACTION_TYPES = ("continuous", "discrete")

@@ -14,8 +14,8 @@ import pytest
 
 import envs  # noqa: F401  (registers the lrm/* ids)
 import evaluate
-from agents import make_policy
-from experiments import regimes
+from agents import evaluation, make_policy
+from agents.experiments import regimes
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -23,7 +23,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 def test_run_evaluation_writes_paired_results(tmp_path: Path) -> None:
     out = tmp_path / "ev"
-    summary = evaluate.run_evaluation("lrm/Critical-v0", ["cheapest", "mean_matching", "oracle"],
+    summary = evaluation.run_evaluation("lrm/Critical-v0", ["cheapest", "mean_matching", "oracle"],
                                       3, 5, out_dir=out, env_kwargs={"horizon": 48},
                                       progress=False)
     for name in ("episodes.csv", "summary.json", "episode.png", "costs.png"):
@@ -38,7 +38,7 @@ def test_run_evaluation_writes_paired_results(tmp_path: Path) -> None:
     seeds = {p: [r["seed"] for r in rows if r["policy"] == p] for p in
              ("cheapest", "mean_matching", "oracle")}
     assert seeds["cheapest"] == seeds["mean_matching"] == seeds["oracle"], "seeds must be paired"
-    assert seeds["cheapest"] == [str(s) for s in evaluate.evaluation_seeds(5, 3)]
+    assert seeds["cheapest"] == [str(s) for s in evaluation.evaluation_seeds(5, 3)]
     pol = summary["policies"]
     assert pol["oracle"]["score"]["mean"] == pytest.approx(1.0)
     assert summary["best_heuristic"] == "mean_matching"
@@ -46,7 +46,7 @@ def test_run_evaluation_writes_paired_results(tmp_path: Path) -> None:
     diff = pol["cheapest"]["diff_vs_best"]["mean"]
     assert diff == pytest.approx(pol["cheapest"]["reward"]["mean"]
                                  - pol["mean_matching"]["reward"]["mean"])
-    table = evaluate.format_table(summary)
+    table = evaluation.format_table(summary)
     assert table.count("\n| ") == 4  # header + 3 policies
     assert "oracle (bound)" in table and "±" in table
 
@@ -54,8 +54,8 @@ def test_run_evaluation_writes_paired_results(tmp_path: Path) -> None:
 def test_rollout_is_deterministic_and_ledger_consistent() -> None:
     env = gym.make("lrm/UnderSupply-v0", horizon=48)
     pol = make_policy("variance_feedback", env)
-    a = evaluate.rollout("lrm/UnderSupply-v0", pol, 17, env=env, record=True)
-    b = evaluate.rollout("lrm/UnderSupply-v0", pol, 17, env=env, record=True)
+    a = evaluation.rollout("lrm/UnderSupply-v0", pol, 17, env=env, record=True)
+    b = evaluation.rollout("lrm/UnderSupply-v0", pol, 17, env=env, record=True)
     for k in ("harvest", "demand", "storage"):
         np.testing.assert_array_equal(a[k], b[k])
     assert a["reward"] == b["reward"]
@@ -65,11 +65,11 @@ def test_rollout_is_deterministic_and_ledger_consistent() -> None:
 
 
 def test_mean_ci_matches_a_t_interval() -> None:
-    ci = evaluate.mean_ci([1.0, 2.0, 3.0, 4.0])
+    ci = evaluation.mean_ci([1.0, 2.0, 3.0, 4.0])
     # t_{0.975, 3} = 3.182; sd = 1.291; half-width = 3.182 * 1.291 / 2 = 2.054
     assert ci["mean"] == 2.5
     assert ci["half_width"] == pytest.approx(2.054, abs=1e-3)
-    assert np.isnan(evaluate.mean_ci([1.0])["half_width"])
+    assert np.isnan(evaluation.mean_ci([1.0])["half_width"])
 
 
 @pytest.mark.parametrize(("args", "needle"), [
@@ -160,7 +160,7 @@ def test_done_when_command_runs_in_minutes(tmp_path: Path) -> None:
     import time
 
     t0 = time.perf_counter()
-    summary = evaluate.run_evaluation(
+    summary = evaluation.run_evaluation(
         "lrm/Critical-v0", ["random", "cheapest", "mean_matching", "variance_aware",
                             "variance_feedback", "oracle"], 20, 0, out_dir=tmp_path,
         progress=False)
@@ -175,7 +175,7 @@ def test_saved_sb3_model_runs_through_run_evaluation(tmp_path: Path) -> None:
     env = gym.make("lrm/Critical-v0", horizon=24)
     model = PPO("MlpPolicy", env, n_steps=32, batch_size=32, seed=0, device="cpu")
     model.save(tmp_path / "model.zip")
-    summary = evaluate.run_evaluation("lrm/Critical-v0", [f"ppo:{tmp_path / 'model.zip'}",
+    summary = evaluation.run_evaluation("lrm/Critical-v0", [f"ppo:{tmp_path / 'model.zip'}",
                                                           "cheapest"], 2, 0,
                                       env_kwargs={"horizon": 24}, progress=False, plots=False)
     entry = summary["policies"][f"ppo:{tmp_path / 'model.zip'}"]
@@ -185,10 +185,10 @@ def test_saved_sb3_model_runs_through_run_evaluation(tmp_path: Path) -> None:
 
 
 def test_negative_seed_is_drawn_and_recorded() -> None:
-    summary = evaluate.run_evaluation("lrm/Critical-v0", ["cheapest"], 1, -1,
+    summary = evaluation.run_evaluation("lrm/Critical-v0", ["cheapest"], 1, -1,
                                       env_kwargs={"horizon": 12}, progress=False)
     assert summary["seed"] >= 0
-    assert summary["seeds"] == evaluate.evaluation_seeds(summary["seed"], 1)
+    assert summary["seeds"] == evaluation.evaluation_seeds(summary["seed"], 1)
 
 
 # --------------------------------------------------------------------------- batched evaluation
@@ -208,10 +208,10 @@ def test_batched_rollouts_equal_single_env_rollouts(env_id: str, kwargs: dict,
     """Every episode of the batched evaluation is bit for bit the single-env episode of its
     seed, for deterministic and randomised heuristics; batches split across max_batch too."""
     env = gym.make(env_id, **kwargs)
-    seeds = evaluate.evaluation_seeds(3, 5)
-    single = [evaluate.rollout(env_id, make_policy(name, env, seed=0), s, env=env,
+    seeds = evaluation.evaluation_seeds(3, 5)
+    single = [evaluation.rollout(env_id, make_policy(name, env, seed=0), s, env=env,
                                record=k == 0) for k, s in enumerate(seeds)]
-    batched = evaluate.batched_rollouts(env_id, make_policy(name, env, seed=0), seeds,
+    batched = evaluation.batched_rollouts(env_id, make_policy(name, env, seed=0), seeds,
                                         env_kwargs=kwargs, record=True, max_batch=3)
     assert len(batched) == len(single)
     for k, (a, b) in enumerate(zip(single, batched)):
@@ -229,8 +229,8 @@ def test_batched_rollouts_of_a_closed_loop_rule_equal_single_env_rollouts() -> N
     env = gym.make("lrm/Critical-v0", **kwargs)
     policy = make_policy("variance_feedback", env, seed=0)
     seeds = [5, 6, 7]
-    single = [evaluate.rollout("lrm/Critical-v0", policy, s, env=env) for s in seeds]
-    batched = evaluate.batched_rollouts("lrm/Critical-v0", policy, seeds, env_kwargs=kwargs)
+    single = [evaluation.rollout("lrm/Critical-v0", policy, s, env=env) for s in seeds]
+    batched = evaluation.batched_rollouts("lrm/Critical-v0", policy, seeds, env_kwargs=kwargs)
     assert batched == single
 
 
@@ -238,7 +238,7 @@ def test_run_evaluation_results_equal_single_env_loop(tmp_path: Path) -> None:
     """run_evaluation's per-episode rows (CSV) equal a single-env rollout of each seed."""
     kwargs = {"horizon": 30}
     names = ["random", "mean_matching"]
-    evaluate.run_evaluation("lrm/Critical-v0", names, 4, 11, out_dir=tmp_path,
+    evaluation.run_evaluation("lrm/Critical-v0", names, 4, 11, out_dir=tmp_path,
                             env_kwargs=kwargs, progress=False, plots=False)
     with open(tmp_path / "episodes.csv") as fh:
         rows = list(csv.DictReader(fh))
@@ -246,9 +246,9 @@ def test_run_evaluation_results_equal_single_env_loop(tmp_path: Path) -> None:
     for name in names:
         policy = make_policy(name, env, seed=11)
         got = [r for r in rows if r["policy"] == name]
-        assert [int(r["seed"]) for r in got] == evaluate.evaluation_seeds(11, 4)
+        assert [int(r["seed"]) for r in got] == evaluation.evaluation_seeds(11, 4)
         for r in got:
-            ref = evaluate.rollout("lrm/Critical-v0", policy, int(r["seed"]), env=env)
+            ref = evaluation.rollout("lrm/Critical-v0", policy, int(r["seed"]), env=env)
             for key in ("reward", "aux_kwh", "waste_kwh", "leftover_kwh", "value_correct",
                         "harvest_kwh", "demand_kwh", "accuracy"):
                 assert float(r[key]) == ref[key], (name, key)  # CSV keeps repr: exact
@@ -262,7 +262,7 @@ def test_rollout_episodes_records_the_first_episode() -> None:
     policy = make_policy("mean_matching", env)
     res = rollout_episodes(policy, "lrm/Critical-v0", [7, 8], env_kwargs={"horizon": 20},
                            record_first=True)
-    ref = evaluate.rollout("lrm/Critical-v0", policy, 7, env=env, record=True)
+    ref = evaluation.rollout("lrm/Critical-v0", policy, 7, env=env, record=True)
     for key, name in (("harvest", "harvest_kwh"), ("demand", "demand_kwh"),
                       ("storage", "storage_kwh")):
         assert res[f"trace/{name}"].shape == (20,)
@@ -286,14 +286,14 @@ def test_results_do_not_depend_on_workers_or_chunks(tmp_path: Path,
     kwargs = {"horizon": 24}
 
     def run(out: str, workers: int) -> tuple[bytes, dict]:
-        evaluate.run_evaluation("lrm/Critical-v0", names, 5, 2, out_dir=tmp_path / out,
+        evaluation.run_evaluation("lrm/Critical-v0", names, 5, 2, out_dir=tmp_path / out,
                                 env_kwargs=kwargs, progress=False, plots=False,
                                 workers=workers)
         return _files(tmp_path / out)
 
     one = run("one", 1)
     assert run("two", 2) == one
-    monkeypatch.setattr(evaluate, "EVAL_BATCH", 2)  # three chunks of at most 2 episodes
+    monkeypatch.setattr(evaluation, "EVAL_BATCH", 2)  # three chunks of at most 2 episodes
     assert run("chunks", 1) == one
     rewards = {float(line.split(b",")[4]) for line in one[0].splitlines()[1:]}
     assert len(rewards) == 3 * 5, "every policy and episode must give its own reward"
@@ -307,7 +307,7 @@ def test_oracle_of_a_batched_reset_equals_one_env_per_episode(kwargs: dict) -> N
     from agents.oracle import episode_bound
 
     env_id, seeds = "lrm/Volatile-v0", [3, 4, 5]
-    rows = evaluate.evaluate_chunk(env_id, [("oracle", None)], seeds, 0, kwargs,
+    rows = evaluation.evaluate_chunk(env_id, [("oracle", None)], seeds, 0, kwargs,
                                    record=("oracle",))["oracle"]
     env = gym.make(env_id, **kwargs)
     for k, (s, row) in enumerate(zip(seeds, rows)):
@@ -319,12 +319,12 @@ def test_oracle_of_a_batched_reset_equals_one_env_per_episode(kwargs: dict) -> N
 
 
 def test_workers_argument_is_checked() -> None:
-    with pytest.raises(evaluate.UsageError, match="--workers"):
-        evaluate.resolve_workers(-1, 4)
-    with pytest.raises(evaluate.UsageError, match="--workers"):
-        evaluate.resolve_workers(1.5, 4)  # type: ignore[arg-type]
-    assert evaluate.resolve_workers(3, 2) == 2  # never more workers than jobs
-    assert 1 <= evaluate.resolve_workers(0, 64) <= 64
+    with pytest.raises(evaluation.UsageError, match="--workers"):
+        evaluation.resolve_workers(-1, 4)
+    with pytest.raises(evaluation.UsageError, match="--workers"):
+        evaluation.resolve_workers(1.5, 4)  # type: ignore[arg-type]
+    assert evaluation.resolve_workers(3, 2) == 2  # never more workers than jobs
+    assert 1 <= evaluation.resolve_workers(0, 64) <= 64
 
 
 def test_batched_fast_paths_respect_overridden_rules() -> None:
@@ -346,8 +346,8 @@ def test_batched_fast_paths_respect_overridden_rules() -> None:
     env = gym.make("lrm/Critical-v0", **kwargs)
     seeds = [4, 5, 6]
     for cls in (Tilted, Halved):
-        single = [evaluate.rollout("lrm/Critical-v0", cls(env, seed=0), s, env=env)
+        single = [evaluation.rollout("lrm/Critical-v0", cls(env, seed=0), s, env=env)
                   for s in seeds]
-        batched = evaluate.batched_rollouts("lrm/Critical-v0", cls(env, seed=0), seeds,
+        batched = evaluation.batched_rollouts("lrm/Critical-v0", cls(env, seed=0), seeds,
                                             env_kwargs=kwargs)
         assert batched == single, cls.__name__

@@ -13,7 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("envs", "agents")
-SCRIPTS = ("train.py", "evaluate.py", "experiments.py")
+SCRIPTS = ("train.py", "evaluate.py")
 
 def module_files() -> dict[str, Path]:
     files = {}

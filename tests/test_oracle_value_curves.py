@@ -8,10 +8,10 @@ import pytest
 
 import envs  # noqa: F401  (registers the lrm/* ids)
 from agents import POLICIES, make_policy
+from agents.evaluation import rollout
 from agents.oracle import bound_row, episode_bound, solve_episode
 from agents.oracle.value_curves import applies, solve_value_curves, value_curve_bound
 from envs.reward import reward_weights
-from evaluate import rollout
 
 
 def task_hull_bound(env: gym.Env, seed: int, record: bool = False) -> dict:
@@ -128,9 +128,9 @@ def test_direct_highs_and_linprog_agree(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_wired_into_run_evaluation(tmp_path) -> None:
-    import evaluate
+    from agents import evaluation
 
-    summary = evaluate.run_evaluation("lrm/Critical-v0", ["cheapest", "oracle"], 2, 5,
+    summary = evaluation.run_evaluation("lrm/Critical-v0", ["cheapest", "oracle"], 2, 5,
                                       out_dir=tmp_path, env_kwargs={"horizon": 48},
                                       progress=False)
     env = gym.make("lrm/Critical-v0", horizon=48)

@@ -11,13 +11,13 @@ import pytest
 
 import envs  # noqa: F401  (registers the lrm/* ids)
 from agents import POLICIES, make_policy
+from agents.evaluation import rollout
 from agents.lp import routing_model
 from agents.oracle import episode_bound, solve_episode
 from agents.oracle.queue_lp import queue_options
 from envs import ENV_IDS
 from envs.actions import decode_continuous, decode_discrete
 from envs.outcomes import J_PER_KWH
-from evaluate import rollout
 
 REALISTIC_IDS = [i for i, p in ENV_IDS.items() if p not in ("critical", "oversupply",
                                                               "undersupply", "volatile")]

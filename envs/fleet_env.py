@@ -16,10 +16,10 @@ from envs.config import FleetConfig, plain_spec, resolve_config
 from envs.info import kernel_slot, reset_info
 from envs.realistic import RealisticCore, make_core
 from envs.reward import reward_weights
-from envs.observation import make_observer
 from envs.spaces import (
     action_mask,
     action_space,
+    make_observer,
     observation_names,
     observation_space,
 )

@@ -184,12 +184,3 @@ class V1Observer:
             return out
         return np.concatenate([self.base.current(),
                                self.features.batch().astype(np.float32)], axis=1)
-
-
-def make_observer(core):
-    """The observer of a core's ``observation_version``: the ``-v0`` ``envs.spaces.Observer``
-    or a :class:`V1Observer` around it."""
-    from envs.spaces import Observer
-
-    base = Observer(core)
-    return V1Observer(base) if core.config.observation_version >= 1 else base

@@ -13,7 +13,7 @@ from gymnasium import spaces
 from envs.config import FleetConfig
 from envs.dynamics import FleetCore
 from envs.layout import extra_feature_names, queued_action_dim
-from envs.observation import v1_bounds, v1_feature_names
+from envs.observation import V1Observer, v1_bounds, v1_feature_names
 from envs.realistic import extra_features
 
 #: Slots of reference demand that make the soft scale of an unbounded store (1 hour at 5 min).
@@ -119,3 +119,10 @@ class Observer:
         if self.n_extra:
             out[:, 10 + self.n_c:] = extra_features(core)
         return out
+
+
+def make_observer(core):
+    """The observer of a core's ``observation_version``: the ``-v0`` :class:`Observer` or an
+    ``envs.observation.V1Observer`` around it."""
+    base = Observer(core)
+    return V1Observer(base) if core.config.observation_version >= 1 else base

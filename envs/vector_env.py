@@ -34,8 +34,7 @@ from envs.config import FleetConfig, plain_spec, resolve_config
 from envs.info import FLOAT_KEYS, INT_KEYS, batched_info, kernel_batched_info
 from envs.realistic import RealisticCore, make_core
 from envs.reward import REWARD_TERMS, combine, reward_terms, reward_weights
-from envs.observation import make_observer
-from envs.spaces import action_space, observation_space
+from envs.spaces import action_space, make_observer, observation_space
 
 #: Per-copy state arrays of :class:`FleetCore` that a step changes (restored for copies that
 #: are reset, not stepped, in a NEXT_STEP autoreset while other copies step).

@@ -7,7 +7,7 @@ weight) rescales them,
 
     w' = w * exp(scale * a) + boost * max(a, 0),
 
-and ``w'`` is sent as the env action (``envs.spaces.mixture_to_action``, each class's largest
+and ``w'`` is sent as the env action (``envs.actions.mixture_to_action``, each class's largest
 weight at +1). The multiplicative part moves weight between the configurations the heuristic
 uses (``scale`` 1: a factor e^2 between a = +1 and a = -1), the additive part lets the agent
 route some tasks to a configuration the heuristic does not use. The zero action gives the
@@ -29,7 +29,7 @@ import gymnasium as gym
 import numpy as np
 
 from envs.config import FleetConfig
-from envs.spaces import mixture_to_action
+from envs.actions import mixture_to_action
 
 #: Heuristics a residual agent can correct (those with an observation-only, batchable rule).
 RESIDUAL_HEURISTICS = ("variance_feedback", "variance_aware", "mean_matching")

@@ -62,15 +62,21 @@ any_number = st.one_of(st.integers(-10**6, 10**6),
                        st.floats(allow_nan=True, allow_infinity=True))
 
 
+#: Fields whose value sets the allowed range of another field, which the error then names.
+RANGE_OF = {"step_tokens": ("token_budgets",)}
+
+
 @SETTINGS
 @given(st.sampled_from(NUMBER_FIELDS), any_number)
 def test_a_number_is_accepted_or_refused_naming_its_field(field, value):
     """Any number in any numeric field either makes a valid config or a ValueError that
-    names the field: never another exception, never a NaN let through."""
+    names the field (or the field whose range it sets): never another exception, never a NaN
+    let through."""
     try:
         cfg = FleetConfig(**{field: value})
     except ValueError as exc:
-        assert field in str(exc), (field, value, str(exc))
+        named = [field, *RANGE_OF.get(field, ())]
+        assert any(f"FleetConfig.{n}" in str(exc) for n in named), (field, value, str(exc))
         return
     got = getattr(cfg, field)
     assert not (isinstance(got, float) and math.isnan(got)), (field, value)

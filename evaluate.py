@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=0,
                    help="processes to use (default 0: one per CPU; 1: all in this process); "
                         "the results do not depend on it")
+    p.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                   help="run the episode chunks as Ray tasks on a cluster: auto (a cluster "
+                        "started with ray start), ray://HOST:10001, or local (a Ray started "
+                        "here); the results are those of --workers 1")
     return p
 
 
@@ -127,7 +131,8 @@ def _run_cli(args: argparse.Namespace) -> int:
     for e, out in zip(env_ids, outs):
         summary = run_evaluation(e, policies, args.episodes, seed, out_dir=out,
                                  env_kwargs=env_kwargs, progress=not args.quiet,
-                                 plots=not args.no_plots, workers=args.workers)
+                                 plots=not args.no_plots, workers=args.workers,
+                                 ray_address=args.ray_address)
         print(format_table(summary))
         print(f"\n({summary['elapsed_s']:.1f} s" + (f"; files in {out})" if out else ")"))
         print()

@@ -482,7 +482,8 @@ def check_policy_name(name: str) -> None:
 # --------------------------------------------------------------------------- evaluation
 def run_evaluation(env_id: str, policies: list[str], episodes: int, seed: int,
                    out_dir: str | os.PathLike | None = None, env_kwargs: dict | None = None,
-                   progress: bool = True, plots: bool = True, workers: int = 1) -> dict:
+                   progress: bool = True, plots: bool = True, workers: int = 1,
+                   ray_address: str | None = None) -> dict:
     """Evaluate ``policies`` on ``episodes`` paired episodes of ``env_id``.
 
     The episodes are split into chunks (one per worker, at most ``EVAL_BATCH`` episodes
@@ -501,6 +502,9 @@ def run_evaluation(env_id: str, policies: list[str], episodes: int, seed: int,
         plots: Write the PNG plots (with ``out_dir``).
         workers: Processes to use (see :func:`resolve_workers`; 0 = one per CPU on Linux).
             1 runs everything in this process.
+        ray_address: Run the jobs as Ray tasks on this cluster instead (``auto``,
+            ``ray://HOST:10001``, or ``local`` for a Ray started here), one chunk per CPU
+            of the cluster (:class:`agents.ray_pool.RayPool`); ``workers`` is then unused.
 
     Returns:
         The summary (JSON-serialisable): per policy, mean and 95% CI of each metric, the
@@ -522,7 +526,15 @@ def run_evaluation(env_id: str, policies: list[str], episodes: int, seed: int,
     seeds = evaluation_seeds(seed, episodes)
     names = list(dict.fromkeys(policies))
     refs = [r for r in (SCORE_FLOOR, SCORE_CEILING) if r not in names]
-    n_workers = resolve_workers(workers, len(seeds))
+    ray_pool = None
+    if ray_address is not None:
+        from agents.ray_pool import RayPool
+
+        ray_pool = RayPool(ray_address)
+        n_workers = min(ray_pool.cpus, len(seeds))
+    else:
+        n_workers = resolve_workers(workers, len(seeds))
+    remote = n_workers > 1 or ray_pool is not None
     n_chunks = max(n_workers, math.ceil(len(seeds) / EVAL_BATCH))
     size = math.ceil(len(seeds) / n_chunks)
     chunks = [seeds[lo:lo + size] for lo in range(0, len(seeds), size)]
@@ -530,13 +542,17 @@ def run_evaluation(env_id: str, policies: list[str], episodes: int, seed: int,
     t0 = time.perf_counter()
     # Heuristics are built once here (a worker gets a pickled copy); saved SB3 models are
     # loaded in each job when the jobs run in workers.
-    policy_objs = [(n, None if n == "oracle" or (n_workers > 1 and is_model_spec(n))
+    policy_objs = [(n, None if n == "oracle" or (remote and is_model_spec(n))
                     else make_policy(n, env, seed=seed)) for n in names + refs]
     with contextlib.ExitStack() as stack:
-        if n_workers > 1 and plots and out_dir is not None:
+        if ray_pool is not None:
+            pool, queue = stack.enter_context(ray_pool), None
+        elif n_workers > 1 and plots and out_dir is not None:
             pyplot()  # imported once, before the workers fork (they draw the figures)
-        queue = _mp_context().SimpleQueue() if n_workers > 1 and progress else None
-        pool = stack.enter_context(_process_pool(n_workers, queue)) if n_workers > 1 else None
+        if ray_pool is None:
+            queue = _mp_context().SimpleQueue() if n_workers > 1 and progress else None
+            pool = stack.enter_context(_process_pool(n_workers, queue)) if n_workers > 1 \
+                else None
         jobs = [(policy_objs, chunk, names if k == 0 else ()) for k, chunk in enumerate(chunks)]
         outputs = _run_jobs(pool, jobs, env_id, seed, env_kwargs, progress,
                             progress_queue=queue)
@@ -564,7 +580,7 @@ def run_evaluation(env_id: str, policies: list[str], episodes: int, seed: int,
             if plots:
                 plot_jobs = [(plot_episode, (out / "episode.png", env_id, traces)),
                              (plot_costs, (out / "costs.png", summary))]
-                if pool is None:
+                if pool is None or ray_pool is not None:  # files are written here
                     for fn, args in plot_jobs:
                         fn(*args)
                 else:  # the two figures side by side

@@ -161,3 +161,24 @@ def test_importing_the_package_does_not_import_ray():
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert r.stdout.strip() == "False", r.stderr
+
+
+def test_evaluate_over_ray_equals_one_worker(tmp_path, ray_env):
+    env, _ = ray_env
+    common = [sys.executable, str(ROOT / "evaluate.py"), "--env", "lrm/Critical-v0",
+              "--policies", "random,cheapest,variance_aware,oracle", "--episodes", "6",
+              "--seed", "5", "--env-kwarg", "horizon=48", "--quiet", "--no-plots"]
+    one = subprocess.run([*common, "--workers", "1", "--out", str(tmp_path / "one")], cwd=ROOT,
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr
+    ray = subprocess.run([*common, "--ray-address", "local", "--out", str(tmp_path / "ray")],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert ray.returncode == 0, ray.stderr
+    a = (tmp_path / "one" / "episodes.csv").read_text()
+    b = (tmp_path / "ray" / "episodes.csv").read_text()
+    assert len(a.splitlines()) == 1 + 6 * 4 and a == b
+    sa = json.loads((tmp_path / "one" / "summary.json").read_text())
+    sb = json.loads((tmp_path / "ray" / "summary.json").read_text())
+    sa.pop("elapsed_s"), sb.pop("elapsed_s")
+    assert sa == sb
+

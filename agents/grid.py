@@ -45,7 +45,8 @@ ROOT = Path(__file__).resolve().parent.parent
 #: Options whose comma-separated values span a grid.
 GRID_KEYS = ("env", "algo", "seed")
 #: Options only a grid has (a single combination given one of them also runs as a grid).
-GRID_OPTIONS = ("--ray-address", "--ray-num-cpus", "--cpus-per-trial", "--max-failures")
+GRID_OPTIONS = ("--ray-address", "--ray-num-cpus", "--cpus-per-trial", "--max-failures",
+                "--tune")
 #: The file a finished trial leaves in its run directory.
 TRIAL_FILE = "trial.json"
 #: The install hint printed when Ray is missing.
@@ -64,6 +65,7 @@ def grid_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray-num-cpus", type=int, default=None)
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
     p.add_argument("--max-failures", type=int, default=2)
+    p.add_argument("--tune", type=int, default=None)
     return p
 
 
@@ -105,6 +107,8 @@ def combinations(argv: list[str]) -> tuple[argparse.Namespace, list[str], list[d
         raise UsageError(f"--cpus-per-trial must be > 0, got {ns.cpus_per_trial}")
     if ns.ray_num_cpus is not None and ns.ray_num_cpus < 1:
         raise UsageError(f"--ray-num-cpus must be >= 1, got {ns.ray_num_cpus}")
+    if ns.tune is not None and ns.tune < 1:
+        raise UsageError(f"--tune must be >= 1 (number of trials), got {ns.tune}")
     if ns.max_failures < 0:
         raise UsageError(f"--max-failures must be >= 0, got {ns.max_failures}")
     if ns.ray_address is not None and ns.ray_num_cpus is not None:
@@ -175,6 +179,8 @@ def run_trial(config: dict[str, Any], report: Callable[[dict[str, Any]], None],
     """Run one combination with train.py in a child process (resuming its run directory when
     it holds a run), report its validation points, return its final metrics.
 
+    Validation points at ``config["hold_from"]`` steps or later are reported only with the
+    final metrics (a scheduler stopping a trial at its last step would lose its comparison).
     The child dies with this process (``PR_SET_PDEATHSIG`` on Linux) and is killed when this
     function is left early. Raises RuntimeError when train.py fails.
     """
@@ -209,7 +215,8 @@ def run_trial(config: dict[str, Any], report: Callable[[dict[str, Any]], None],
                 rc = proc.poll()
                 points = _validation_points(run_dir)
                 for t, r in points[seen:]:
-                    report({"timesteps": t, "val_return": r})
+                    if t < config.get("hold_from", float("inf")):  # else: with the result
+                        report({"timesteps": t, "val_return": r})
                 seen = max(seen, len(points))
                 if rc is not None:
                     break
@@ -272,6 +279,10 @@ def run_grid(argv: list[str], check: Callable[[list[str]], None]) -> int:
     from agents.cli import check_out_dir
 
     ns, rest, trials = combinations(argv)
+    if ns.tune is not None:
+        from agents.search import run_search
+
+        return run_search(ns, rest, trials, argv, check)
     out = grid_dir(ns.out)
     check_out_dir(out)
     for t in trials:

@@ -182,3 +182,25 @@ def test_evaluate_over_ray_equals_one_worker(tmp_path, ray_env):
     sa.pop("elapsed_s"), sb.pop("elapsed_s")
     assert sa == sb
 
+
+
+def test_tune_two_trials_writes_best_entry_and_table(tmp_path, ray_env):
+    import csv
+
+    import yaml
+
+    out = tmp_path / "search"
+    p = start(["--tune", "2", "--timesteps", "1000", *SHORT, "--ray-num-cpus", "2",
+               "--out", str(out)], ray_env)
+    log = finish(p)
+    assert p.returncode == 0, log
+    rows = list(csv.DictReader((out / "trials.csv").open()))
+    assert len(rows) == 2 and len({r["learning_rate"] for r in rows}) == 2
+    best = yaml.safe_load((out / "best_hyperparams.yml").read_text())["lrm/Critical-v0"]
+    top = max((r for r in rows if r["val_return"]),
+              key=lambda r: (int(r["timesteps"]), float(r["val_return"])))
+    assert best["learning_rate"] == pytest.approx(float(top["learning_rate"]))
+    assert best["n_steps"] == 32  # the rest of the entry comes from hyperparams/ppo.yml
+    trial_yml = out / "trials" / f"{top['trial']}.yml"
+    assert yaml.safe_load(trial_yml.read_text())["lrm/Critical-v0"]["learning_rate"] == \
+        pytest.approx(best["learning_rate"])

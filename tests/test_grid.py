@@ -204,3 +204,32 @@ def test_tune_two_trials_writes_best_entry_and_table(tmp_path, ray_env):
     trial_yml = out / "trials" / f"{top['trial']}.yml"
     assert yaml.safe_load(trial_yml.read_text())["lrm/Critical-v0"]["learning_rate"] == \
         pytest.approx(best["learning_rate"])
+
+
+def test_leaderboard_of_a_grid_covers_own_and_held_out_ids(tmp_path, ray_env):
+    import csv
+
+    env, _ = ray_env
+    grid = tmp_path / "grid"
+    p = start(["--env", "lrm/WindDay-v0", "--seed", "0,1", "--timesteps", "500",
+               "--env-kwarg", "horizon=24", "--eval-freq", "0", "--test-episodes", "0",
+               "--n-envs", "2", "--ray-num-cpus", "2", "--out", str(grid)], ray_env)
+    log = finish(p)
+    assert p.returncode == 0, log
+    r = subprocess.run([sys.executable, "-m", "agents.leaderboard", str(grid), "--episodes",
+                        "3", "--out", str(tmp_path / "lb"), "--quiet"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader((tmp_path / "lb" / "leaderboard.csv").open()))
+    assert {row["test_env"] for row in rows} == {"lrm/WindDay-v0", "lrm/WindWinter-v0"}
+    for test_env in ("lrm/WindDay-v0", "lrm/WindWinter-v0"):
+        g = {row["policy"]: row for row in rows if row["test_env"] == test_env}
+        assert {"ppo", "oracle", "random", "variance_feedback"} <= set(g)
+        assert g["ppo"]["seeds"] == "0 1" and g["ppo"]["seed_sd"] != ""
+        assert float(g["oracle"]["score"]) == pytest.approx(1.0)
+        assert float(g["random"]["score"]) == pytest.approx(0.0, abs=1e-9)
+        best = g["ppo"]["best_heuristic"]
+        assert float(g[best]["diff_vs_best"]) == 0.0
+    md = (tmp_path / "lb" / "leaderboard.md").read_text()
+    assert "tested on `lrm/WindWinter-v0` (held-out" in md
+    assert (tmp_path / "lb" / "leaderboard.png").stat().st_size > 0

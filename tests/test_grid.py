@@ -206,6 +206,7 @@ def test_tune_two_trials_writes_best_entry_and_table(tmp_path, ray_env):
         pytest.approx(best["learning_rate"])
 
 
+@pytest.mark.slow  # about 90 s: a grid, then 2 ids x 8 policies
 def test_leaderboard_of_a_grid_covers_own_and_held_out_ids(tmp_path, ray_env):
     import csv
 

@@ -129,7 +129,8 @@ def test_grid_stopped_and_resumed_skips_finished_trials(tmp_path, ray_env):
     time.sleep(1.0)
     os.kill(p.pid, signal.SIGINT)
     log = finish(p)
-    assert p.returncode != 0, log
+    assert p.returncode == 1, log
+    assert "resume with: python train.py" in log and log.rstrip().endswith("--resume"), log
     assert not (running / "trial.json").exists(), "the grid finished before it was stopped"
     p = start([*args, "--resume"], ray_env)
     log2 = finish(p)

@@ -43,7 +43,8 @@ def load_grid(grid: Path) -> list[dict[str, Any]]:
             continue
         saved = json.loads((d / "config.json").read_text())
         runs.append({"env": row["env"], "algo": row["algo"], "seed": row["seed"],
-                     "run_dir": d, "env_kwargs": saved["train"].get("env_kwargs", {})})
+                     "run_dir": d, "env_kwargs": saved["train"].get("env_kwargs", {}),
+                     "timesteps": saved["train"].get("timesteps")})
     if not runs:
         raise UsageError(f"GRID_DIR: {grid} has no finished run")
     return runs
@@ -84,7 +85,8 @@ def build(grid: Path, episodes: int, ray_address: str | None = None,
                       "best_heuristic": best}
             for name in [*heur, "oracle"]:
                 e = pol[name]
-                rows.append({**common, "policy": name, "kind": e["kind"], "seeds": "",
+                rows.append({**common, "policy": name, "kind": e["kind"], "timesteps": "",
+                             "seeds": "",
                              "reward": _ci(e["reward"]), "reward_ci": _ci(e["reward"],
                                                                           "half_width"),
                              "seed_sd": None, "diff_vs_best": _ci(e["diff_vs_best"]),
@@ -98,7 +100,9 @@ def build(grid: Path, episodes: int, ray_address: str | None = None,
                     vals = [e[key][field] for _, e in es if e.get(key) is not None]
                     return statistics.fmean(vals) if vals else None
 
+                steps = sorted({r["timesteps"] for r in mine if r["algo"] == algo})
                 rows.append({**common, "policy": algo, "kind": "model",
+                             "timesteps": " ".join(str(t) for t in steps),
                              "seeds": " ".join(str(s) for s, _ in entries),
                              "reward": statistics.fmean(means),
                              "reward_ci": avg("reward", "half_width"),
@@ -115,7 +119,8 @@ def _f(x: Any, digits: int = 2) -> str:
 
 def to_markdown(rows: list[dict[str, Any]], grid: Path, command: str) -> str:
     """The leaderboard as Markdown: one table per training id and test id."""
-    lines = ["# Leaderboard", "",
+    budgets = sorted({f"{r['policy']} {r['timesteps']}" for r in rows if r.get("timesteps")})
+    lines = ["# Leaderboard", "", f"Training steps per agent: {', '.join(budgets)}.", "",
              f"Made by `{command}` from the grid `{grid.name}`. Mean episode reward on the "
              "held-out test episodes (the same episodes for every policy of a table) ± the "
              "half-width of its 95 % interval; an agent's figures are averaged over its seeds, "

@@ -298,7 +298,7 @@ def run_grid(argv: list[str], check: Callable[[list[str]], None]) -> int:
     elif state.exists():
         raise UsageError(f"--out: {out} already holds a grid; pass --resume to continue it "
                          f"or choose another directory")
-    ray = import_ray()
+    import_ray()
     from ray import tune
 
     out.mkdir(parents=True, exist_ok=True)
@@ -311,7 +311,6 @@ def run_grid(argv: list[str], check: Callable[[list[str]], None]) -> int:
     exp_dir = out / "tune"
     t0 = time.perf_counter()
     with ray_session(ns.ray_address, ns.ray_num_cpus):
-        del ray
         if ns.resume and tune.Tuner.can_restore(str(exp_dir)):
             tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_unfinished=True,
                                        resume_errored=True)

@@ -16,7 +16,6 @@ Writes ``OUT/leaderboard.md``, ``OUT/leaderboard.csv`` and ``OUT/leaderboard.png
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import statistics

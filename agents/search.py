@@ -8,7 +8,8 @@ evaluates every ``--eval-freq`` steps). A trial is a ``train.py`` run (see
 ``OUT/trials/<trial id>``. The search writes:
 
 * ``OUT/best_hyperparams.yml``: the entry of the trial with the highest last validation
-  return among those that ran longest (were not stopped early), keyed by the env id (rl-zoo style; pass it to ``train.py --hyperparams``);
+  return among those that ran longest (were not stopped early), keyed by the env id
+  (rl-zoo style; pass it to ``train.py --hyperparams``);
 * ``OUT/trials.csv``: every trial, its sampled values, last validation return, timesteps
   reached and whether ASHA stopped it early.
 """

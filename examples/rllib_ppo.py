@@ -35,6 +35,7 @@ def fleet_env_creator(config: dict):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Train and print one line per iteration."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--env", default="lrm/Critical-v0")
     p.add_argument("--env-runners", type=int, default=1)
@@ -72,9 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.iterations):
             result = algo.train()
             runners = result.get("env_runners", {})
+            steps = runners.get("num_env_steps_sampled_lifetime")
             print(f"iteration {i + 1}: episode_return_mean "
-                  f"{runners.get('episode_return_mean', float('nan')):.3f}, timesteps "
-                  f"{result.get('num_env_steps_sampled_lifetime', runners.get('num_env_steps_sampled_lifetime'))}",
+                  f"{runners.get('episode_return_mean', float('nan')):.3f}, timesteps {steps}",
                   flush=True)
         algo.stop()
     finally:

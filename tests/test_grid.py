@@ -37,8 +37,7 @@ def ray_env():
     yield env, procs
     for p in procs:
         if p.poll() is None:
-            with_pg = os.getpgid(p.pid)
-            os.killpg(with_pg, signal.SIGKILL)
+            os.killpg(os.getpgid(p.pid), signal.SIGKILL)  # the grid's own session
             p.wait()
     shutil.rmtree(tmp, ignore_errors=True)
 

@@ -164,7 +164,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     ax.set_xticklabels([f"{a.split('/')[-1]}\non {b.split('/')[-1]}" for a, b in groups],
                        fontsize=8)
     ax.set_ylabel("normalised score (0 random, 1 oracle)")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110)

@@ -12,7 +12,8 @@ return of its ``comparison/summary.json`` (``test_return``).
   (``--ray-num-cpus`` caps the CPUs it uses); ``--ray-address auto`` or ``ray://HOST:10001``
   joins a running cluster (``ray start --head``, then ``ray start --address=HEAD:6379`` on
   the other machines; each needs this project installed at the same path).
-* Each trial gets ``--cpus-per-trial`` CPUs (default 1) and as many torch / BLAS threads.
+* Each trial gets ``--cpus-per-trial`` CPUs (default 1), one torch thread (train.py sets
+  it) and as many OpenMP / MKL threads as CPUs.
 * Faults: a trial whose worker process dies is retried up to ``--max-failures`` times; the
   retry finds the run directory and continues it with ``train.py --resume`` from its newest
   intact checkpoint. A grid stopped with Ctrl-C and started again with the same command and

@@ -970,10 +970,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     with exit_on_signals():
         try:
-            from agents.grid import is_grid, run_grid
+            from agents.grid import is_grid
 
-            if is_grid(argv):  # comma-separated --env/--algo/--seed: trials on Ray Tune
-                return run_grid(argv, lambda a: validate(config_from_args(a)[0]))
+            if is_grid(argv):  # comma-separated --env/--algo/--seed or --tune: Ray Tune
+                from agents.search import run_grid_or_search
+
+                return run_grid_or_search(argv, lambda a: validate(config_from_args(a)[0]))
             cfg, given = config_from_args(argv)
             validate(cfg)
             return train(cfg, given, argv)

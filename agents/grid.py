@@ -39,7 +39,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from agents.cli import OneLineParser, UsageError, atomic_write_text
+from agents.cli import OneLineParser, UsageError
+from agents.files import atomic_write_text
 
 #: The project root (where ``train.py`` lives).
 ROOT = Path(__file__).resolve().parent.parent
@@ -281,9 +282,8 @@ def run_grid(argv: list[str], check: Callable[[list[str]], None]) -> int:
 
     ns, rest, trials = combinations(argv)
     if ns.tune is not None:
-        from agents.search import run_search
-
-        return run_search(ns, rest, trials, argv, check)
+        raise UsageError("--tune is a search, not a grid: run it through train.py "
+                         "(agents.search.run_grid_or_search)")
     out = grid_dir(ns.out)
     check_out_dir(out)
     for t in trials:

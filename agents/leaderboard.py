@@ -58,7 +58,7 @@ def build(grid: Path, episodes: int, ray_address: str | None = None,
     """Evaluate and return the leaderboard rows."""
     import envs
     from agents import POLICIES
-    from evaluate import run_evaluation
+    from agents.evaluation import run_evaluation
     from train import TEST_SEED
 
     runs = load_grid(grid)

@@ -25,7 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agents.cli import UsageError, atomic_write_text
+from agents.cli import UsageError
+from agents.files import atomic_write_text
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -71,6 +72,17 @@ def _option(rest: list[str], name: str, default: int) -> int:
         return int(v) if v is not None else default
     except ValueError:
         raise UsageError(f"{name}: expected an integer, got {v!r}") from None
+
+
+def run_grid_or_search(argv: list[str], check: Callable[[list[str]], None]) -> int:
+    """train.py's entry for comma-separated ``--env``/``--algo``/``--seed`` or ``--tune N``:
+    a hyperparameter search (:func:`run_search`) or a grid (``agents.grid.run_grid``)."""
+    from agents.grid import combinations, run_grid
+
+    ns, rest, trials = combinations(argv)
+    if ns.tune is not None:
+        return run_search(ns, rest, trials, argv, check)
+    return run_grid(argv, check)
 
 
 def _search_trainable(config: dict[str, Any]) -> None:

@@ -271,28 +271,37 @@ def step(ip, fp, fs, t, harvest, arrivals, us, ua, steps, mode, act, configs, re
         aux, waste, loss, storage = _close(b, h, demand, fs, t, fp, lossless)
         truncated = t[b] >= T
         leftover = _max(0.0, storage - fp[F_S0]) if truncated else 0.0
-        reward = 0.0 + fp[F_W_VALUE] * value
-        reward = reward + fp[F_W_AUX] * aux
-        reward = reward + fp[F_W_WASTE] * waste
-        reward = reward + fp[F_W_LEFT] * leftover
-        reward = reward + fp[F_W_DROP] * 0.0
-        res_f[b, 0] = h
-        res_f[b, 1] = demand
-        res_f[b, 2] = aux
-        res_f[b, 3] = waste
-        res_f[b, 4] = loss
-        res_f[b, 5] = storage
-        res_f[b, 6] = value
-        res_f[b, 7] = leftover
-        res_f[b, 8] = reward
-        res_i[b, 0] = p
-        res_i[b, 1] = p
-        res_i[b, 2] = n_cor
-        res_i[b, 3] = 0
-        res_i[b, 4] = t[b]
-        res_i[b, 5] = 1 if truncated else 0
+        _write_slot(b, fp, h, demand, aux, waste, loss, storage, value, leftover, truncated,
+                    t[b], p, p, n_cor, 0, res_f, res_i)
         _observe(b, ip, fp, fs, t, arrivals, obs)
     return OK
+
+
+@njit(cache=True)
+def _write_slot(b, fp, h, demand, aux, waste, loss, storage, value, leftover, truncated, t_b,
+                arrived, served, correct, dropped, res_f, res_i):
+    """Copy b's reward (the weighted terms in the order of ``envs.reward.REWARD_TERMS``) and
+    its result rows (columns :data:`RES_F`, :data:`RES_I`); for both kernels' slot steps."""
+    reward = 0.0 + fp[F_W_VALUE] * value
+    reward = reward + fp[F_W_AUX] * aux
+    reward = reward + fp[F_W_WASTE] * waste
+    reward = reward + fp[F_W_LEFT] * leftover
+    reward = reward + fp[F_W_DROP] * np.float64(dropped)
+    res_f[b, 0] = h
+    res_f[b, 1] = demand
+    res_f[b, 2] = aux
+    res_f[b, 3] = waste
+    res_f[b, 4] = loss
+    res_f[b, 5] = storage
+    res_f[b, 6] = value
+    res_f[b, 7] = leftover
+    res_f[b, 8] = reward
+    res_i[b, 0] = arrived
+    res_i[b, 1] = served
+    res_i[b, 2] = correct
+    res_i[b, 3] = dropped
+    res_i[b, 4] = t_b
+    res_i[b, 5] = 1 if truncated else 0
 
 
 @njit(cache=True)

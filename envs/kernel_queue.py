@@ -32,16 +32,12 @@ import numpy as np
 
 from envs.kernel import (
     F_S0,
-    F_W_AUX,
-    F_W_DROP,
-    F_W_LEFT,
-    F_W_VALUE,
-    F_W_WASTE,
     I_LOSSLESS,
     N_F_SCALARS,
     N_RES_I,
     _close,
     _observe,
+    _write_slot,
 )
 from envs.outcomes import J_PER_KWH
 
@@ -426,24 +422,6 @@ def queue_step(us_tm, ua_tm, steps_tm, done, arrivals, harvest, t_now, first_ope
         truncated = t_now[b] >= T
         over = storage - fp[F_S0]
         leftover = (over if over > 0.0 else 0.0) if truncated else 0.0
-        reward = 0.0 + fp[F_W_VALUE] * value
-        reward = reward + fp[F_W_AUX] * aux
-        reward = reward + fp[F_W_WASTE] * waste
-        reward = reward + fp[F_W_LEFT] * leftover
-        reward = reward + fp[F_W_DROP] * np.float64(n_dropped)
-        res_f[b, 0] = h
-        res_f[b, 1] = demand
-        res_f[b, 2] = aux
-        res_f[b, 3] = waste
-        res_f[b, 4] = loss
-        res_f[b, 5] = storage
-        res_f[b, 6] = value
-        res_f[b, 7] = leftover
-        res_f[b, 8] = reward
-        res_i[b, 0] = n_arrived
-        res_i[b, 1] = n_served
-        res_i[b, 2] = n_correct
-        res_i[b, 3] = n_dropped
-        res_i[b, 4] = t_now[b]
-        res_i[b, 5] = 1 if truncated else 0
+        _write_slot(b, fp, h, demand, aux, waste, loss, storage, value, leftover, truncated,
+                    t_now[b], n_arrived, n_served, n_correct, n_dropped, res_f, res_i)
     return OK

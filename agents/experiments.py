@@ -163,7 +163,7 @@ def regimes(out_dir: str | Path | None = None, horizon: int = 4096, episodes: in
     report = "\n".join(lines)
     if out_dir is not None:
         out = Path(out_dir)
-        
+
         write_csv(out / "regimes.csv", rows)
         plt = pyplot()
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), sharey=True)
@@ -240,7 +240,7 @@ def routing_error(out_dir: str | Path | None = None, horizon: int = 4096, episod
     report = "\n".join(lines)
     if out_dir is not None:
         out = Path(out_dir)
-        
+
         write_csv(out / "routing_error.csv", rows)
         plt = pyplot()
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
@@ -319,7 +319,7 @@ def variance(out_dir: str | Path | None = None, episodes: int = 600, seed: int =
     report = "\n".join(lines)
     if out_dir is not None:
         out = Path(out_dir)
-        
+
         write_csv(out / "variance.csv", rows)
         plt = pyplot()
         fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.8))

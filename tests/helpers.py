@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -143,3 +144,17 @@ def step_cumulants(config: FleetConfig, mixture: np.ndarray) -> tuple[float, flo
         k_h = [0.0, shape * theta, shape * theta**2, 2 * shape * theta**3, 6 * shape * theta**4]
     k2, k3, k4 = k_h[2] + k_d[2], k_h[3] - k_d[3], k_h[4] + k_d[4]
     return math.sqrt(k2), k3 / k2**1.5, k4 / k2**2
+
+
+def read_only_dir() -> Path:
+    """A path under /sys, where even root cannot create files (file permissions do not stop
+    root); skips the test where /sys is writable."""
+    import pytest
+
+    probe = Path("/sys/lrm-energy-gym-write-test")
+    try:
+        probe.mkdir()
+    except OSError:
+        return probe
+    probe.rmdir()
+    pytest.skip("/sys is writable here")

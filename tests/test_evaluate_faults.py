@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 import evaluate
+from tests.helpers import read_only_dir
 
 ROOT = Path(evaluate.__file__).resolve().parent
 
@@ -172,14 +173,7 @@ def test_out_that_is_a_file_is_refused_before_the_run(tmp_path: Path,
 
 def test_read_only_out_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """Permissions do not stop root, so a directory of a read-only kind is used: /sys."""
-    probe = Path("/sys/lrm-energy-gym-write-test")
-    try:
-        probe.mkdir()
-    except OSError:
-        pass
-    else:
-        probe.rmdir()
-        pytest.skip("/sys is writable here")
+    probe = read_only_dir()
     code = _main(["--policies", "random", "--episodes", "1", "--quiet",
                   "--out", str(probe / "out")])
     assert code == 2

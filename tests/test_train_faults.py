@@ -18,6 +18,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import train
 from agents.cli import Terminated
+from tests.helpers import read_only_dir
 
 ROOT = Path(train.__file__).resolve().parent
 HORIZON = 40
@@ -237,14 +238,7 @@ def test_out_that_is_a_file_is_refused(tmp_path: Path, capsys: pytest.CaptureFix
 
 def test_read_only_out_is_refused(capsys: pytest.CaptureFixture) -> None:
     """Permissions do not stop root, so a directory of a read-only kind is used: /sys."""
-    probe = Path("/sys/lrm-energy-gym-write-test")
-    try:
-        probe.mkdir()
-    except OSError:
-        pass
-    else:
-        probe.rmdir()
-        pytest.skip("/sys is writable here")
+    probe = read_only_dir()
     assert _run_main(["--out", str(probe / "run"), "--timesteps", "10"]) == 2
     lines = _err_lines(capsys)
     assert len(lines) == 1 and "cannot write" in lines[0]

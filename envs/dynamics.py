@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from envs import kernel
+from envs.bound import table
 from envs.config import FleetConfig
 from envs.layout import extra_feature_names
 from envs.outcomes import (
@@ -177,6 +178,7 @@ class FleetCore:
         self.n_slot = np.zeros((B, self.T), dtype=np.int64)
         self._rows = np.arange(B)
         self._pack()
+        self._bind()
 
     def _check_size(self, a: int) -> None:
         cfg = self.config
@@ -216,8 +218,22 @@ class FleetCore:
         self.res_f = np.zeros((B, kernel.N_RES_F + 2 * self.J))
         self.res_i = np.zeros((B, kernel.N_RES_I + self.C + self.M), dtype=np.int64)
         self.obs = np.zeros((B, self.dim), dtype=np.float32)
-        self._no_configs = np.zeros(B, dtype=np.int64)
+        #: The configuration of each copy in a ``MODE_CONFIG`` step (bound in the kernel table).
+        self._configs = np.zeros(B, dtype=np.int64)
+        self._no_configs = self._configs
         self._no_act = np.zeros(1)
+
+    def _bind(self) -> None:
+        """The table of the arrays the kernel step reads and writes (``envs.bound``); called
+        whenever one of them is allocated."""
+        self._tab = np.concatenate([table([
+            self._ip, self._fp, self._fs, self.t, self.harvest, self.arrivals, self._us_tm,
+            self._ua_tm, self._steps_tm, self._configs, self.res_f, self.res_i, self.obs]),
+            [self._steps_tm.itemsize]])
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._bind()  # a copy's table must name its own arrays
 
     # ------------------------------------------------------------------ buffers
     def _alloc(self, a: int) -> None:
@@ -253,6 +269,7 @@ class FleetCore:
         self.u_assign[:, :, :a_old] = old[2]
         self.steps[:, :, :a_old] = old[3]
         self.A = a
+        self._bind()
 
     # ------------------------------------------------------------------ reset
     #: Most bins per (model, class) of the guide tables of the step-count inversion.
@@ -382,10 +399,13 @@ class FleetCore:
 
     def run(self, mode: int, act: np.ndarray, configs: np.ndarray) -> int:
         """One kernel step of every copy (:func:`envs.kernel.step`); results in ``res_f``,
-        ``res_i`` and ``obs``. Returns the kernel's code (``kernel.OK`` on success)."""
-        return kernel.step(self._ip, self._fp, self._fs, self.t, self.harvest, self.arrivals,
-                           self._us_tm, self._ua_tm, self._steps_tm, mode, act, configs,
-                           self.res_f, self.res_i, self.obs)
+        ``res_i`` and ``obs``. Returns the kernel's code (``kernel.OK`` on success).
+
+        ``configs`` (B,) is read in ``MODE_CONFIG`` only (copied into the bound buffer
+        ``_configs`` unless it is that buffer)."""
+        if configs is not self._configs:
+            self._configs[...] = configs
+        return kernel.step_bound(self._tab, mode, act)
 
     def step(self, mixtures: np.ndarray | None = None, configs: np.ndarray | None = None
              ) -> SlotResult:

@@ -198,7 +198,6 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
                            else _STEP_DISCRETE if self._discrete else _STEP_CONTINUOUS)
         self._shape = self.action_space.shape
         self._n_actions = int(self.action_space.n) if self._discrete else 0
-        self._config1 = np.zeros(1, dtype=np.int64)
         self._act1 = np.zeros(1)  # a discrete queue action
         self._bind()
         self._last: dict[str, Any] | None = None
@@ -252,12 +251,12 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
             if a.shape != self._shape:
                 raise ValueError(f"action must have shape {self._shape} (classes x "
                                  f"configurations), got shape {a.shape}")
-            if core.run(kernel.MODE_ACTION, a, core._no_configs):  # BAD_ACTION
+            if kernel.step_bound(core._tab, kernel.MODE_ACTION, a):  # BAD_ACTION
                 raise ValueError(f"action entries must be finite and in [-1, 1], got min "
                                  f"{float(a.min())!r}, max {float(a.max())!r}")
         elif kind == _STEP_DISCRETE:
-            self._config1[0] = discrete_action(action, self._n_actions)
-            core.run(kernel.MODE_CONFIG, core._no_act, self._config1)
+            core._configs[0] = discrete_action(action, self._n_actions)
+            kernel.step_bound(core._tab, kernel.MODE_CONFIG, core._no_act)
         else:  # queue (envs.realistic): its compiled step decodes and checks the action
             if self._discrete:  # an index in [0, 2J), held as float64 by the queue step
                 self._act1[0] = discrete_action(action, self._n_actions)

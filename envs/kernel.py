@@ -20,7 +20,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import carray, njit
+
+from envs.bound import SLOT, pointer
 
 #: Rows of the packed float state, shape (7, B).
 STATE_ROWS = ("storage", "last_harvest", "last_demand", "last_aux", "last_waste", "net_mean",
@@ -275,6 +277,38 @@ def step(ip, fp, fs, t, harvest, arrivals, us, ua, steps, mode, act, configs, re
                     t[b], p, p, n_cor, 0, res_f, res_i)
         _observe(b, ip, fp, fs, t, arrivals, obs)
     return OK
+
+
+#: Arrays of :func:`step_bound`'s table (``envs.bound.table``), in order; then one entry, the
+#: item size of ``steps`` (2 or 4 bytes).
+BOUND = ("ip", "fp", "fs", "t", "harvest", "arrivals", "us", "ua", "steps", "configs", "res_f",
+         "res_i", "obs")
+
+
+@njit(cache=True)
+def step_bound(tab, mode, act):
+    """:func:`step` with the arrays of a core bound in ``tab`` (:data:`BOUND`): one call
+    unboxes two arrays instead of fifteen."""
+    ip = carray(pointer(tab[0]), (tab[1],), np.int64)
+    fp = carray(pointer(tab[5]), (tab[6],), np.float64)
+    fs = carray(pointer(tab[10]), (tab[11], tab[12]), np.float64)
+    t = carray(pointer(tab[15]), (tab[16],), np.int64)
+    harvest = carray(pointer(tab[20]), (tab[21], tab[22]), np.float64)
+    arrivals = carray(pointer(tab[25]), (tab[26], tab[27], tab[28]), np.int64)
+    us = carray(pointer(tab[30]), (tab[31], tab[32], tab[33]), np.float32)
+    ua = carray(pointer(tab[35]), (tab[36], tab[37], tab[38]), np.float32)
+    configs = carray(pointer(tab[45]), (tab[46],), np.int64)
+    res_f = carray(pointer(tab[50]), (tab[51], tab[52]), np.float64)
+    res_i = carray(pointer(tab[55]), (tab[56], tab[57]), np.int64)
+    obs = carray(pointer(tab[60]), (tab[61], tab[62]), np.float32)
+    shape = (tab[41], tab[42], tab[43], tab[44])
+    if tab[SLOT * 13] == 2:
+        steps16 = carray(pointer(tab[40]), shape, np.int16)
+        return step(ip, fp, fs, t, harvest, arrivals, us, ua, steps16, mode, act, configs,
+                    res_f, res_i, obs)
+    steps32 = carray(pointer(tab[40]), shape, np.int32)
+    return step(ip, fp, fs, t, harvest, arrivals, us, ua, steps32, mode, act, configs, res_f,
+                res_i, obs)
 
 
 @njit(cache=True)

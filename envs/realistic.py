@@ -43,6 +43,7 @@ import numpy as np
 
 from envs import kernel_queue as kq
 from envs.actions import action_weights, decode_continuous
+from envs.bound import table
 from envs.config import FleetConfig
 from envs.dynamics import FleetCore, SlotResult
 from envs.trace_processes import lookahead_slots, slots_per_hour
@@ -132,6 +133,15 @@ class RealisticCore(FleetCore):
         #: Whether the compiled step decodes continuous actions (its row sums need J < 128).
         self._box_in_kernel = self.J + 1 <= 128
         self._discrete = config.action_type == "discrete"
+        self._bind()
+
+    def _bind(self) -> None:
+        """The core kernel's table (``FleetCore._bind``) and the queue step's
+        (``envs.kernel_queue.queue_step_bound``), once the queue's arrays exist."""
+        super()._bind()
+        if getattr(self, "_qconsts", None) is not None:
+            self._qtab = np.concatenate([self._tab[:-1], table([
+                self.done, self.first_open, self.queue_len, self._qconsts]), self._tab[-1:]])
 
     # ------------------------------------------------------------------ reset
     #: Per-copy state a step changes beyond ``FleetCore``'s (the vector env restores it for
@@ -154,6 +164,7 @@ class RealisticCore(FleetCore):
                 self.done = np.zeros((self.B, self.T + self.W - 1, self.A), dtype=bool)
                 self.done[:, :, :self._done_A] = old
                 self._done_A = self.A
+                self._bind()
             self.done[b] = False
             self.queue_len[b] = 0
             self.first_open[b] = 0
@@ -271,10 +282,7 @@ class RealisticCore(FleetCore):
         read as ``mode`` says): the queue rules, then the slot's close as the core kernel's step and
         the observation as :meth:`observe` (plus the queue features) by the core kernel's
         functions; results in ``res_f``, ``res_i`` and ``obs``."""
-        status = kq.queue_step(self._us_tm, self._ua_tm, self._steps_tm, self.done,
-                               self.arrivals, self.harvest, self.t, self.first_open,
-                               self.queue_len, self._qconsts, mode, act, self._ip, self._fp,
-                               self._fs, self.res_f, self.res_i, self.obs)
+        status = kq.queue_step_bound(self._qtab, mode, act)
         if status != kq.OK:
             raise self._queue_error(status, mode, act)
 

@@ -29,6 +29,7 @@ from envs import kernel
 from envs.bound import table
 from envs.config import FleetConfig
 from envs.layout import extra_feature_names
+from envs.observation import V1_FEATURES, v1_static
 from envs.outcomes import (
     J_PER_KWH,
     build_tables,
@@ -135,6 +136,8 @@ class FleetCore:
     last_waste = _state_row(4, "last_waste")
     net_mean = _state_row(5, "net_mean")
     net_m2 = _state_row(6, "net_m2")
+    harvest_prev = _state_row(7, "harvest_prev")
+    harvest_trend = _state_row(8, "harvest_trend")
 
     def __init__(self, config: FleetConfig, batch_size: int = 1) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
@@ -176,6 +179,8 @@ class FleetCore:
         self.harvest = np.zeros((B, self.T))
         self.arrivals = np.zeros((B, self.T, self.C), dtype=np.int64)
         self.n_slot = np.zeros((B, self.T), dtype=np.int64)
+        #: (B, T, F) forecast features of every slot (F = 0 here; ``RealisticCore``).
+        self.forecast = np.zeros((B, self.T, 0))
         self._rows = np.arange(B)
         self._pack()
         self._bind()
@@ -209,11 +214,12 @@ class FleetCore:
         phase = 2.0 * math.pi * (t + start_slot) / (24.0 * 60.0 / cfg.slot_minutes)
         store_mode = 2 if math.isinf(self.s_max) else (1 if self.s_max > 0 else 0)
         self.n_extra = len(extra_feature_names(cfg))
-        self.dim = 10 + self.C + self.n_extra
+        v1 = v1_static(self) if cfg.observation_version >= 1 else ()
+        self.dim = 10 + self.C + self.n_extra + (len(V1_FEATURES) if len(v1) else 0)
         self._ip, self._fp = kernel.pack_params(
             cfg, self.model_of, self.budget_of, self.solvable, self.j_per_token, self.values,
             self.idle_kwh, d_ref, self.h_ref, self.s_ref, self.inv_rates, reward_weights(self),
-            np.sin(phase), np.cos(phase), store_mode, self.dim, J_PER_KWH)
+            np.sin(phase), np.cos(phase), store_mode, self.dim, J_PER_KWH, v1)
         B = self.B
         self.res_f = np.zeros((B, kernel.N_RES_F + 2 * self.J))
         self.res_i = np.zeros((B, kernel.N_RES_I + self.C + self.M), dtype=np.int64)
@@ -228,7 +234,8 @@ class FleetCore:
         whenever one of them is allocated."""
         self._tab = np.concatenate([table([
             self._ip, self._fp, self._fs, self.t, self.harvest, self.arrivals, self._us_tm,
-            self._ua_tm, self._steps_tm, self._configs, self.res_f, self.res_i, self.obs]),
+            self._ua_tm, self._steps_tm, self._configs, self.res_f, self.res_i, self.obs,
+            self.forecast]),
             [self._steps_tm.itemsize]])
 
     def __setstate__(self, state: dict) -> None:
@@ -341,7 +348,8 @@ class FleetCore:
         for lo in range(0, len(copies), self.RESET_CHUNK):
             self._reset_chunk(list(copies[lo:lo + self.RESET_CHUNK]),
                               rngs[lo:lo + self.RESET_CHUNK])
-        kernel.observe(self._ip, self._fp, self._fs, self.t, self.arrivals, self.obs)
+        kernel.observe(self._ip, self._fp, self._fs, self.t, self.arrivals, self.forecast,
+                       self.obs)
 
     #: Copies whose tasks are drawn and written together by :meth:`reset_copies` (bounds the
     #: memory of the draws).
@@ -448,9 +456,10 @@ class FleetCore:
             tokens_by_model=ri[n + C:].T.copy())
 
     def observe(self) -> np.ndarray:
-        """Observation features 0 .. 9 + C of every copy into :attr:`obs` (see
-        ``envs.spaces.Observer``); returns :attr:`obs`."""
-        kernel.observe(self._ip, self._fp, self._fs, self.t, self.arrivals, self.obs)
+        """Observation of every copy into :attr:`obs` (see ``envs.spaces.Observer``; the
+        queue lengths of a ``RealisticCore`` are left to it); returns :attr:`obs`."""
+        kernel.observe(self._ip, self._fp, self._fs, self.t, self.arrivals, self.forecast,
+                       self.obs)
         return self.obs
 
     # ------------------------------------------------------------------ features

@@ -185,10 +185,6 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
         self.reward_weights = reward_weights(self.core)
         self._discrete = self.config.action_type == "discrete"
         self._realistic = isinstance(self.core, RealisticCore)
-        #: The observation is the core's kernel buffer as is (no realistic or -v1 features).
-        self._plain_obs = not self._realistic and self.config.observation_version == 0
-        #: A queue step leaves the whole observation in the buffer (no -v1 features).
-        self._plain_queue_obs = self.config.observation_version == 0
         self._horizon = self.config.horizon
         self._s0 = self.config.initial_storage_kwh
         #: How ``step`` takes an action: a continuous or discrete action to the core's kernel,
@@ -267,13 +263,10 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
             core.run_action(action)
             reward, truncated, info = kernel_slot(self._res_f0.tolist(), self._res_i0.tolist(),
                                                   self._queued_tasks())
-            # The queue step wrote the observation (all but forecast features) into core.obs.
-            obs = self.observer.current()[0].copy() if core.F or not self._plain_queue_obs \
-                else self._obs0.copy()
-            return self._finish(info, truncated, reward, obs)
+            # The queue step wrote the whole observation into core.obs.
+            return self._finish(info, truncated, reward, self._obs0.copy())
         reward, truncated, info = kernel_slot(self._res_f0.tolist(), self._res_i0.tolist())
-        obs = self._obs0.copy() if self._plain_obs else self.observer.current()[0].copy()
-        return self._finish(info, truncated, reward, obs)
+        return self._finish(info, truncated, reward, self._obs0.copy())
 
     def _finish(self, info: dict[str, Any], truncated: bool, reward: float, obs: np.ndarray
                 ) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:

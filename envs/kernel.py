@@ -24,18 +24,26 @@ from numba import carray, njit
 
 from envs.bound import SLOT, pointer
 
-#: Rows of the packed float state, shape (7, B).
+#: Rows of the packed float state, shape (9, B): the ledger's, then the ``-v1`` harvest
+#: trend's (``harvest_prev``: harvest_last / mean harvest at the last slot; ``harvest_trend``).
 STATE_ROWS = ("storage", "last_harvest", "last_demand", "last_aux", "last_waste", "net_mean",
-              "net_m2")
+              "net_m2", "harvest_prev", "harvest_trend")
 
 # Packed integer parameters: scalars, then model_of (J), budget_of (J), class_skills (C).
-I_C, I_J, I_M, I_T, I_OMEGA, I_STORE_MODE, I_LOSSLESS, I_DIM = range(8)
-N_I_SCALARS = 8
+# I_V1: features of the -v1 observation at the end of the vector (0 or 9).
+I_C, I_J, I_M, I_T, I_OMEGA, I_STORE_MODE, I_LOSSLESS, I_DIM, I_V1 = range(9)
+N_I_SCALARS = 9
 # Packed float parameters: scalars, then solvability (M C, model-major), J/token (M),
-# class values (C), 1 / class rate (C), sin and cos of the time of day (T + 1 each).
+# class values (C), 1 / class rate (C), sin and cos of the time of day (T + 1 each), the
+# config's -v1 features (N_V1_STATIC: capacity_log .. arrival_rate_log).
 (F_IDLE, F_SMAX, F_ETA_C, F_ETA_D, F_DREF, F_HREF, F_SREF, F_JKWH, F_S0, F_W_VALUE, F_W_AUX,
- F_W_WASTE, F_W_LEFT, F_W_DROP) = range(14)
-N_F_SCALARS = 14
+ F_W_WASTE, F_W_LEFT, F_W_DROP, F_INV_DREF) = range(15)
+N_F_SCALARS = 15
+N_V1_STATIC = 6
+#: Weight of the newest change in the ``-v1`` ``harvest_trend`` and the ``slots_left`` unit
+#: (``envs.observation.TREND_WEIGHT``, ``DAY_SLOTS``).
+TREND_WEIGHT = 0.3
+DAY_SLOTS = 288.0
 
 #: Columns of the float results: the slot's ledger [kWh], value of the correct answers,
 #: the ``leftover_kwh`` reward term and the reward (then 2 J scratch columns of the step).
@@ -55,27 +63,30 @@ OK, BAD_ACTION, ENDED = 0, 1, 2
 
 def pack_params(config, model_of, budget_of, solvable, j_per_token, values, idle_kwh,
                 ref_demand_kwh, h_ref, s_ref, inv_rates, weights, time_sin, time_cos,
-                store_mode, dim, j_per_kwh):  # noqa: ANN001 - plain values of the core
-    """The (int64, float64) parameter arrays of a config (layout in the module constants)."""
+                store_mode, dim, j_per_kwh, v1_static=()):  # noqa: ANN001 - plain values
+    """The (int64, float64) parameter arrays of a config (layout in the module constants);
+    ``v1_static``: the config's -v1 features (none for a -v0 observation)."""
     cfg = config
     C, J, M = cfg.n_classes, cfg.n_configs, cfg.n_models
     lossless = cfg.charge_efficiency == 1.0 and cfg.discharge_efficiency == 1.0
     ip = np.concatenate([
-        np.array([C, J, M, cfg.horizon, cfg.step_tokens, store_mode, int(lossless), dim],
-                 dtype=np.int64),
+        np.array([C, J, M, cfg.horizon, cfg.step_tokens, store_mode, int(lossless), dim,
+                  N_V1_STATIC + 3 if len(v1_static) else 0], dtype=np.int64),
         np.asarray(model_of, dtype=np.int64), np.asarray(budget_of, dtype=np.int64),
         np.asarray(cfg.class_skills, dtype=np.int64)])
     scalars = np.array([idle_kwh, cfg.storage_kwh, cfg.charge_efficiency,
                         cfg.discharge_efficiency, ref_demand_kwh, h_ref, s_ref, j_per_kwh,
                         cfg.initial_storage_kwh, weights["value_correct"], weights["aux_kwh"],
-                        weights["waste_kwh"], weights["leftover_kwh"], weights["dropped"]],
-                       dtype=np.float64)
+                        weights["waste_kwh"], weights["leftover_kwh"], weights["dropped"],
+                        1.0 / ref_demand_kwh], dtype=np.float64)
     fp = np.concatenate([scalars, np.asarray(solvable, dtype=np.float64).ravel(),
                          np.asarray(j_per_token, dtype=np.float64),
                          np.asarray(values, dtype=np.float64),
                          np.asarray(inv_rates, dtype=np.float64),
                          np.asarray(time_sin, dtype=np.float64),
-                         np.asarray(time_cos, dtype=np.float64)])
+                         np.asarray(time_cos, dtype=np.float64),
+                         np.zeros(N_V1_STATIC) if not len(v1_static)
+                         else np.asarray(v1_static, dtype=np.float64)])
     return ip, fp
 
 
@@ -113,7 +124,8 @@ def ledger(s, h, d, s_max, eta_c, eta_d, lossless):
 
 @njit(cache=True)
 def _close(b, h, d, fs, t, fp, lossless):
-    """Ledger, running statistics of (H - D) / D_ref and clock of copy b; returns the ledger."""
+    """Ledger, running statistics of (H - D) / D_ref, harvest trend and clock of copy b;
+    returns the ledger."""
     aux, waste, loss, storage = ledger(fs[0, b], h, d, fp[F_SMAX], fp[F_ETA_C], fp[F_ETA_D],
                                        lossless)
     fs[0, b] = storage
@@ -128,13 +140,18 @@ def _close(b, h, d, fs, t, fp, lossless):
     mean = mean + delta / float(t1)
     fs[5, b] = mean
     fs[6, b] = fs[6, b] + delta * (net - mean)
+    h_n = h / fp[F_HREF]
+    fs[8, b] = (1.0 - TREND_WEIGHT) * fs[8, b] + TREND_WEIGHT * (h_n - fs[7, b])
+    fs[7, b] = h_n
     t[b] = t1
     return aux, waste, loss, storage
 
 
 @njit(cache=True)
-def _observe(b, ip, fp, fs, t, arrivals, obs):
-    """Observation features 0 .. 9 + C of copy b (``envs.spaces.observation_names``)."""
+def _observe(b, ip, fp, fs, t, arrivals, forecast, obs):
+    """Observation of copy b (``envs.spaces.observation_names``): features 0 .. 9 + C, the
+    forecast (``forecast`` (B, T, F) at the slot) and the -v1 features; not the queue
+    lengths (``envs.kernel_queue``)."""
     C, J, M, T = ip[I_C], ip[I_J], ip[I_M], ip[I_T]
     s = fs[0, b]
     mode = ip[I_STORE_MODE]
@@ -161,24 +178,37 @@ def _observe(b, ip, fp, fs, t, arrivals, obs):
     obs[b, 8 + C] = fs[5, b]
     n = float(tb if tb > 1 else 1)
     obs[b, 9 + C] = math.sqrt(_max(fs[6, b] / n, 0.0))
+    n_v1 = ip[I_V1]
+    n_f = forecast.shape[2]
+    o = obs.shape[1] - n_v1 - n_f
+    for h in range(n_f):
+        obs[b, o + h] = forecast[b, ta, h]
+    if n_v1:
+        o = obs.shape[1] - n_v1
+        obs[b, o] = np.log1p(s * fp[F_INV_DREF])
+        o_v1 = o_sin + 2 * (T + 1)
+        for k in range(N_V1_STATIC):
+            obs[b, o + 1 + k] = fp[o_v1 + k]
+        obs[b, o + 1 + N_V1_STATIC] = float(T - tb) / DAY_SLOTS
+        obs[b, o + 2 + N_V1_STATIC] = fs[8, b]
 
 
 @njit(cache=True)
-def observe(ip, fp, fs, t, arrivals, obs):
-    """Observation features 0 .. 9 + C of every copy into obs (B, dim), float32."""
+def observe(ip, fp, fs, t, arrivals, forecast, obs):
+    """Observation of every copy into obs (B, dim), float32 (:func:`_observe`)."""
     for b in range(t.size):
-        _observe(b, ip, fp, fs, t, arrivals, obs)
+        _observe(b, ip, fp, fs, t, arrivals, forecast, obs)
 
 
 @njit(cache=True)
 def step(ip, fp, fs, t, harvest, arrivals, us, ua, steps, mode, act, configs, res_f, res_i,
-         obs):
+         forecast, obs):
     """Advance every copy by one slot; returns :data:`OK`, or :data:`BAD_ACTION` /
     :data:`ENDED` before any change.
 
     Args:
         ip, fp: Packed parameters (:func:`pack_params`).
-        fs: Float state (7, B) (:data:`STATE_ROWS`); t: slots elapsed (B,), int64.
+        fs: Float state (9, B) (:data:`STATE_ROWS`); t: slots elapsed (B,), int64.
         harvest: (B, T) [kWh]; arrivals: (B, T, C) [tasks].
         us, ua: Solvability and assignment quantiles, (T, B, A) float32; steps: (T, B, A, M).
         mode: :data:`MODE_WEIGHTS` (act: weights, each row with a positive sum),
@@ -186,7 +216,8 @@ def step(ip, fp, fs, t, harvest, arrivals, us, ua, steps, mode, act, configs, re
             or :data:`MODE_CONFIG` (configs (B,), int64).
         res_f, res_i: Results per copy (:data:`RES_F`, then 2 J scratch columns; :data:`RES_I`,
             then correct per class, tokens per model).
-        obs: (B, dim) float32: observation features 0 .. 9 + C after the slot.
+        forecast: (B, T, F) forecast features; obs: (B, dim) float32: the observation after
+            the slot (:func:`_observe`).
     """
     C, J, M, T = ip[I_C], ip[I_J], ip[I_M], ip[I_T]
     omega = ip[I_OMEGA]
@@ -275,20 +306,20 @@ def step(ip, fp, fs, t, harvest, arrivals, us, ua, steps, mode, act, configs, re
         leftover = _max(0.0, storage - fp[F_S0]) if truncated else 0.0
         _write_slot(b, fp, h, demand, aux, waste, loss, storage, value, leftover, truncated,
                     t[b], p, p, n_cor, 0, res_f, res_i)
-        _observe(b, ip, fp, fs, t, arrivals, obs)
+        _observe(b, ip, fp, fs, t, arrivals, forecast, obs)
     return OK
 
 
 #: Arrays of :func:`step_bound`'s table (``envs.bound.table``), in order; then one entry, the
 #: item size of ``steps`` (2 or 4 bytes).
 BOUND = ("ip", "fp", "fs", "t", "harvest", "arrivals", "us", "ua", "steps", "configs", "res_f",
-         "res_i", "obs")
+         "res_i", "obs", "forecast")
 
 
 @njit(cache=True)
 def step_bound(tab, mode, act):
     """:func:`step` with the arrays of a core bound in ``tab`` (:data:`BOUND`): one call
-    unboxes two arrays instead of fifteen."""
+    unboxes two arrays instead of sixteen."""
     ip = carray(pointer(tab[0]), (tab[1],), np.int64)
     fp = carray(pointer(tab[5]), (tab[6],), np.float64)
     fs = carray(pointer(tab[10]), (tab[11], tab[12]), np.float64)
@@ -301,14 +332,15 @@ def step_bound(tab, mode, act):
     res_f = carray(pointer(tab[50]), (tab[51], tab[52]), np.float64)
     res_i = carray(pointer(tab[55]), (tab[56], tab[57]), np.int64)
     obs = carray(pointer(tab[60]), (tab[61], tab[62]), np.float32)
+    forecast = carray(pointer(tab[65]), (tab[66], tab[67], tab[68]), np.float64)
     shape = (tab[41], tab[42], tab[43], tab[44])
-    if tab[SLOT * 13] == 2:
+    if tab[SLOT * 14] == 2:
         steps16 = carray(pointer(tab[40]), shape, np.int16)
         return step(ip, fp, fs, t, harvest, arrivals, us, ua, steps16, mode, act, configs,
-                    res_f, res_i, obs)
+                    res_f, res_i, forecast, obs)
     steps32 = carray(pointer(tab[40]), shape, np.int32)
     return step(ip, fp, fs, t, harvest, arrivals, us, ua, steps32, mode, act, configs, res_f,
-                res_i, obs)
+                res_i, forecast, obs)
 
 
 @njit(cache=True)

@@ -158,7 +158,7 @@ def decode_box(act: np.ndarray, C: int, J: int, thr: np.ndarray, f: np.ndarray,
 
 @numba.njit(cache=True)
 def queue_step(us_tm, ua_tm, steps_tm, done, arrivals, harvest, t_now, first_open, queue_len,
-               consts, mode, act, ip, fp, fs, res_f, res_i, obs):  # noqa: ANN001 - numba
+               consts, mode, act, ip, fp, fs, res_f, res_i, forecast, obs):  # noqa: ANN001
     """One slot of the queue rules for every copy b (each at its own slot ``t_now[b]``).
 
     Args:
@@ -185,9 +185,10 @@ def queue_step(us_tm, ua_tm, steps_tm, done, arrivals, harvest, t_now, first_ope
         res_f, res_i: The core's result rows (``envs.kernel.RES_F``; ``RES_I``, correct
             answers per class, tokens per model); the reward with the ``dropped`` term and
             ``leftover_kwh`` as ``envs.reward.slot_terms`` and ``combine_scalar`` give them.
-        obs: (B, dim) observations: features 0 .. 9 + C as ``FleetCore.observe`` writes them,
-            then the queue lengths / class rates (the forecast features, if any, are left to
-            ``envs.spaces.Observer``).
+        forecast: (B, T, F) forecast features of the core.
+        obs: (B, dim) observations: as ``FleetCore.observe`` writes them (``envs.kernel``:
+            the paper features, the forecast, the -v1 features), and the queue lengths /
+            class rates.
 
     Returns:
         A status code; the state is changed only when it is :data:`OK`.
@@ -417,7 +418,7 @@ def queue_step(us_tm, ua_tm, steps_tm, done, arrivals, harvest, t_now, first_ope
         demand = idle_kwh + energy_j / j_per_kwh
         # The slot's close and observation, by the core kernel's own functions.
         aux, waste, loss, storage = _close(b, h, demand, fs, t_now, fp, lossless)
-        _observe(b, ip, fp, fs, t_now, arrivals, obs)
+        _observe(b, ip, fp, fs, t_now, arrivals, forecast, obs)
         for c in range(C):  # queue features: float64 products rounded to float32
             obs[b, 10 + C + c] = queue_len[b, c] * fp[o_rates + c]
         truncated = t_now[b] >= T
@@ -449,15 +450,16 @@ def queue_step_bound(tab, mode, act):  # noqa: ANN001 - numba
     res_f = numba.carray(pointer(tab[50]), (tab[51], tab[52]), np.float64)
     res_i = numba.carray(pointer(tab[55]), (tab[56], tab[57]), np.int64)
     obs = numba.carray(pointer(tab[60]), (tab[61], tab[62]), np.float32)
-    done = numba.carray(pointer(tab[65]), (tab[66], tab[67], tab[68]), np.bool_)
-    first_open = numba.carray(pointer(tab[70]), (tab[71],), np.int64)
-    queue_len = numba.carray(pointer(tab[75]), (tab[76], tab[77]), np.int64)
-    consts = numba.carray(pointer(tab[80]), (tab[81],), np.int64)
+    forecast = numba.carray(pointer(tab[65]), (tab[66], tab[67], tab[68]), np.float64)
+    done = numba.carray(pointer(tab[70]), (tab[71], tab[72], tab[73]), np.bool_)
+    first_open = numba.carray(pointer(tab[75]), (tab[76],), np.int64)
+    queue_len = numba.carray(pointer(tab[80]), (tab[81], tab[82]), np.int64)
+    consts = numba.carray(pointer(tab[85]), (tab[86],), np.int64)
     shape = (tab[41], tab[42], tab[43], tab[44])
-    if tab[85] == 2:
+    if tab[90] == 2:
         steps16 = numba.carray(pointer(tab[40]), shape, np.int16)
         return queue_step(us, ua, steps16, done, arrivals, harvest, t, first_open, queue_len,
-                          consts, mode, act, ip, fp, fs, res_f, res_i, obs)
+                          consts, mode, act, ip, fp, fs, res_f, res_i, forecast, obs)
     steps32 = numba.carray(pointer(tab[40]), shape, np.int32)
     return queue_step(us, ua, steps32, done, arrivals, harvest, t, first_open, queue_len,
-                      consts, mode, act, ip, fp, fs, res_f, res_i, obs)
+                      consts, mode, act, ip, fp, fs, res_f, res_i, forecast, obs)

@@ -25,8 +25,12 @@ such as the ``-v0`` ``S / (S + 12 D_ref)`` is 0.96 at 300 slots and 0.99 at 1200
 is the one ``variance_feedback`` keeps on queue envs (weight ``trend_weight`` = 0.3, reset at
 the episode start; its first change is from the reset observation).
 
-Every feature is computed by one numpy expression for all copies from the core's state arrays
-(a single env is a core of one copy), so a single env and a vector env give the same bits.
+Every feature is written by the compiled kernel with the rest of the observation
+(``envs.kernel._observe``, for any number of copies: a single env and a vector env give the
+same bits): ``store_log`` as ``log1p(S * (1 / D_ref))``, the config's features computed once
+(:func:`v1_static`), ``slots_left`` as ``(T - t) / 288``, and the trend updated at each slot's
+close from the core's state rows ``harvest_prev`` and ``harvest_trend`` (zero at reset):
+``trend = (1 - 0.3) trend + 0.3 (h - h_prev)`` with ``h`` = harvest_last / mean harvest.
 """
 
 from __future__ import annotations
@@ -74,113 +78,22 @@ def demand_std_kwh(config: FleetConfig) -> float:
                                                         * second)))
 
 
-class V1Features:
-    """The appended features of every copy of a core (its config's public quantities, the
-    store and time, and the per-copy harvest trend)."""
-
-    def __init__(self, core) -> None:
-        cfg = core.config
-        self.core = core
-        d_ref = reference_demand_kwh(cfg, core.moments)
-        self.inv_d_ref = 1.0 / d_ref
-        proc = core.harvest_process
-        mean = float(proc.mean_kwh)
-        var = float(getattr(proc, "var_kwh2", 0.0))
-        s_max = cfg.storage_kwh
-        finite = math.isfinite(s_max)
-        #: The features the config fixes, as float64 (capacity_log .. arrival_rate_log).
-        self.static = np.array([
-            math.log1p(s_max / d_ref) if finite else 0.0,
-            1.0 if finite else 0.0,
-            mean / d_ref,
-            math.sqrt(var) / mean if mean > 0 else 0.0,
-            demand_std_kwh(cfg) / d_ref,
-            math.log1p(cfg.arrival_rate),
-        ])
-        self.horizon = cfg.horizon
-        self.h_ref = max(mean, 1e-12 * d_ref)  # the -v0 harvest_last unit
-        B = core.B
-        self.prev_t = np.full(B, -1, dtype=np.int64)
-        self.prev_h = np.zeros(B)
-        self.trend = np.zeros(B)
-
-    def compute(self, t: np.ndarray, storage: np.ndarray, last_harvest: np.ndarray,
-                rows: np.ndarray | None = None) -> np.ndarray:
-        """Features (n, 9) of copies ``rows`` (all if None) at slot ``t`` with store
-        ``storage`` [kWh] and previous-slot harvest ``last_harvest`` [kWh] (arrays (n,)).
-
-        Updates the harvest trend of a copy once per slot (a repeated call at the same slot
-        returns the same features; slot 0 restarts the trend).
-        """
-        idx = slice(None) if rows is None else rows
-        t = np.asarray(t, dtype=np.int64)
-        h = np.asarray(last_harvest, dtype=np.float64) / self.h_ref
-        prev_t, prev_h, trend = self.prev_t[idx], self.prev_h[idx], self.trend[idx]
-        new = t != prev_t
-        start = new & (t == 0)
-        step = new & (t != 0)
-        trend = np.where(start, 0.0, np.where(
-            step, (1.0 - TREND_WEIGHT) * trend + TREND_WEIGHT * (h - prev_h), trend))
-        prev_h = np.where(new, h, prev_h)
-        self.trend[idx], self.prev_h[idx], self.prev_t[idx] = trend, prev_h, t
-        n = t.shape[0]
-        out = np.empty((n, len(V1_FEATURES)))
-        out[:, 0] = np.log1p(np.asarray(storage, dtype=np.float64) * self.inv_d_ref)
-        out[:, 1:7] = self.static
-        out[:, 7] = (self.horizon - t) / DAY_SLOTS
-        out[:, 8] = trend
-        return out
-
-    def single(self, out: np.ndarray) -> None:
-        """:meth:`compute` of a one-copy core's copy 0 into ``out`` (9,) float32, on Python
-        floats: the same operations in the same order (bit-identical; ``store_log`` by the same
-        ``np.log1p``), without a dozen array calls a step."""
-        core = self.core
-        t = int(core.t[0])
-        h = float(core.last_harvest[0]) / self.h_ref
-        trend = float(self.trend[0])
-        if t != int(self.prev_t[0]):
-            if t == 0:
-                trend = 0.0
-            else:
-                trend = (1.0 - TREND_WEIGHT) * trend + TREND_WEIGHT * (h - float(self.prev_h[0]))
-            self.trend[0], self.prev_h[0], self.prev_t[0] = trend, h, t
-        out[0] = np.log1p(core.storage[0] * self.inv_d_ref)
-        out[1:7] = self.static
-        out[7] = (self.horizon - t) / DAY_SLOTS
-        out[8] = trend
-
-    def batch(self) -> np.ndarray:
-        """Features of every copy from the core's arrays, shape (B, 9) float64."""
-        core = self.core
-        return self.compute(core.t, core.storage, core.last_harvest)
-
-
-class V1Observer:
-    """An observer of the ``-v1`` layout: the ``-v0`` observer's vector with
-    :data:`V1_FEATURES` appended (the same ``observe`` / ``current`` interface)."""
-
-    def __init__(self, base) -> None:
-        self.base = base
-        self.core = base.core
-        self.features = V1Features(base.core)
-        self.dim = base.dim + len(V1_FEATURES)
-
-    def observe(self) -> np.ndarray:
-        """Observation of every copy from the core's state, shape (B, dim), float32 (a new
-        array)."""
-        return np.concatenate([self.base.observe(),
-                               self.features.batch().astype(np.float32)], axis=1)
-
-    def current(self) -> np.ndarray:
-        """Observation of every copy as the core's last step or reset left it, shape
-        (B, dim), float32 (a new array)."""
-        if self.core.B == 1:  # a single env's step: the scalar form of the features
-            base = self.base.current()
-            out = np.empty((1, self.dim), dtype=np.float32)
-            n0 = self.base.dim
-            out[0, :n0] = base[0]
-            self.features.single(out[0, n0:])
-            return out
-        return np.concatenate([self.base.current(),
-                               self.features.batch().astype(np.float32)], axis=1)
+def v1_static(core) -> list[float]:  # noqa: ANN001 - a FleetCore
+    """The features the config fixes (``capacity_log`` .. ``arrival_rate_log``) of a core, as
+    float64; the compiled kernel writes them with the store, time and trend features
+    (``envs.kernel._observe``)."""
+    cfg = core.config
+    d_ref = reference_demand_kwh(cfg, core.moments)
+    proc = core.harvest_process
+    mean = float(proc.mean_kwh)
+    var = float(getattr(proc, "var_kwh2", 0.0))
+    s_max = cfg.storage_kwh
+    finite = math.isfinite(s_max)
+    return [
+        math.log1p(s_max / d_ref) if finite else 0.0,
+        1.0 if finite else 0.0,
+        mean / d_ref,
+        math.sqrt(var) / mean if mean > 0 else 0.0,
+        demand_std_kwh(cfg) / d_ref,
+        math.log1p(cfg.arrival_rate),
+    ]

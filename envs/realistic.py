@@ -62,13 +62,6 @@ def make_core(config: FleetConfig, batch_size: int = 1) -> FleetCore:
 
 
 # ---------------------------------------------------------------------------------- features
-def extra_features(core: FleetCore) -> np.ndarray:
-    """Values of :func:`extra_feature_names` for every copy, shape (B, n_extra)."""
-    if not isinstance(core, RealisticCore):
-        return np.zeros((core.B, 0))
-    return core.extra_features()
-
-
 # ---------------------------------------------------------------------------------- core
 class _LookaheadHarvest:
     """Wraps a harvest process to also draw the supply beyond the horizon and forecast errors."""
@@ -184,17 +177,6 @@ class RealisticCore(FleetCore):
         h_ref = max(hp.mean_kwh, 1e-300)
         sd = self.config.forecast_noise * np.sqrt(h + 1.0)
         self.forecast[b] = np.maximum(0.0, mean / h_ref + sd * noise)
-
-    # ------------------------------------------------------------------ features
-    def extra_features(self) -> np.ndarray:
-        """Queue lengths per class / class rate, then the forecast, shape (B, n_extra)."""
-        parts = []
-        if self.queued:
-            parts.append(self.queue_len * self.inv_rates)
-        if self.F:
-            t = np.minimum(self.t, self.T - 1)
-            parts.append(self.forecast[self._rows, t])
-        return np.concatenate(parts, axis=1) if parts else np.zeros((self.B, 0))
 
     # ------------------------------------------------------------------ step
     def step_action(self, actions: np.ndarray) -> SlotResult:

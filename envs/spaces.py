@@ -13,8 +13,7 @@ from gymnasium import spaces
 from envs.config import FleetConfig
 from envs.dynamics import FleetCore
 from envs.layout import extra_feature_names, queued_action_dim
-from envs.observation import V1Observer, v1_bounds, v1_feature_names
-from envs.realistic import extra_features
+from envs.observation import v1_bounds, v1_feature_names
 
 #: Slots of reference demand that make the soft scale of an unbounded store (1 hour at 5 min).
 STORE_SCALE_SLOTS = 12.0
@@ -88,9 +87,9 @@ def action_mask(config: FleetConfig, space: spaces.Space) -> np.ndarray:
 class Observer:
     """Builds the observation of every copy of a :class:`FleetCore` (normalised features).
 
-    The paper features are written by the core's kernel (after every step and reset, into
-    ``core.obs``); the features of the realistic extensions (queue lengths, forecast) are
-    appended here.
+    The core's kernel writes every feature into ``core.obs`` after each step and reset
+    (the paper features, the forecast, the ``-v1`` features; the queue step also the queue
+    lengths); :meth:`observe` fills in the queue lengths of a state it did not step to.
     """
 
     def __init__(self, core: FleetCore) -> None:
@@ -103,26 +102,25 @@ class Observer:
         self.s_ref = STORE_SCALE_SLOTS * self.d_ref
         self.n_c = cfg.n_classes
         self.n_extra = len(extra_feature_names(cfg))
-        self.dim = 10 + self.n_c + self.n_extra
+        self.dim = core.dim
+        self.queued = cfg.queue_enabled
 
     def observe(self) -> np.ndarray:
         """Observation of every copy from the core's state, shape (B, dim), float32 (a new
         array)."""
-        self.core.observe()
-        return self.current().copy()
+        core = self.core
+        out = core.observe()
+        if self.queued:  # tasks waiting / class rate, as the queue step writes them
+            n_c = self.n_c
+            out[:, 10 + n_c:10 + 2 * n_c] = core.queue_len * core.inv_rates
+        return out.copy()
 
     def current(self) -> np.ndarray:
-        """The core's observation buffer (B, dim) as its kernel step left it, with the extra
-        features filled in (valid until the core's next step or reset)."""
-        core = self.core
-        out = core.obs
-        if self.n_extra:
-            out[:, 10 + self.n_c:] = extra_features(core)
-        return out
+        """The core's observation buffer (B, dim) as its last kernel step left it (valid
+        until the core's next step or reset)."""
+        return self.core.obs
 
 
-def make_observer(core):
-    """The observer of a core's ``observation_version``: the ``-v0`` :class:`Observer` or an
-    ``envs.observation.V1Observer`` around it."""
-    base = Observer(core)
-    return V1Observer(base) if core.config.observation_version >= 1 else base
+def make_observer(core: FleetCore) -> Observer:
+    """The observer of a core (every ``observation_version``)."""
+    return Observer(core)

@@ -11,6 +11,7 @@ import numpy as np
 from gymnasium.envs.registration import EnvSpec
 
 from envs import kernel
+from envs import kernel_queue as kq
 from envs.actions import discrete_action, real_action_array, validate_queued_action
 from envs.config import FleetConfig, plain_spec, resolve_config
 from envs.info import kernel_slot, reset_info
@@ -256,25 +257,26 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
         else:  # queue (envs.realistic): its compiled step decodes and checks the action
             if self._discrete:  # an index in [0, 2J), held as float64 by the queue step
                 self._act1[0] = discrete_action(action, self._n_actions)
-                action = self._act1
-            elif not (type(action) is np.ndarray and action.shape == self._shape
-                      and (action.dtype is _F32 or action.dtype is _F64)):
-                action = validate_queued_action(self.config, action, self.action_space)
-            core.run_action(action)
-            reward, truncated, info = kernel_slot(self._res_f0.tolist(), self._res_i0.tolist(),
-                                                  self._queued_tasks())
-            # The queue step wrote the whole observation into core.obs.
-            return self._finish(info, truncated, reward, self._obs0.copy())
+                mode, action = kq.DISCRETE, self._act1
+            elif (type(action) is np.ndarray and action.shape == self._shape
+                  and (action.dtype is _F32 or action.dtype is _F64)):
+                mode = kq.BOX if core._box_in_kernel else -1
+            else:
+                mode, action = -1, validate_queued_action(self.config, action,
+                                                          self.action_space)
+            if mode < 0:  # the queue step's other decodes (envs.realistic)
+                core.run_action(action)
+            else:
+                status = kq.queue_step_bound(core._qtab, mode, action)
+                if status != kq.OK:
+                    raise core._queue_error(status, mode, action)
+        # Every step kind left the slot in the result rows and the observation in core.obs.
         reward, truncated, info = kernel_slot(self._res_f0.tolist(), self._res_i0.tolist())
-        return self._finish(info, truncated, reward, self._obs0.copy())
-
-    def _finish(self, info: dict[str, Any], truncated: bool, reward: float, obs: np.ndarray
-                ) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._keep_history:
             self._history.append((info["harvest_kwh"], info["demand_kwh"], info["storage_kwh"]))
         self._needs_reset = truncated
         self._last = info
-        return obs, reward, False, truncated, info
+        return self._obs0.copy(), reward, False, truncated, info
 
     def action_masks(self) -> np.ndarray:
         """Legal actions of a discrete env, for maskable learners (sb3-contrib's MaskablePPO).
@@ -283,10 +285,6 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
         ``envs.spaces.action_mask``). Raises ``TypeError`` for a continuous action space.
         """
         return action_mask(self.config, self.action_space)
-
-    def _queued_tasks(self) -> int:
-        """Tasks waiting in the queue after the slot (a ``RealisticCore`` with a queue)."""
-        return sum(self.core.queue_len[0].tolist())
 
     # ------------------------------------------------------------------ rendering
     def render(self) -> str | np.ndarray | None:

@@ -60,17 +60,15 @@ def batched_info(res: Any, t: np.ndarray, terms: dict[str, np.ndarray],
     return out
 
 
-def kernel_slot(res_f: list[float], res_i: list[int], queued: int = 0
-                ) -> tuple[float, bool, dict[str, Any]]:
+def kernel_slot(res_f: list[float], res_i: list[int]) -> tuple[float, bool, dict[str, Any]]:
     """Reward, truncation flag and ``info`` of one copy's slot from the kernel's results.
 
     Args:
         res_f: The copy's row of ``FleetCore.res_f`` as Python floats (``envs.kernel.RES_F``).
         res_i: The copy's row of ``FleetCore.res_i`` as Python ints (``envs.kernel.RES_I``).
-        queued: Tasks waiting in the queue after the slot.
     """
     harvest, demand, aux, waste, loss, storage, value, leftover, reward = res_f
-    arrived, served, correct, dropped, t, truncated = res_i
+    arrived, served, correct, dropped, t, truncated, queued = res_i
     # slot_info written out (one call less a step)
     info = {"harvest_kwh": harvest, "demand_kwh": demand, "aux_kwh": aux, "waste_kwh": waste,
             "loss_kwh": loss, "storage_kwh": storage, "arrived": arrived, "served": served,
@@ -85,12 +83,11 @@ def kernel_batched_info(res_f: np.ndarray, res_i: np.ndarray,
     """:func:`batched_info` of every copy from the kernel's results ``FleetCore.res_f``
     (B, ``envs.kernel.RES_F``) and ``res_i`` (B, ``envs.kernel.RES_I`` ...)."""
     rf = res_f[:, :9].T.copy()
-    ri = res_i[:, :6].T.copy()
+    ri = res_i[:, :7].T.copy()
     out: dict[str, Any] = dict(zip(FLOAT_KEYS, rf[:6]))
     for k, row in zip(("arrived", "served", "correct", "dropped"), ri[:4]):
         out[k] = row
-    out["queued"] = (np.zeros(len(ri[0]), dtype=np.int64) if queued is None
-                     else np.asarray(queued, dtype=np.int64))
+    out["queued"] = ri[6] if queued is None else np.asarray(queued, dtype=np.int64)
     out["t"] = ri[4]
     out["reward_terms"] = {"value_correct": rf[6], "aux_kwh": rf[2].copy(),
                            "waste_kwh": rf[3].copy(), "leftover_kwh": rf[7],

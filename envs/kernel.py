@@ -50,8 +50,9 @@ DAY_SLOTS = 288.0
 RES_F = ("harvest_kwh", "demand_kwh", "aux_kwh", "waste_kwh", "loss_kwh", "storage_kwh",
          "value_correct", "leftover_kwh", "reward")
 N_RES_F = len(RES_F)
-#: Columns of the integer results, then correct answers per class (C) and tokens per model (M).
-RES_I = ("arrived", "served", "correct", "dropped", "t", "truncated")
+#: Columns of the integer results (``queued``: tasks waiting after the slot, 0 without a
+#: queue), then correct answers per class (C) and tokens per model (M).
+RES_I = ("arrived", "served", "correct", "dropped", "t", "truncated", "queued")
 N_RES_I = len(RES_I)
 
 #: Step modes: mixture weights (B, C, J) given; raw continuous actions (B, C J) in [-1, 1]
@@ -305,7 +306,7 @@ def step(ip, fp, fs, t, harvest, arrivals, us, ua, steps, mode, act, configs, re
         truncated = t[b] >= T
         leftover = _max(0.0, storage - fp[F_S0]) if truncated else 0.0
         _write_slot(b, fp, h, demand, aux, waste, loss, storage, value, leftover, truncated,
-                    t[b], p, p, n_cor, 0, res_f, res_i)
+                    t[b], p, p, n_cor, 0, 0, res_f, res_i)
         _observe(b, ip, fp, fs, t, arrivals, forecast, obs)
     return OK
 
@@ -345,7 +346,7 @@ def step_bound(tab, mode, act):
 
 @njit(cache=True)
 def _write_slot(b, fp, h, demand, aux, waste, loss, storage, value, leftover, truncated, t_b,
-                arrived, served, correct, dropped, res_f, res_i):
+                arrived, served, correct, dropped, queued, res_f, res_i):
     """Copy b's reward (the weighted terms in the order of ``envs.reward.REWARD_TERMS``) and
     its result rows (columns :data:`RES_F`, :data:`RES_I`); for both kernels' slot steps."""
     reward = 0.0 + fp[F_W_VALUE] * value
@@ -368,6 +369,7 @@ def _write_slot(b, fp, h, demand, aux, waste, loss, storage, value, leftover, tr
     res_i[b, 3] = dropped
     res_i[b, 4] = t_b
     res_i[b, 5] = 1 if truncated else 0
+    res_i[b, 6] = queued
 
 
 @njit(cache=True)

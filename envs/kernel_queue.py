@@ -424,8 +424,12 @@ def queue_step(us_tm, ua_tm, steps_tm, done, arrivals, harvest, t_now, first_ope
         truncated = t_now[b] >= T
         over = storage - fp[F_S0]
         leftover = (over if over > 0.0 else 0.0) if truncated else 0.0
+        n_queued = 0
+        for c in range(C):
+            n_queued += wait_by[c]
         _write_slot(b, fp, h, demand, aux, waste, loss, storage, value, leftover, truncated,
-                    t_now[b], n_arrived, n_served, n_correct, n_dropped, res_f, res_i)
+                    t_now[b], n_arrived, n_served, n_correct, n_dropped, n_queued, res_f,
+                    res_i)
     return OK
 
 

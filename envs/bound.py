@@ -2,9 +2,10 @@
 
 numba's dispatch of a call costs about 50 ns per array argument (type check and unboxing), so
 a step taking 15 arrays spends most of a single env's kernel call there. A core instead binds
-its arrays once (:func:`table`) and passes the table; the compiled entry
-(``envs.kernel.step_bound``, ``envs.kernel_queue.queue_step_bound``) rebuilds each array from
-the table with :func:`carray` (no copy, no allocation) and calls the same step function.
+its arrays once (:func:`table`) and passes the table; the compiled entries
+(``envs.kernel.step_bound16`` and ``32``, ``envs.kernel_queue.queue_step_bound16`` and ``32``)
+rebuild each array from the table with ``numba.carray`` (no copy, no allocation) and call
+the same step function.
 
 The table holds raw addresses: it is valid only while the arrays it names are alive and are
 not replaced. A core keeps the arrays and rebuilds its table whenever it allocates one of them

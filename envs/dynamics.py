@@ -232,11 +232,19 @@ class FleetCore:
     def _bind(self) -> None:
         """The table of the arrays the kernel step reads and writes (``envs.bound``); called
         whenever one of them is allocated."""
-        self._tab = np.concatenate([table([
+        self._tab = table([
             self._ip, self._fp, self._fs, self.t, self.harvest, self.arrivals, self._us_tm,
             self._ua_tm, self._steps_tm, self._configs, self.res_f, self.res_i, self.obs,
-            self.forecast]),
-            [self._steps_tm.itemsize]])
+            self.forecast])
+        #: The kernel entry of this core's step-count type (int16 or int32).
+        self._step = (kernel.step_bound16 if self._steps_tm.dtype == np.int16
+                      else kernel.step_bound32)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        for k in ("_tab", "_step", "_qtab", "_qstep"):  # rebuilt by _bind
+            state.pop(k, None)
+        return state
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
@@ -413,7 +421,7 @@ class FleetCore:
         ``_configs`` unless it is that buffer)."""
         if configs is not self._configs:
             self._configs[...] = configs
-        return kernel.step_bound(self._tab, mode, act)
+        return self._step(self._tab, mode, act)
 
     def step(self, mixtures: np.ndarray | None = None, configs: np.ndarray | None = None
              ) -> SlotResult:

@@ -248,12 +248,12 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
             if a.shape != self._shape:
                 raise ValueError(f"action must have shape {self._shape} (classes x "
                                  f"configurations), got shape {a.shape}")
-            if kernel.step_bound(core._tab, kernel.MODE_ACTION, a):  # BAD_ACTION
+            if core._step(core._tab, kernel.MODE_ACTION, a):  # BAD_ACTION
                 raise ValueError(f"action entries must be finite and in [-1, 1], got min "
                                  f"{float(a.min())!r}, max {float(a.max())!r}")
         elif kind == _STEP_DISCRETE:
             core._configs[0] = discrete_action(action, self._n_actions)
-            kernel.step_bound(core._tab, kernel.MODE_CONFIG, core._no_act)
+            core._step(core._tab, kernel.MODE_CONFIG, core._no_act)
         else:  # queue (envs.realistic): its compiled step decodes and checks the action
             if self._discrete:  # an index in [0, 2J), held as float64 by the queue step
                 self._act1[0] = discrete_action(action, self._n_actions)
@@ -267,7 +267,7 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
             if mode < 0:  # the queue step's other decodes (envs.realistic)
                 core.run_action(action)
             else:
-                status = kq.queue_step_bound(core._qtab, mode, action)
+                status = core._qstep(core._qtab, mode, action)
                 if status != kq.OK:
                     raise core._queue_error(status, mode, action)
         # Every step kind left the slot in the result rows and the observation in core.obs.

@@ -311,16 +311,15 @@ def step(ip, fp, fs, t, harvest, arrivals, us, ua, steps, mode, act, configs, re
     return OK
 
 
-#: Arrays of :func:`step_bound`'s table (``envs.bound.table``), in order; then one entry, the
-#: item size of ``steps`` (2 or 4 bytes).
+#: Arrays of a core's kernel table (``envs.bound.table``), in order (:func:`bound_arrays`).
 BOUND = ("ip", "fp", "fs", "t", "harvest", "arrivals", "us", "ua", "steps", "configs", "res_f",
          "res_i", "obs", "forecast")
 
 
 @njit(cache=True)
-def step_bound(tab, mode, act):
-    """:func:`step` with the arrays of a core bound in ``tab`` (:data:`BOUND`): one call
-    unboxes two arrays instead of sixteen."""
+def bound_arrays(tab):
+    """The arrays of a kernel table (:data:`BOUND`) but ``steps`` (whose item size picks
+    :func:`step_bound16` or :func:`step_bound32`), in order."""
     ip = carray(pointer(tab[0]), (tab[1],), np.int64)
     fp = carray(pointer(tab[5]), (tab[6],), np.float64)
     fs = carray(pointer(tab[10]), (tab[11], tab[12]), np.float64)
@@ -334,13 +333,28 @@ def step_bound(tab, mode, act):
     res_i = carray(pointer(tab[55]), (tab[56], tab[57]), np.int64)
     obs = carray(pointer(tab[60]), (tab[61], tab[62]), np.float32)
     forecast = carray(pointer(tab[65]), (tab[66], tab[67], tab[68]), np.float64)
-    shape = (tab[41], tab[42], tab[43], tab[44])
-    if tab[SLOT * 14] == 2:
-        steps16 = carray(pointer(tab[40]), shape, np.int16)
-        return step(ip, fp, fs, t, harvest, arrivals, us, ua, steps16, mode, act, configs,
-                    res_f, res_i, forecast, obs)
-    steps32 = carray(pointer(tab[40]), shape, np.int32)
-    return step(ip, fp, fs, t, harvest, arrivals, us, ua, steps32, mode, act, configs, res_f,
+    return ip, fp, fs, t, harvest, arrivals, us, ua, configs, res_f, res_i, obs, forecast
+
+
+@njit(cache=True)
+def step_bound16(tab, mode, act):
+    """:func:`step` with the arrays of a core bound in ``tab`` (:data:`BOUND`; int16 step
+    counts): one call unboxes two arrays instead of sixteen."""
+    ip, fp, fs, t, harvest, arrivals, us, ua, configs, res_f, res_i, obs, forecast = \
+        bound_arrays(tab)
+    steps = carray(pointer(tab[40]), (tab[41], tab[42], tab[43], tab[44]), np.int16)
+    return step(ip, fp, fs, t, harvest, arrivals, us, ua, steps, mode, act, configs, res_f,
+                res_i, forecast, obs)
+
+
+@njit(cache=True)
+def step_bound32(tab, mode, act):
+    """:func:`step_bound16` for int32 step counts (a separate function: a process compiles
+    only the one its cores use)."""
+    ip, fp, fs, t, harvest, arrivals, us, ua, configs, res_f, res_i, obs, forecast = \
+        bound_arrays(tab)
+    steps = carray(pointer(tab[40]), (tab[41], tab[42], tab[43], tab[44]), np.int32)
+    return step(ip, fp, fs, t, harvest, arrivals, us, ua, steps, mode, act, configs, res_f,
                 res_i, forecast, obs)
 
 

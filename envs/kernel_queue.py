@@ -39,6 +39,7 @@ from envs.kernel import (
     _close,
     _observe,
     _write_slot,
+    bound_arrays,
 )
 from envs.outcomes import J_PER_KWH
 
@@ -433,37 +434,39 @@ def queue_step(us_tm, ua_tm, steps_tm, done, arrivals, harvest, t_now, first_ope
     return OK
 
 
-#: Arrays of :func:`queue_step_bound`'s table after those of ``envs.kernel.BOUND``; then one
-#: entry, the item size of ``steps`` (2 or 4 bytes).
+#: Arrays of a queue core's table after those of ``envs.kernel.BOUND``.
 BOUND = ("done", "first_open", "queue_len", "consts")
 
 
 @numba.njit(cache=True)
-def queue_step_bound(tab, mode, act):  # noqa: ANN001 - numba
-    """:func:`queue_step` with the arrays of a core bound in ``tab`` (``envs.kernel.BOUND``,
-    then :data:`BOUND`, as ``envs.bound.table`` lays them out): one call unboxes two arrays
-    instead of seventeen."""
-    ip = numba.carray(pointer(tab[0]), (tab[1],), np.int64)
-    fp = numba.carray(pointer(tab[5]), (tab[6],), np.float64)
-    fs = numba.carray(pointer(tab[10]), (tab[11], tab[12]), np.float64)
-    t = numba.carray(pointer(tab[15]), (tab[16],), np.int64)
-    harvest = numba.carray(pointer(tab[20]), (tab[21], tab[22]), np.float64)
-    arrivals = numba.carray(pointer(tab[25]), (tab[26], tab[27], tab[28]), np.int64)
-    us = numba.carray(pointer(tab[30]), (tab[31], tab[32], tab[33]), np.float32)
-    ua = numba.carray(pointer(tab[35]), (tab[36], tab[37], tab[38]), np.float32)
-    res_f = numba.carray(pointer(tab[50]), (tab[51], tab[52]), np.float64)
-    res_i = numba.carray(pointer(tab[55]), (tab[56], tab[57]), np.int64)
-    obs = numba.carray(pointer(tab[60]), (tab[61], tab[62]), np.float32)
-    forecast = numba.carray(pointer(tab[65]), (tab[66], tab[67], tab[68]), np.float64)
+def _queue_arrays(tab):  # noqa: ANN001 - numba
+    """The arrays of a queue core's table after ``envs.kernel.BOUND``'s (:data:`BOUND`)."""
     done = numba.carray(pointer(tab[70]), (tab[71], tab[72], tab[73]), np.bool_)
     first_open = numba.carray(pointer(tab[75]), (tab[76],), np.int64)
     queue_len = numba.carray(pointer(tab[80]), (tab[81], tab[82]), np.int64)
     consts = numba.carray(pointer(tab[85]), (tab[86],), np.int64)
-    shape = (tab[41], tab[42], tab[43], tab[44])
-    if tab[90] == 2:
-        steps16 = numba.carray(pointer(tab[40]), shape, np.int16)
-        return queue_step(us, ua, steps16, done, arrivals, harvest, t, first_open, queue_len,
-                          consts, mode, act, ip, fp, fs, res_f, res_i, forecast, obs)
-    steps32 = numba.carray(pointer(tab[40]), shape, np.int32)
-    return queue_step(us, ua, steps32, done, arrivals, harvest, t, first_open, queue_len,
+    return done, first_open, queue_len, consts
+
+
+@numba.njit(cache=True)
+def queue_step_bound16(tab, mode, act):  # noqa: ANN001 - numba
+    """:func:`queue_step` with the arrays of a core bound in ``tab`` (``envs.kernel.BOUND``,
+    then :data:`BOUND`, as ``envs.bound.table`` lays them out; int16 step counts): one call
+    unboxes two arrays instead of seventeen."""
+    ip, fp, fs, t, harvest, arrivals, us, ua, _, res_f, res_i, obs, forecast = \
+        bound_arrays(tab)
+    done, first_open, queue_len, consts = _queue_arrays(tab)
+    steps = numba.carray(pointer(tab[40]), (tab[41], tab[42], tab[43], tab[44]), np.int16)
+    return queue_step(us, ua, steps, done, arrivals, harvest, t, first_open, queue_len,
+                      consts, mode, act, ip, fp, fs, res_f, res_i, forecast, obs)
+
+
+@numba.njit(cache=True)
+def queue_step_bound32(tab, mode, act):  # noqa: ANN001 - numba
+    """:func:`queue_step_bound16` for int32 step counts."""
+    ip, fp, fs, t, harvest, arrivals, us, ua, _, res_f, res_i, obs, forecast = \
+        bound_arrays(tab)
+    done, first_open, queue_len, consts = _queue_arrays(tab)
+    steps = numba.carray(pointer(tab[40]), (tab[41], tab[42], tab[43], tab[44]), np.int32)
+    return queue_step(us, ua, steps, done, arrivals, harvest, t, first_open, queue_len,
                       consts, mode, act, ip, fp, fs, res_f, res_i, forecast, obs)

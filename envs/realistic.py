@@ -130,11 +130,13 @@ class RealisticCore(FleetCore):
 
     def _bind(self) -> None:
         """The core kernel's table (``FleetCore._bind``) and the queue step's
-        (``envs.kernel_queue.queue_step_bound``), once the queue's arrays exist."""
+        (``envs.kernel_queue.queue_step_bound16``, ``32``), once the queue's arrays exist."""
         super()._bind()
         if getattr(self, "_qconsts", None) is not None:
-            self._qtab = np.concatenate([self._tab[:-1], table([
-                self.done, self.first_open, self.queue_len, self._qconsts]), self._tab[-1:]])
+            self._qtab = np.concatenate([self._tab, table([
+                self.done, self.first_open, self.queue_len, self._qconsts])])
+            self._qstep = (kq.queue_step_bound16 if self._steps_tm.dtype == np.int16
+                           else kq.queue_step_bound32)
 
     # ------------------------------------------------------------------ reset
     #: Per-copy state a step changes beyond ``FleetCore``'s (the vector env restores it for
@@ -264,7 +266,7 @@ class RealisticCore(FleetCore):
         read as ``mode`` says): the queue rules, then the slot's close as the core kernel's step and
         the observation as :meth:`observe` (plus the queue features) by the core kernel's
         functions; results in ``res_f``, ``res_i`` and ``obs``."""
-        status = kq.queue_step_bound(self._qtab, mode, act)
+        status = self._qstep(self._qtab, mode, act)
         if status != kq.OK:
             raise self._queue_error(status, mode, act)
 

@@ -39,7 +39,7 @@ from envs.spaces import action_space, make_observer, observation_space
 #: Per-copy state arrays of :class:`FleetCore` that a step changes (restored for copies that
 #: are reset, not stepped, in a NEXT_STEP autoreset while other copies step).
 _CORE_STATE = ("t", "storage", "last_harvest", "last_demand", "last_aux", "last_waste",
-               "net_mean", "net_m2")
+               "net_mean", "net_m2", "harvest_prev", "harvest_trend")
 
 
 class FleetVectorEnv(VectorEnv):

@@ -60,7 +60,8 @@ def test_make_vec_returns_native_env(env_id: str) -> None:
 @pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
 @pytest.mark.parametrize(("env_id", "n"), [("lrm/Critical-v0", 4), ("lrm/Volatile-v0", 4),
                                            ("lrm/UnderSupply-v0", 1), ("lrm/R1Trace-v0", 3),
-                                           ("lrm/SolarDay-v0", 2), ("lrm/R1TraceBursty-v0", 1)])
+                                           ("lrm/SolarDay-v0", 2), ("lrm/R1TraceBursty-v0", 1),
+                                           ("lrm/Critical-v1", 4), ("lrm/R1Trace-v1", 3)])
 def test_bit_identical_to_sync_vector_env(env_id: str, n: int, mode: AutoresetMode,
                                           action_type: str) -> None:
     """obs, rewards, flags and infos equal SyncVectorEnv's over several autoresets and a

@@ -3,7 +3,7 @@
 The readable specification the compiled kernel (:mod:`envs.kernel`) is checked against, bit
 for bit: :func:`reference_step` advances a :class:`~envs.dynamics.FleetCore`'s state with
 whole-array numpy operations (no loop over copies or tasks), :func:`reference_observe` builds
-the paper features from that state. Per slot and copy (MODEL.md section 4)::
+the paper features from that state and :func:`reference_observe_v1` the ``-v1`` features. Per slot and copy (MODEL.md section 4)::
 
     y   = S_{t-1} + H_t - D_t
     U_t = max(0, -y)                 auxiliary energy covers the shortfall
@@ -20,6 +20,7 @@ import math
 import numpy as np
 
 from envs.dynamics import FleetCore, SlotResult
+from envs.observation import DAY_SLOTS, TREND_WEIGHT, v1_static
 from envs.outcomes import J_PER_KWH
 
 
@@ -111,6 +112,11 @@ def reference_step(core: FleetCore, mixtures: np.ndarray | None = None,
     delta = net - core.net_mean
     core.net_mean = core.net_mean + delta / t1
     core.net_m2 = core.net_m2 + delta * (net - core.net_mean)
+    # -v1 harvest trend: running average of the change of harvest_last / mean harvest.
+    h_n = harvest / max(core.harvest_process.mean_kwh, 1e-12 * core.ref_demand_kwh)
+    core.harvest_trend = ((1.0 - TREND_WEIGHT) * core.harvest_trend
+                          + TREND_WEIGHT * (h_n - core.harvest_prev))
+    core.harvest_prev = h_n
     core.t[:] = t1
     return SlotResult(
         harvest_kwh=harvest, demand_kwh=demand, aux_kwh=aux, waste_kwh=waste, loss_kwh=loss,
@@ -147,6 +153,18 @@ def reference_observe(core: FleetCore) -> np.ndarray:
     out[:, 7 + n_c] = core.t / core.T
     out[:, 8 + n_c] = core.net_mean
     out[:, 9 + n_c] = core.net_std()
+    return out
+
+
+def reference_observe_v1(core: FleetCore) -> np.ndarray:
+    """The ``-v1`` features (``envs.observation.V1_FEATURES``) of every copy, shape (B, 9),
+    float32: store_log, the config's six (``envs.observation.v1_static``), slots_left and the
+    harvest trend of the state (zero at reset)."""
+    out = np.empty((core.B, 9), dtype=np.float32)
+    out[:, 0] = np.log1p(core.storage * (1.0 / core.ref_demand_kwh))
+    out[:, 1:7] = np.asarray(v1_static(core))
+    out[:, 7] = (core.T - core.t) / DAY_SLOTS
+    out[:, 8] = core.harvest_trend
     return out
 
 

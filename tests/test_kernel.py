@@ -10,7 +10,12 @@ from envs import kernel
 from envs.actions import action_to_mixture, action_weights
 from envs.config import resolve_config
 from envs.dynamics import FleetCore
-from tests.reference_core import reference_leftover_and_reward, reference_observe, reference_step
+from tests.reference_core import (
+    reference_leftover_and_reward,
+    reference_observe,
+    reference_observe_v1,
+    reference_step,
+)
 
 #: Presets plus variants that exercise every branch of the ledger and the reward.
 CONFIGS = {
@@ -35,11 +40,14 @@ CONFIGS = {
                                       discharge_efficiency=0.9, initial_storage_kwh=0.02),
     "solar": resolve_config("solar_day", horizon=40),
     "wind": resolve_config("wind_winter", horizon=40),
+    "critical-v1": resolve_config("critical", horizon=40, observation_version=1),
+    "small-store-v1": resolve_config("volatile", horizon=30, storage_kwh=0.01,
+                                     observation_version=1),
 }
 FIELDS = ("harvest_kwh", "demand_kwh", "aux_kwh", "waste_kwh", "loss_kwh", "storage_kwh",
           "arrived", "served", "correct", "dropped", "value_correct")
 STATE = ("t", "storage", "last_harvest", "last_demand", "last_aux", "last_waste", "net_mean",
-         "net_m2")
+         "net_m2", "harvest_prev", "harvest_trend")
 
 
 def _reset(core: FleetCore, seed: int) -> None:
@@ -80,6 +88,8 @@ def test_kernel_equals_numpy_reference(name: str, kind: str, b: int) -> None:
         _reset(ker, episode)
         _reset(ref, episode)
         assert _same(ker.obs[:, :10 + n_c], reference_observe(ref))
+        if cfg.observation_version:
+            assert _same(ker.obs[:, -9:], reference_observe_v1(ref))
         for k in range(cfg.horizon + (cfg.horizon // 2 if episode else 0)):
             if episode and k == cfg.horizon // 3 and b > 1:
                 for core in (ker, ref):
@@ -107,6 +117,8 @@ def test_kernel_equals_numpy_reference(name: str, kind: str, b: int) -> None:
             assert _same(ker.res_f[:, 7], leftover) and _same(ker.res_f[:, 8], reward)
             assert _same(ker.res_i[:, 5] == 1, ref.t >= cfg.horizon)
             assert _same(ker.obs[:, :10 + n_c], reference_observe(ref))
+            if cfg.observation_version:
+                assert _same(ker.obs[:, -9:], reference_observe_v1(ref))
         if b == 1:
             with pytest.raises(RuntimeError, match="reset"):
                 ker.step(configs=np.array([0]))

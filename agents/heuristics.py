@@ -364,14 +364,20 @@ class VarianceFeedbackPolicy(MixtureHeuristic):
         return self._interpolate(self._means, self._frontier, self.model,
                                  self.target_demand(observation))
 
-    def mixture_batch(self, observations: np.ndarray) -> np.ndarray | None:
+    def mixture_batch(self, observations: np.ndarray, safety_z: np.ndarray | None = None,
+                      time_constant_slots: np.ndarray | None = None) -> np.ndarray | None:
         """:meth:`mixture` of a batch of observations (B, dim) -> (B, C, J), or None.
 
         The paper loop only (None on queue envs, where the rule keeps per-episode state);
         the same operations as the one-observation path, so the same mixtures.
+        ``safety_z`` and ``time_constant_slots`` (arrays (B,), default the policy's own z and
+        tau) set the knobs row by row (``agents.residual.ResidualKnobMap``).
         """
         if self.queue_aware:
             return None
+        z = self.z if safety_z is None else np.asarray(safety_z, dtype=np.float64)
+        tau = self.tau if time_constant_slots is None else np.asarray(time_constant_slots,
+                                                                      dtype=np.float64)
         obs = np.asarray(observations)
         cfg = self.config
         x = obs[:, self._i_store].astype(np.float64)
@@ -380,8 +386,8 @@ class VarianceFeedbackPolicy(MixtureHeuristic):
         else:
             store = x * cfg.storage_kwh
         t = obs[:, self._i_progress].astype(np.float64) * cfg.horizon
-        horizon = np.minimum(self.tau, np.maximum(cfg.horizon - t, 1.0))
-        margin = self.z * self.sigma * np.sqrt(horizon / 2.0)
+        horizon = np.minimum(tau, np.maximum(cfg.horizon - t, 1.0))
+        margin = z * self.sigma * np.sqrt(horizon / 2.0)
         if math.isfinite(cfg.storage_kwh):
             margin = np.minimum(margin, 0.5 * cfg.storage_kwh)
         target = self.model.mean_harvest_kwh + (store - margin) / horizon

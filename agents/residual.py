@@ -163,3 +163,116 @@ class ResidualMixtureAction(gym.Wrapper):
     def spec_dict(self) -> dict[str, Any]:
         """What ``action_wrapper.json`` stores to rebuild the map."""
         return self.map.spec_dict()
+
+
+# ---------------------------------------------------------------------- knob residual
+#: Knobs of ``variance_feedback`` the knob residual sets, in the order of the action entries.
+KNOBS = ("safety_z", "time_constant_slots")
+
+
+def _check_knob_scales(z_scale: float, tau_scale: float) -> None:
+    for name, v in (("z_scale", z_scale), ("tau_scale", tau_scale)):
+        if not (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 5):
+            raise ValueError(f"knob residual {name} must be in [0, 5], got {v!r}")
+
+
+class ResidualKnobMap:
+    """Batched knob residual: ``(agent actions (N, 2), raw observations (N, obs_dim))`` ->
+    env actions (N, C*J) float32. Needs the observations (``needs_obs``).
+
+    Action entry 0 scales ``variance_feedback``'s safety margin z, entry 1 its time constant
+    tau, each by a log-factor: ``z' = z exp(z_scale a_0)``, ``tau' = tau exp(tau_scale a_1)``
+    (a clipped to [-1, 1]); the slot's mixture is then the heuristic's own rule with z' and
+    tau' (:meth:`agents.heuristics.VarianceFeedbackPolicy.mixture_batch`, the same operations
+    row by row). ``exp(0) = 1`` exactly, so the zero action is the heuristic's action bit
+    for bit. Paper ids only (the rule without a queue).
+    """
+
+    needs_obs = True
+
+    def __init__(self, env: gym.Env, z_scale: float = 0.7, tau_scale: float = 1.4) -> None:
+        _check_knob_scales(z_scale, tau_scale)
+        cfg: FleetConfig = env.unwrapped.config
+        if cfg.action_type != "continuous":
+            raise ValueError("the knob residual needs action_type='continuous'")
+        if cfg.queue_enabled:
+            raise ValueError("the knob residual needs an env without a queue (no class_deadlines "
+                             "or model_tokens_per_slot): variance_feedback's queue rules keep "
+                             "per-episode state")
+        self.heuristic = _make_heuristic(env, "variance_feedback")
+        self.z_scale, self.tau_scale = float(z_scale), float(tau_scale)
+        self.shape = (cfg.n_classes, cfg.n_configs)
+        self.obs_dim = int(np.prod(env.observation_space.shape))
+        #: The agent's action space: one entry per knob.
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (len(KNOBS),), dtype=np.float32)
+
+    def knobs(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-row ``(z', tau')`` of a batch of agent actions (N, 2)."""
+        a = np.clip(np.asarray(actions, dtype=np.float64).reshape(-1, len(KNOBS)), -1.0, 1.0)
+        h = self.heuristic
+        return h.z * np.exp(self.z_scale * a[:, 0]), h.tau * np.exp(self.tau_scale * a[:, 1])
+
+    def mixtures(self, actions: np.ndarray, observations: np.ndarray) -> np.ndarray:
+        """The mixtures (N, C, J) of the heuristic's rule with the knobs of ``actions``."""
+        z, tau = self.knobs(actions)
+        obs = np.asarray(observations).reshape(-1, self.obs_dim)
+        return self.heuristic.mixture_batch(obs, safety_z=z, time_constant_slots=tau)
+
+    def __call__(self, actions: np.ndarray, observations: np.ndarray) -> np.ndarray:
+        single = np.asarray(actions).ndim == 1
+        out = mixture_to_action(self.mixtures(actions, observations))
+        return out[0] if single else out
+
+    def spec_dict(self) -> dict[str, Any]:
+        """What ``action_wrapper.json`` stores to rebuild the map (the config included)."""
+        return {"class": "agents.residual.ResidualKnobAction",
+                "kwargs": {"z_scale": self.z_scale, "tau_scale": self.tau_scale},
+                "shape": [len(KNOBS)], "config": self.heuristic.config.to_dict()}
+
+
+def knob_map_from_spec(spec: dict[str, Any]) -> ResidualKnobMap:
+    """Rebuild the batched knob map of a saved spec (the heuristic on the saved config)."""
+    from envs.fleet_env import FleetEnv
+
+    env = FleetEnv(config=spec["config"])
+    kw = spec.get("kwargs", {})
+    return ResidualKnobMap(env, float(kw.get("z_scale", 0.7)), float(kw.get("tau_scale", 1.4)))
+
+
+class ResidualKnobAction(gym.Wrapper):
+    """Single-env knob residual: the agent's action (2 entries in [-1, 1]) sets
+    ``variance_feedback``'s safety margin and time constant for the slot
+    (:class:`ResidualKnobMap`); the zero action is the heuristic's action exactly.
+
+    A two-entry action the agent can learn reliably, against one entry per mixture weight in
+    :class:`ResidualMixtureAction`: the rule's frontier mixtures stay, the agent chooses how
+    much of the store to hold back and how fast to correct it (e.g. a wider margin mid-episode
+    and a narrower one near the end).
+
+    Args:
+        env: A paper fleet env (no queue) with the continuous action type.
+        z_scale: Log-factor on the margin z per unit of action entry 0, in [0, 5].
+        tau_scale: Log-factor on the time constant tau per unit of action entry 1, in [0, 5].
+    """
+
+    def __init__(self, env: gym.Env, z_scale: float = 0.7, tau_scale: float = 1.4) -> None:
+        super().__init__(env)
+        self.map = ResidualKnobMap(env, z_scale, tau_scale)
+        self.action_space = self.map.action_space
+        self._obs: np.ndarray | None = None
+
+    def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        obs, info = self.env.reset(**kwargs)
+        self._obs = obs
+        return obs, info
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if self._obs is None:
+            raise RuntimeError("call reset() before step()")
+        out = self.env.step(self.map(np.asarray(action), self._obs))
+        self._obs = out[0]
+        return out
+
+    def spec_dict(self) -> dict[str, Any]:
+        """What ``action_wrapper.json`` stores to rebuild the map."""
+        return self.map.spec_dict()

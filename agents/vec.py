@@ -168,7 +168,8 @@ class FleetSB3VecEnv(VecEnv):
 class VecActionMap(VecEnvWrapper):
     """Applies a batched action map to every action array before the wrapped VecEnv sees it.
 
-    The agent acts in ``venv.action_space`` (unchanged); ``action_map`` turns its (N, dim)
+    The agent acts in ``venv.action_space`` (or the map's own ``action_space`` if it has
+    one); ``action_map`` turns its (N, dim)
     actions into the env's. Built from an ``action_wrapper.json`` spec
     (:meth:`from_spec`), it is the batched form of the single-env wrapper that wrote the spec
     (e.g. :class:`agents.wrappers.SoftmaxMixtureAction`), equal to it row by row bit for bit,
@@ -182,7 +183,8 @@ class VecActionMap(VecEnvWrapper):
 
     def __init__(self, venv: VecEnv, action_map: Callable[..., np.ndarray],
                  spec: dict[str, Any] | None = None) -> None:
-        super().__init__(venv)
+        # A map with its own ``action_space`` (the knob residual) changes the agent's space.
+        super().__init__(venv, action_space=getattr(action_map, "action_space", None))
         self.action_map = action_map
         self.spec = spec
         #: The map also reads the observations (the residual mode, ``agents.residual``).

@@ -73,9 +73,10 @@ ACTION_WRAPPERS: dict[str, Any] = {"agents.wrappers.SoftmaxMixtureAction": Softm
 
 
 def _register_residual() -> None:
-    from agents.residual import ResidualMixtureAction
+    from agents.residual import ResidualKnobAction, ResidualMixtureAction
 
     ACTION_WRAPPERS["agents.residual.ResidualMixtureAction"] = ResidualMixtureAction
+    ACTION_WRAPPERS["agents.residual.ResidualKnobAction"] = ResidualKnobAction
 
 
 _register_residual()
@@ -92,6 +93,10 @@ def action_map(spec: dict[str, Any]) -> Any:
         from agents.residual import residual_map_from_spec
 
         return residual_map_from_spec(spec)
+    if name == "agents.residual.ResidualKnobAction":
+        from agents.residual import knob_map_from_spec
+
+        return knob_map_from_spec(spec)
     if name not in ACTION_WRAPPERS:
         raise ValueError(f"unknown action wrapper {name!r} in {ACTION_WRAPPER_FILE}; known: "
                          f"{sorted(ACTION_WRAPPERS)}")

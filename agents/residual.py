@@ -253,6 +253,7 @@ class ResidualKnobAction(gym.Wrapper):
         env: A paper fleet env (no queue) with the continuous action type.
         z_scale: Log-factor on the margin z per unit of action entry 0, in [0, 5].
         tau_scale: Log-factor on the time constant tau per unit of action entry 1, in [0, 5].
+            A scale of 0 keeps that knob at the rule's value (its entry is then ignored).
     """
 
     def __init__(self, env: gym.Env, z_scale: float = 0.7, tau_scale: float = 1.4) -> None:

@@ -65,6 +65,17 @@ def test_a_wider_margin_serves_less_energy():
     assert demand[0] > demand[1] > demand[2], demand
 
 
+def test_a_zero_scale_keeps_that_knob():
+    env = gym.make("lrm/Volatile-v1")
+    m = ResidualKnobMap(env, z_scale=0.7, tau_scale=0.0)
+    obs, _ = env.reset(seed=3)
+    a = np.array([[0.5, -1.0], [0.5, 1.0], [0.5, 0.0]])
+    z, tau = m.knobs(a)
+    assert np.all(tau == 24.0) and np.all(z == z[0]) and z[0] > 2.0
+    out = m(a, np.repeat(obs[None], 3, axis=0))
+    assert out[0].tobytes() == out[1].tobytes() == out[2].tobytes()
+
+
 @pytest.mark.parametrize("env_id", PAPER_IDS)
 def test_batched_map_equals_the_wrapper_row_by_row(env_id):
     env = ResidualKnobAction(gym.make(env_id))

@@ -120,6 +120,10 @@ def _run_cli(args: argparse.Namespace) -> int:
         check_policy_name(name)
     env_kwargs = parse_env_kwargs(args.env_kwarg)
     seed = resolve_seed(args.seed)
+    if args.ray_address is not None:
+        from agents.ray_address import check_ray_address
+
+        check_ray_address(args.ray_address)  # in a few seconds, before anything is written
     outs: list[Path | None] = []
     for e in env_ids:  # every env is built before the first one runs
         make_checked_env(e, env_kwargs).close()

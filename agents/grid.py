@@ -230,34 +230,69 @@ def run_trial(config: dict[str, Any], report: Callable[[dict[str, Any]], None],
     if rc != 0:
         tail = log.read_text().strip().splitlines()[-1:] or [""]
         raise RuntimeError(f"train.py exited with {rc} in {run_dir}: {tail[0]}")
-    metrics = {**final_metrics(run_dir, algo), "done": True}
+    metrics = {**final_metrics(run_dir, algo), "done": True, **config.get("node", {})}
     atomic_write_text(done, json.dumps(metrics, indent=1) + "\n")
     report(metrics)
     return metrics
+
+
+def where() -> dict[str, Any]:
+    """The Ray node this process runs on (its id and host name)."""
+    import socket
+
+    import ray
+
+    return {"node_id": ray.get_runtime_context().get_node_id(), "host": socket.gethostname()}
 
 
 def _tune_trainable(config: dict[str, Any]) -> None:
     """The Tune trainable of a grid: the trial in ``config["cfg"]``."""
     from ray import tune
 
-    run_trial(config["cfg"], tune.report)
+    run_trial({**config["cfg"], "node": where()}, tune.report)
 
 
 # --------------------------------------------------------------------------- the grid
+def tune_env() -> dict[str, str]:
+    """Environment variables of Ray Tune set by a grid (see :func:`ray_session`)."""
+    return {}
+
+
 @contextlib.contextmanager
-def ray_session(address: str | None, num_cpus: int | None) -> Iterator[Any]:
+def ray_session(address: str | None, num_cpus: int | None,
+                out: Path | None = None) -> Iterator[Any]:
     """Ray joined at ``address``, or started here on the local machine; shut down after
-    (unless it was running already in this process)."""
+    (unless it was running already in this process).
+
+    A joined cluster is checked first (:func:`agents.ray_address.check_nodes`): every node
+    has the project at this path and, with ``out``, sees the directory ``out`` is made in.
+    """
+    from agents.ray_address import check_nodes, check_ray_address, join_error
+
     ray = import_ray()
     if ray.is_initialized():
         yield ray
         return
+    target = check_ray_address(address)
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                               "runtime_env": {"env_vars": {"PYTHONPATH": str(ROOT)}}}
-    if address is None and num_cpus is not None:
+    if target is None and num_cpus is not None:
         kwargs["num_cpus"] = num_cpus
-    ray.init(address=address, **kwargs)
     try:
+        ray.init(address=target or "local", **kwargs)  # local: a new Ray, never
+        # one ray.init() would find (RAY_ADDRESS, a cluster of "ray start")
+    except Exception as exc:  # noqa: BLE001 - any failure to join is reported in one line
+        if target is None:
+            raise
+        raise join_error(address or "", exc) from None
+    try:
+        if target is not None:
+            parent = None
+            if out is not None:
+                parent = out.absolute()
+                while not parent.exists() and parent != parent.parent:
+                    parent = parent.parent
+            check_nodes(ray, address or "", ROOT, parent)
         yield ray
     finally:
         ray.shutdown()
@@ -302,16 +337,16 @@ def run_grid(argv: list[str], check: Callable[[list[str]], None]) -> int:
     import_ray()
     from ray import tune
 
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(state, json.dumps({"trials": trials, "rest": rest,
-                                         "command": ["train.py", *argv]}, indent=1) + "\n")
-    configs = [{"trial": t, "rest": rest, "run_dir": str(out / run_dir_name(**t)),
-                "cpus": ns.cpus_per_trial} for t in trials]
-    trainable = tune.with_resources(_tune_trainable, {"cpu": ns.cpus_per_trial})
-    storage = str(out)
-    exp_dir = out / "tune"
     t0 = time.perf_counter()
-    with ray_session(ns.ray_address, ns.ray_num_cpus):
+    # Ray joins (or starts) before anything is written: a bad --ray-address leaves nothing.
+    with ray_session(ns.ray_address, ns.ray_num_cpus, out):
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(state, json.dumps({"trials": trials, "rest": rest,
+                                             "command": ["train.py", *argv]}, indent=1) + "\n")
+        configs = [{"trial": t, "rest": rest, "run_dir": str(out / run_dir_name(**t)),
+                    "cpus": ns.cpus_per_trial} for t in trials]
+        trainable = tune.with_resources(_tune_trainable, {"cpu": ns.cpus_per_trial})
+        exp_dir = out / "tune"
         if ns.resume and tune.Tuner.can_restore(str(exp_dir)):
             tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_unfinished=True,
                                        resume_errored=True)
@@ -320,7 +355,7 @@ def run_grid(argv: list[str], check: Callable[[list[str]], None]) -> int:
                 trainable,
                 param_space={"cfg": tune.grid_search(configs)},
                 run_config=tune.RunConfig(
-                    name="tune", storage_path=storage, verbose=0,
+                    name="tune", storage_path=str(out), verbose=0,
                     failure_config=tune.FailureConfig(max_failures=ns.max_failures)),
             )
         results = tuner.fit()
@@ -331,7 +366,7 @@ def run_grid(argv: list[str], check: Callable[[list[str]], None]) -> int:
         m = json.loads((d / TRIAL_FILE).read_text()) if (d / TRIAL_FILE).exists() else None
         rows.append({**t, "status": "done" if m else "failed",
                      "test_return": m and m["test_return"], "val_return": m and m["val_return"],
-                     "run_dir": str(d)})
+                     "node_id": m and m.get("node_id"), "run_dir": str(d)})
     atomic_write_text(out / "trials.json", json.dumps(rows, indent=1) + "\n")
     print(format_rows(rows))
     n_ok = sum(r["status"] == "done" for r in rows)

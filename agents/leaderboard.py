@@ -23,7 +23,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from agents.cli import OneLineParser, UsageError, atomic_write_text
+from agents.cli import OneLineParser, UsageError
+from agents.files import atomic_write_text
 
 #: Heuristics of the leaderboard (with the oracle bound).
 HEURISTICS = ("random", "cheapest", "mean_matching", "variance_aware", "variance_feedback")
@@ -188,6 +189,10 @@ def main(argv: list[str] | None = None) -> int:
 
         out = check_out_dir(args.out)
         grid = Path(args.grid)
+        if args.ray_address is not None:
+            from agents.ray_address import check_ray_address
+
+            check_ray_address(args.ray_address)  # in a few seconds, before any evaluation
         rows = build(grid, args.episodes, args.ray_address, progress=not args.quiet)
     except UsageError as exc:
         print(f"leaderboard: error: {exc}", file=sys.stderr)

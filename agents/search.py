@@ -78,8 +78,10 @@ def run_grid_or_search(argv: list[str], check: Callable[[list[str]], None]) -> i
     """train.py's entry for comma-separated ``--env``/``--algo``/``--seed`` or ``--tune N``:
     a hyperparameter search (:func:`run_search`) or a grid (``agents.grid.run_grid``)."""
     from agents.grid import combinations, run_grid
+    from agents.ray_address import check_ray_address
 
     ns, rest, trials = combinations(argv)
+    check_ray_address(ns.ray_address)  # first: a few seconds where no Ray head answers
     if ns.tune is not None:
         return run_search(ns, rest, trials, argv, check)
     return run_grid(argv, check)
@@ -90,7 +92,7 @@ def _search_trainable(config: dict[str, Any]) -> None:
     import yaml
     from ray import tune
 
-    from agents.grid import run_trial
+    from agents.grid import run_trial, where
 
     base = config["base"]
     params = {k: config[k] for k in config["keys"]}
@@ -101,7 +103,8 @@ def _search_trainable(config: dict[str, Any]) -> None:
         atomic_write_text(hp_file, yaml.safe_dump({base["trial"]["env"]: {**base["entry"],
                                                                           **params}}))
     run_trial({"trial": base["trial"], "rest": [*base["rest"], "--hyperparams", str(hp_file)],
-               "run_dir": str(run_dir), "cpus": base["cpus"], "hold_from": base["timesteps"]},
+               "run_dir": str(run_dir), "cpus": base["cpus"], "hold_from": base["timesteps"],
+               "node": where()},
               tune.report)
 
 
@@ -146,7 +149,7 @@ def run_search(ns: argparse.Namespace, rest: list[str], trials: list[dict[str, A
                               grace_period=max(eval_freq, timesteps // 4), reduction_factor=2)
     searcher = OptunaSearch(seed=trial["seed"])
     t0 = time.perf_counter()
-    with ray_session(ns.ray_address, ns.ray_num_cpus):
+    with ray_session(ns.ray_address, ns.ray_num_cpus, out):
         tuner = tune.Tuner(
             tune.with_resources(_search_trainable, {"cpu": ns.cpus_per_trial}),
             param_space=param_space,

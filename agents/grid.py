@@ -51,6 +51,12 @@ GRID_OPTIONS = ("--ray-address", "--ray-num-cpus", "--cpus-per-trial", "--max-fa
                 "--tune")
 #: The file a finished trial leaves in its run directory.
 TRIAL_FILE = "trial.json"
+#: Tune runs the next trial in the Ray actor of a finished one (no new worker process and
+#: imports per trial); a trial whose actor died still gets a new one.
+REUSE_ACTORS = True
+#: Seconds between two looks of a trial at its run directory (new validation points, the
+#: end of train.py).
+POLL_S = 0.25
 #: The install hint printed when Ray is missing.
 INSTALL_HINT = 'a grid needs Ray: pip install -e ".[ray]" (or pip install "ray[tune]")'
 
@@ -113,7 +119,7 @@ def combinations(argv: list[str]) -> tuple[argparse.Namespace, list[str], list[d
         raise UsageError(f"--tune must be >= 1 (number of trials), got {ns.tune}")
     if ns.max_failures < 0:
         raise UsageError(f"--max-failures must be >= 0, got {ns.max_failures}")
-    if ns.ray_address is not None and ns.ray_num_cpus is not None:
+    if ns.ray_address not in (None, "local") and ns.ray_num_cpus is not None:
         raise UsageError("--ray-num-cpus applies to a local Ray only; drop it with "
                          "--ray-address")
     if any(a == "--progress-bar" for a in rest):
@@ -177,7 +183,7 @@ def final_metrics(run_dir: Path, algo: str) -> dict[str, Any]:
 
 
 def run_trial(config: dict[str, Any], report: Callable[[dict[str, Any]], None],
-              poll: float = 1.0) -> dict[str, Any]:
+              poll: float = POLL_S) -> dict[str, Any]:
     """Run one combination with train.py in a child process (resuming its run directory when
     it holds a run), report its validation points, return its final metrics.
 
@@ -254,8 +260,12 @@ def _tune_trainable(config: dict[str, Any]) -> None:
 
 # --------------------------------------------------------------------------- the grid
 def tune_env() -> dict[str, str]:
-    """Environment variables of Ray Tune set by a grid (see :func:`ray_session`)."""
-    return {}
+    """Environment variables a grid sets (unless set already) before Ray starts: no usage
+    statistics, no metrics collection of a local Ray (nobody reads them: no dashboard).
+
+    Tune's own per-trial loggers stay: without them (``TUNE_DISABLE_AUTO_CALLBACK_LOGGERS``)
+    Tune's results table warns for every trial that it finds no result file."""
+    return {"RAY_USAGE_STATS_ENABLED": "0", "RAY_enable_metrics_collection": "0"}
 
 
 @contextlib.contextmanager
@@ -274,6 +284,8 @@ def ray_session(address: str | None, num_cpus: int | None,
         yield ray
         return
     target = check_ray_address(address)
+    for k, v in tune_env().items():
+        os.environ.setdefault(k, v)
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                               "runtime_env": {"env_vars": {"PYTHONPATH": str(ROOT)}}}
     if target is None and num_cpus is not None:
@@ -354,6 +366,7 @@ def run_grid(argv: list[str], check: Callable[[list[str]], None]) -> int:
             tuner = tune.Tuner(
                 trainable,
                 param_space={"cfg": tune.grid_search(configs)},
+                tune_config=tune.TuneConfig(reuse_actors=REUSE_ACTORS),
                 run_config=tune.RunConfig(
                     name="tune", storage_path=str(out), verbose=0,
                     failure_config=tune.FailureConfig(max_failures=ns.max_failures)),

@@ -77,8 +77,9 @@ def probe(host: str, port: int, client: bool = False,
 
     One gRPC call without arguments: ``NodeInfoGcsService/GetClusterId`` of a GCS, or
     ``RayletDriver/ClusterInfo`` of a Ray Client server (``client``). Any reply of that
-    service counts ("unauthenticated": :data:`TOKEN`); "unimplemented" (some other gRPC or HTTP/2 server), "unavailable" (nothing listens, or
-    the host is unknown) and no reply within ``timeout`` do not.
+    service counts ("unauthenticated": :data:`TOKEN`); "unimplemented" (some other gRPC or
+    HTTP/2 server, such as a proxy answering for any address), "unavailable" (nothing
+    listens, or the host is unknown) and no reply within ``timeout`` do not.
     """
     try:
         import grpc
@@ -154,7 +155,8 @@ def _use_token(shown: str) -> None:
         return
     path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
     if mode == "disabled" or not (os.environ.get("RAY_AUTH_TOKEN") or path.is_file()):
-        why = "RAY_AUTH_MODE=disabled" if mode == "disabled" else f"no {path}, RAY_AUTH_TOKEN unset"
+        why = "RAY_AUTH_MODE=disabled" if mode == "disabled" else \
+            f"no {path}, RAY_AUTH_TOKEN unset"
         raise UsageError(f"--ray-address {shown}: the cluster asks for Ray's authentication "
                          f"token and this machine gives none ({why}); copy the head's "
                          f"~/.ray/auth_token to {path} (or set RAY_AUTH_TOKEN)")

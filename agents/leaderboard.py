@@ -3,10 +3,11 @@
 For every training id of the grid (``train.py --env A,B --algo ... --seed ...``) and every
 test id (the training id itself and its held-out ids, :data:`envs.HELD_OUT`), the trained
 agents of all algorithms and seeds, every heuristic and the oracle bound run on the same
-held-out test episodes (paired; seeds derived from ``train.TEST_SEED``, the env overrides of
-the runs). Per policy: the mean episode reward with its 95 % interval, the paired difference
-to the best heuristic and the normalised score (0 = random, 1 = oracle bound); an agent's
-figures are averaged over its seeds, with the spread (standard deviation) of its seed means.
+held-out test episodes (paired; seeds derived from ``agents.train_config.TEST_SEED``, the env
+overrides of the runs). Per policy: the mean episode reward with its 95 % interval, the paired
+difference to the best heuristic and the normalised score (0 = random, 1 = oracle bound); an
+agent's figures are averaged over its seeds, with the spread (standard deviation) of its seed
+means.
 
 Writes ``OUT/leaderboard.md``, ``OUT/leaderboard.csv`` and ``OUT/leaderboard.png`` (default
 ``OUT``: ``docs``) and the evaluation files of each test id under ``GRID_DIR/leaderboard/``.
@@ -60,7 +61,7 @@ def build(grid: Path, episodes: int, ray_address: str | None = None,
     import envs
     from agents import POLICIES
     from agents.evaluation import run_evaluation
-    from train import TEST_SEED
+    from agents.train_config import TEST_SEED
 
     runs = load_grid(grid)
     rows: list[dict[str, Any]] = []

@@ -133,8 +133,8 @@ def table(title: str, unit: str, ref: str, cases: list[Case], rounds: list[list[
 def ppo_fps(native: bool, n_envs: int, total: int, seed: int) -> float:
     """Frames per second of one PPO ``learn`` run (collection and updates) as train.py runs it.
 
-    The training env of ``train.py`` (``train.make_training_venv``: the native vector env
-    under the batched softmax action map, or ``DummyVecEnv`` of wrapped ``Monitor`` envs;
+    The training env of ``train.py`` (``agents.training_envs.make_training_venv``: the native
+    vector env under the batched softmax action map, or ``DummyVecEnv`` of wrapped ``Monitor`` envs;
     monitor CSV files written to a temporary directory), ``VecNormalize`` and the PPO
     hyperparameters of ``hyperparams/ppo.yml`` for :data:`ID`, 1 torch thread; the
     fleet-metrics callback of train.py is attached too. Evaluation and checkpoints are not
@@ -145,18 +145,19 @@ def ppo_fps(native: bool, n_envs: int, total: int, seed: int) -> float:
     import torch
     from stable_baselines3.common.vec_env import VecNormalize
 
-    import train
     from agents.callbacks import FleetMetricsCallback
     from agents.hyperparams import read_entry, resolve_entry
     from agents.sb3 import algo_class
+    from agents.train_config import ROOT
+    from agents.training_envs import make_training_venv
 
     torch.set_num_threads(1)
     ppo = algo_class("ppo")
-    hp = resolve_entry(read_entry(train.ROOT / "hyperparams" / "ppo.yml", ID), ppo, None)
+    hp = resolve_entry(read_entry(ROOT / "hyperparams" / "ppo.yml", ID), ppo, None)
     with tempfile.TemporaryDirectory() as tmp:
-        env = train.make_training_venv(ID, dict(hp["env_kwargs"]), n_envs, seed,
-                                       "native" if native else "dummy", hp["env_wrapper"],
-                                       monitor_dir=tmp)
+        env = make_training_venv(ID, dict(hp["env_kwargs"]), n_envs, seed,
+                                 "native" if native else "dummy", hp["env_wrapper"],
+                                 monitor_dir=tmp)
         if hp["normalize"] is not None:
             env = VecNormalize(env, **hp["normalize"])
         model = ppo(hp["policy"], env, seed=seed, device="cpu", verbose=0, **hp["algo_kwargs"])

@@ -8,8 +8,8 @@ import math
 import pytest
 
 import evaluate
-import train
 from agents.cli import UsageError, parse_env_kwargs
+from agents.train_config import config_from_args
 from envs.config import FleetConfig
 
 
@@ -23,7 +23,7 @@ def _as_text(value: object) -> str:
 
 def _both(items: list[str]) -> tuple[dict, dict]:
     argv = [a for item in items for a in ("--env-kwarg", item)]
-    cfg, _ = train.config_from_args(argv)
+    cfg, _ = config_from_args(argv)
     args = evaluate.build_parser().parse_args(argv)
     return cfg.env_kwargs, parse_env_kwargs(args.env_kwarg)
 

@@ -81,10 +81,10 @@ def test_train_env_factory_under_every_start_method(start_method):
     """``train.py --vec-env subproc`` builds its workers from this factory."""
     from stable_baselines3.common.vec_env import SubprocVecEnv
 
-    from train import _EnvFactory
+    from agents.training_envs import EnvFactory
 
-    fns = [_EnvFactory("lrm/Critical-v0", {"horizon": 3}),
-           _EnvFactory("lrm/Critical-v0", {"horizon": 3, "storage_kwh": 0.01})]
+    fns = [EnvFactory("lrm/Critical-v0", {"horizon": 3}),
+           EnvFactory("lrm/Critical-v0", {"horizon": 3, "storage_kwh": 0.01})]
     venv = SubprocVecEnv(fns, start_method=start_method)
     try:
         venv.seed(0)

@@ -15,21 +15,21 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("envs", "agents")
 SCRIPTS = ("train.py", "evaluate.py")
 
-def module_files() -> dict[str, Path]:
+def module_files(root: Path = ROOT) -> dict[str, Path]:
     files = {}
     for pkg in PACKAGES:
-        for path in sorted((ROOT / pkg).rglob("*.py")):
-            parts = path.relative_to(ROOT).with_suffix("").parts
+        for path in sorted((root / pkg).rglob("*.py")):
+            parts = path.relative_to(root).with_suffix("").parts
             if parts[-1] == "__init__":
                 parts = parts[:-1]
             files[".".join(parts)] = path
     for script in SCRIPTS:
-        files[script[:-3]] = ROOT / script
+        files[script[:-3]] = root / script
     return files
 
 
-def import_graph() -> dict[str, set[str]]:
-    files = module_files()
+def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
+    files = module_files(root)
     graph: dict[str, set[str]] = {}
     for name, path in files.items():
         is_pkg = path.name == "__init__.py"
@@ -52,6 +52,13 @@ def import_graph() -> dict[str, set[str]]:
         targets.discard(name)
         graph[name] = targets
     return graph
+
+
+def script_imports(graph: dict[str, set[str]]) -> dict[str, list[str]]:
+    """The package modules that import a script, and the scripts each imports."""
+    scripts = {s[:-3] for s in SCRIPTS}
+    return {m: sorted(graph[m] & scripts) for m in graph
+            if m.split(".")[0] in PACKAGES and graph[m] & scripts}
 
 
 def cycles(graph: dict[str, set[str]]) -> list[set[str]]:
@@ -100,6 +107,23 @@ def test_cycle_finder_finds_a_cycle_through_a_local_import():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert cycles(graph) == [{"a", "b", "c"}]
     assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_packages_do_not_import_the_scripts():
+    """The scripts are front ends: what they run lives in the packages, which never import
+    them back (not even inside a function)."""
+    found = script_imports(import_graph())
+    assert found == {}, f"modules importing a script: {found}"
+
+
+def test_a_script_import_inside_a_function_is_seen(tmp_path: Path):
+    for pkg in PACKAGES:
+        (tmp_path / pkg).mkdir()
+        (tmp_path / pkg / "__init__.py").write_text("")
+    for script in SCRIPTS:
+        (tmp_path / script).write_text("")
+    (tmp_path / "agents" / "lib.py").write_text("def f():\n    from train import TEST_SEED\n")
+    assert script_imports(import_graph(tmp_path)) == {"agents.lib": ["train"]}
 
 
 def test_no_import_cycles():

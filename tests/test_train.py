@@ -26,6 +26,7 @@ from agents.callbacks import (
 )
 from agents.hyperparams import HyperparamError, read_entry, resolve_entry, safe_eval
 from agents.sb3 import ALGOS, algo_class, load_sb3_policy
+from agents.train_config import TrainConfig, build_parser
 from envs.reward import REWARD_TERMS
 
 ROOT = Path(train.__file__).resolve().parent
@@ -466,9 +467,9 @@ def test_checkpoints_are_complete_or_absent(ppo_run: Path, tmp_path: Path) -> No
 
 
 def test_every_option_is_documented() -> None:
-    for f in __import__("dataclasses").fields(train.TrainConfig):
+    for f in __import__("dataclasses").fields(TrainConfig):
         assert f.metadata["help"], f.name
-    text = train.build_parser().format_help()
+    text = build_parser().format_help()
     for opt in ("--env", "--algo", "--timesteps", "--n-envs", "--seed", "--out",
                 "--hyperparams", "--resume", "--env-kwarg", "--vec-env"):
         assert opt in text

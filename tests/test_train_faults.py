@@ -17,7 +17,9 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import train
+from agents import training
 from agents.cli import Terminated
+from agents.run_dir import make_logger
 from tests.helpers import read_only_dir
 
 ROOT = Path(train.__file__).resolve().parent
@@ -220,7 +222,7 @@ def test_resumed_event_file_is_read_after_the_killed_runs(tmp_path: Path) -> Non
     host = socket.gethostname()
     killed = tb / f"events.out.tfevents.{int(time.time())}.{host}.99999999.0"
     killed.write_bytes(b"")
-    logger = train.make_logger(tb, verbose=0, purge_step=5)
+    logger = make_logger(tb, verbose=0, purge_step=5)
     logger.close()
     names = sorted(p.name for p in tb.glob("events.out.tfevents.*"))
     assert names[0] == killed.name and len(names) == 2
@@ -294,7 +296,7 @@ def test_interrupt_during_start_up_leaves_nothing(exc: BaseException, code: int,
     def interrupted() -> dict:
         assert (tmp_path / "run").is_dir()
         raise exc
-    monkeypatch.setattr(train, "versions", interrupted)
+    monkeypatch.setattr(training, "versions", interrupted)
     try:
         got = _run_main(_args(tmp_path / "run", _hp(tmp_path / "hp.yml"), 128))
     except KeyboardInterrupt:
@@ -315,7 +317,7 @@ def test_interrupt_during_start_up_keeps_what_out_held(tmp_path: Path,
 
     def interrupted() -> dict:
         raise KeyboardInterrupt
-    monkeypatch.setattr(train, "versions", interrupted)
+    monkeypatch.setattr(training, "versions", interrupted)
     try:
         got = _run_main(_args(out, _hp(tmp_path / "hp.yml"), 128))
     except KeyboardInterrupt:

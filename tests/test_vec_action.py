@@ -8,7 +8,8 @@ import pytest
 from stable_baselines3.common.vec_env import VecEnv
 
 import envs  # noqa: F401  (registers the ids)
-import train
+from agents.cli import UsageError
+from agents.training_envs import make_training_venv
 from agents.vec import FleetSB3VecEnv, VecActionMap
 from agents.wrappers import SoftmaxMixtureAction, action_map
 
@@ -103,8 +104,8 @@ def test_native_training_env_steps_like_dummy(env_id: str) -> None:
     """train.py's two training envs (native + batched map, DummyVecEnv of wrapped Monitor
     envs) give the same observations, rewards, dones and episode infos, bit for bit."""
     kw = {"horizon": 4}
-    native = train.make_training_venv(env_id, kw, 3, 5, "native", SoftmaxMixtureAction)
-    dummy = train.make_training_venv(env_id, kw, 3, 5, "dummy", SoftmaxMixtureAction)
+    native = make_training_venv(env_id, kw, 3, 5, "native", SoftmaxMixtureAction)
+    dummy = make_training_venv(env_id, kw, 3, 5, "dummy", SoftmaxMixtureAction)
     assert isinstance(native, VecActionMap) and isinstance(native.venv, FleetSB3VecEnv)
     assert native.action_space == dummy.action_space
     assert native.reset().tobytes() == dummy.reset().tobytes()
@@ -131,8 +132,8 @@ def test_native_training_env_steps_like_dummy(env_id: str) -> None:
 
 
 def test_native_backend_rejects_a_wrapper_without_a_batched_form() -> None:
-    with pytest.raises(train.UsageError, match="--vec-env native.*ClipAction.*dummy"):
-        train.make_training_venv("lrm/Critical-v0", {}, 2, 0, "native",
+    with pytest.raises(UsageError, match="--vec-env native.*ClipAction.*dummy"):
+        make_training_venv("lrm/Critical-v0", {}, 2, 0, "native",
                                  gym.wrappers.ClipAction)
-    with pytest.raises(train.UsageError, match="--vec-env must be one of native, dummy"):
-        train.make_training_venv("lrm/Critical-v0", {}, 2, 0, "threads")
+    with pytest.raises(UsageError, match="--vec-env must be one of native, dummy"):
+        make_training_venv("lrm/Critical-v0", {}, 2, 0, "threads")

@@ -83,10 +83,21 @@ class _Run:
     venv: Any = None
     model: Any = None
     logger: Any = None
+    metrics_cb: Any = None
+    eval_cb: Any = None
+    stop_cb: Any = None
+    callbacks: list[Any] = field(default_factory=list)
 
     @property
     def ckpt_dir(self) -> Path:
         return self.run_dir / "checkpoints"
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """What a checkpoint records besides the model: the run's id, the validation history,
+        the episode count, the number of resumes and the monitor files' sizes."""
+        return {"run_id": self.run_id, "eval": self.eval_cb.state(),
+                "episodes": self.metrics_cb.episodes, "n_resumes": self.n_resumes,
+                "monitor_bytes": monitor_sizes(self.run_dir / "monitor")}
 
 
 def train(cfg: TrainConfig, given: set[str], argv: list[str]) -> int:
@@ -259,14 +270,29 @@ def _write_run_dir(run: _Run, argv: list[str]) -> None:
     """Create the run directory: ``command.txt``, ``config.json`` and, on a resume, the
     checkpoints as the resumed checkpoint left them (damaged ones set aside)."""
     from agents import callbacks as cb
-    from agents.hyperparams import printable
 
-    cfg, hp, entry, run_dir = run.cfg, run.hp, run.entry, run.run_dir
+    run_dir = run.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "monitor").mkdir(exist_ok=True)
     cmd = shlex.join(["python", "train.py", *argv])
     with open(run_dir / "command.txt", "a") as fh:
         fh.write(cmd + "\n")
+    config_json = _config_json(run)
+    atomic_json(run_dir / "config.json", config_json)
+    run.config_json = config_json
+    if run.found is not None:
+        for moved in cb.set_aside([p for p, _ in run.found.damaged]):
+            print(f"note: the damaged checkpoint is kept as {moved}", file=sys.stderr)
+        for tmp in run.ckpt_dir.glob(".tmp_step_*"):  # a checkpoint whose writing was cut
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _config_json(run: _Run) -> dict[str, Any]:
+    """The content of ``config.json``: the settings, the env, the hyperparameters, the seeds
+    and the package versions (a resumed run keeps its creation time and adds a resume)."""
+    from agents.hyperparams import printable
+
+    cfg, hp, entry = run.cfg, run.hp, run.entry
     base_seed = run.base_seed
     config_json = {
         "run_id": run.run_id,
@@ -295,13 +321,7 @@ def _write_run_dir(run: _Run, argv: list[str]) -> None:
         config_json["resumes"] = [*old.get("resumes", []), {
             "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "from_timestep": resume_state["num_timesteps"] if resume_state else 0}]
-    atomic_json(run_dir / "config.json", config_json)
-    run.config_json = config_json
-    if run.found is not None:
-        for moved in cb.set_aside([p for p, _ in run.found.damaged]):
-            print(f"note: the damaged checkpoint is kept as {moved}", file=sys.stderr)
-        for tmp in run.ckpt_dir.glob(".tmp_step_*"):  # a checkpoint whose writing was cut
-            shutil.rmtree(tmp, ignore_errors=True)
+    return config_json
 
 
 def _build_model(run: _Run) -> None:
@@ -350,16 +370,35 @@ def _learn(run: _Run) -> int:
     stopped."""
     from agents import callbacks as cb
 
+    _make_callbacks(run)
+    done_steps = int(run.model.num_timesteps)
+    if run.cfg.timesteps - done_steps > 0:
+        code = _learn_remaining_steps(run, done_steps)
+        if code:
+            return code
+    else:
+        print(f"{run.run_dir} already trained for {done_steps} >= {run.cfg.timesteps} steps",
+              file=sys.stderr)
+    cb.save_model_dir(run.model, run.run_dir, extra_files=run.extra_files)
+    run.logger.close()
+    run.venv.close()
+    return 0
+
+
+def _make_callbacks(run: _Run) -> None:
+    """The fleet metrics, validation, checkpoint and signal callbacks; a resumed run's carry
+    on from its checkpoint (the validation points of the lost stretch go with it)."""
+    from agents import callbacks as cb
+
     cfg, hp, entry, run_dir = run.cfg, run.hp, run.entry, run.run_dir
-    model, logger, venv, extra_files = run.model, run.logger, run.venv, run.extra_files
     hparams = {"algo": cfg.algo, "env": cfg.env, "seed": cfg.seed, "n_envs": cfg.n_envs,
                "timesteps": cfg.timesteps, "normalize": str(hp["normalize"]),
                **{k: v if isinstance(v, (int, float, str, bool)) else str(entry.get(k, v))
                   for k, v in hp["algo_kwargs"].items()}}
-    metrics_cb = cb.FleetMetricsCallback(hparams)
-    eval_cb = cb.FleetEvalCallback(
+    run.metrics_cb = metrics_cb = cb.FleetMetricsCallback(hparams)
+    run.eval_cb = eval_cb = cb.FleetEvalCallback(
         run.factory, [VALIDATION_SEED + k for k in range(cfg.eval_episodes)], cfg.eval_freq,
-        run_dir, verbose=cfg.verbose, extra_files=extra_files)
+        run_dir, verbose=cfg.verbose, extra_files=run.extra_files)
     if run.resume_state:
         eval_cb.load_state(run.resume_state.get("eval", {}))
         metrics_cb.episodes = int(run.resume_state.get("episodes", 0))
@@ -368,61 +407,65 @@ def _learn(run: _Run) -> int:
             eval_cb.save_history()
         else:
             (run_dir / "evaluations.npz").unlink(missing_ok=True)
+    ckpt_cb = cb.CheckpointCallback(run.ckpt_dir, cfg.checkpoint_freq, run.checkpoint_state,
+                                    extra_files=run.extra_files)
+    run.stop_cb = cb.StopOnSignal()
+    run.callbacks = [metrics_cb, eval_cb, ckpt_cb, run.stop_cb]
 
-    def state() -> dict[str, Any]:
-        return {"run_id": run.run_id, "eval": eval_cb.state(), "episodes": metrics_cb.episodes,
-                "n_resumes": run.n_resumes, "monitor_bytes": monitor_sizes(run_dir / "monitor")}
 
-    ckpt_dir = run.ckpt_dir
-    ckpt_cb = cb.CheckpointCallback(ckpt_dir, cfg.checkpoint_freq, state, extra_files=extra_files)
-    stop_cb = cb.StopOnSignal()
-    done_steps = int(model.num_timesteps)
-    remaining = cfg.timesteps - done_steps
-    if remaining > 0:
-        print(f"training {cfg.algo} on {cfg.env}: {cfg.timesteps} steps ({done_steps} done), "
-              f"{cfg.n_envs} envs, run directory {run_dir}", file=sys.stderr)
-        t0 = time.perf_counter()
-        try:
-            model.learn(total_timesteps=remaining, callback=[metrics_cb, eval_cb, ckpt_cb,
-                                                             stop_cb],
-                        progress_bar=cfg.progress_bar, reset_num_timesteps=run.ckpt is None)
-        except KeyboardInterrupt as exc:  # a second signal, or one before the handlers
-            stop_cb.interrupted = stop_cb.interrupted or getattr(exc, "signum", signal.SIGINT)
-        except (EOFError, BrokenPipeError, ConnectionResetError):
-            # Ctrl-C also reaches SubprocVecEnv workers, whose pipes then close
-            if stop_cb.interrupted is None:
-                raise
-        elapsed = time.perf_counter() - t0
-        steps = int(model.num_timesteps) - done_steps
-        if stop_cb.interrupted is not None:
-            cb.write_checkpoint(model, ckpt_dir, state(), extra_files=extra_files)
-            logger.close()
-            try:
-                venv.close()
-            except (EOFError, BrokenPipeError, ConnectionResetError):
-                pass  # workers already gone
-            print(f"interrupted at {model.num_timesteps} steps; checkpoint saved. Resume with:\n"
-                  f"  python train.py --out {shlex.quote(str(run_dir))} --resume",
-                  file=sys.stderr)
-            return 128 + int(stop_cb.interrupted)
-        print(f"trained {steps} steps in {elapsed:.1f} s ({steps / max(elapsed, 1e-9):.0f} "
-              f"steps/s)", file=sys.stderr)
-        run.config_json["speed"] = {"steps": steps, "seconds": round(elapsed, 2),
-                                    "steps_per_second": round(steps / max(elapsed, 1e-9), 1)}
-        atomic_json(run_dir / "config.json", run.config_json)
-        if cfg.eval_freq > 0 and eval_cb.history["timesteps"][-1:] != [model.num_timesteps]:
-            eval_cb.num_timesteps = model.num_timesteps
-            eval_cb.next_eval = 0
-            eval_cb.on_step()  # a last validation point at the final step
-            logger.dump(model.num_timesteps)
-        cb.write_checkpoint(model, ckpt_dir, state(), extra_files=extra_files)
-    else:
-        print(f"{run_dir} already trained for {done_steps} >= {cfg.timesteps} steps",
-              file=sys.stderr)
-    cb.save_model_dir(model, run_dir, extra_files=extra_files)
-    logger.close()
-    venv.close()
+def _learn_remaining_steps(run: _Run, done_steps: int) -> int:
+    """``learn`` the steps still to go; then record the speed in ``config.json``, add a last
+    validation point and write a checkpoint. Returns 0, or 128 + signal when stopped (after
+    saving a checkpoint)."""
+    from agents import callbacks as cb
+
+    cfg, model, logger, stop_cb = run.cfg, run.model, run.logger, run.stop_cb
+    eval_cb = run.eval_cb
+    print(f"training {cfg.algo} on {cfg.env}: {cfg.timesteps} steps ({done_steps} done), "
+          f"{cfg.n_envs} envs, run directory {run.run_dir}", file=sys.stderr)
+    t0 = time.perf_counter()
+    try:
+        model.learn(total_timesteps=cfg.timesteps - done_steps, callback=run.callbacks,
+                    progress_bar=cfg.progress_bar, reset_num_timesteps=run.ckpt is None)
+    except KeyboardInterrupt as exc:  # a second signal, or one before the handlers
+        stop_cb.interrupted = stop_cb.interrupted or getattr(exc, "signum", signal.SIGINT)
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        # Ctrl-C also reaches SubprocVecEnv workers, whose pipes then close
+        if stop_cb.interrupted is None:
+            raise
+    elapsed = time.perf_counter() - t0
+    if stop_cb.interrupted is not None:
+        return _stop_with_a_checkpoint(run)
+    steps = int(model.num_timesteps) - done_steps
+    print(f"trained {steps} steps in {elapsed:.1f} s ({steps / max(elapsed, 1e-9):.0f} "
+          f"steps/s)", file=sys.stderr)
+    run.config_json["speed"] = {"steps": steps, "seconds": round(elapsed, 2),
+                                "steps_per_second": round(steps / max(elapsed, 1e-9), 1)}
+    atomic_json(run.run_dir / "config.json", run.config_json)
+    if cfg.eval_freq > 0 and eval_cb.history["timesteps"][-1:] != [model.num_timesteps]:
+        eval_cb.num_timesteps = model.num_timesteps
+        eval_cb.next_eval = 0
+        eval_cb.on_step()  # a last validation point at the final step
+        logger.dump(model.num_timesteps)
+    cb.write_checkpoint(model, run.ckpt_dir, run.checkpoint_state(), extra_files=run.extra_files)
     return 0
+
+
+def _stop_with_a_checkpoint(run: _Run) -> int:
+    """A stopped run: write a checkpoint, close the logger and the envs, say how to resume;
+    return 128 + the signal."""
+    from agents import callbacks as cb
+
+    model = run.model
+    cb.write_checkpoint(model, run.ckpt_dir, run.checkpoint_state(), extra_files=run.extra_files)
+    run.logger.close()
+    try:
+        run.venv.close()
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        pass  # workers already gone
+    print(f"interrupted at {model.num_timesteps} steps; checkpoint saved. Resume with:\n"
+          f"  python train.py --out {shlex.quote(str(run.run_dir))} --resume", file=sys.stderr)
+    return 128 + int(run.stop_cb.interrupted)
 
 
 def available_policies(names: tuple[str, ...], env: Any) -> tuple[list[str], list[str]]:

@@ -126,6 +126,20 @@ def test_a_script_import_inside_a_function_is_seen(tmp_path: Path):
     assert script_imports(import_graph(tmp_path)) == {"agents.lib": ["train"]}
 
 
+def test_every_module_imports():
+    """Each module of the packages and each script loads (a name imported from a module that
+    no longer holds it fails here, not in the one code path that reaches it)."""
+    import importlib
+
+    failed = {}
+    for name in module_files():
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            failed[name] = str(exc)
+    assert failed == {}
+
+
 def test_no_import_cycles():
     found = cycles(import_graph())
     assert found == [], "import cycles: " + "; ".join(" <-> ".join(sorted(c)) for c in found)

@@ -37,6 +37,7 @@ def versions() -> dict[str, str]:
 
 
 def atomic_json(path: Path, data: Any) -> None:
+    """Write ``data`` to ``path`` as indented JSON, atomically (``config.json``)."""
     from agents.files import atomic_write_text
 
     atomic_write_text(path, json.dumps(data, indent=1, default=str) + "\n")

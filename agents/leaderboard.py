@@ -201,8 +201,9 @@ def to_markdown(rows: list[dict[str, Any]], grids: list[Path], command: str) -> 
     groups = list(dict.fromkeys((r["train_env"], r["test_env"]) for r in rows))
     models = [r for r in rows if r["kind"] == "model"]
     lines += ["## Overview", "",
-              "| trained on | tested on | agent | diff vs best heuristic | seeds with interval above 0 "
-              "| agent score | best heuristic (score) |", "|---|---|---|---|---|---|---|"]
+              "| trained on | tested on | agent | diff vs best heuristic "
+              "| seeds with interval above 0 | agent score | best heuristic (score) |",
+              "|---|---|---|---|---|---|---|"]
     for r in models:
         best = next(x for x in rows if (x["train_env"], x["test_env"]) ==
                     (r["train_env"], r["test_env"]) and x["policy"] == r["best_heuristic"])

@@ -4,9 +4,9 @@ For every training id of the grid (``train.py --env A,B --algo ... --seed ...``)
 test id (the training id itself and its held-out ids, :data:`envs.HELD_OUT`), the trained
 agents of all algorithms and seeds, every heuristic and the oracle bound run on the same
 held-out test episodes (paired; seeds derived from ``agents.train_config.TEST_SEED``, the env
-overrides of the runs). Per policy: the mean episode reward with its 95 % interval, the paired difference
-to the best heuristic and the normalised score (0 = random, 1 = oracle bound); an agent's
-figures are those of its seed-averaged policy: per test episode the mean reward of its seeds,
+overrides of the runs). Per policy: the mean episode reward with its 95 % interval, the paired
+difference to the best heuristic and the normalised score (0 = random, 1 = oracle bound); an
+agent's figures are those of its seed-averaged policy: per test episode the mean reward of its seeds,
 whose mean, 95 % interval, paired difference to the best heuristic (interval over the episodes)
 and score are reported, with the spread (standard deviation) of its seed means and each seed's
 own paired difference.

@@ -1,4 +1,4 @@
-"""The leaderboard of a grid of training runs: ``python -m agents.leaderboard GRID_DIR``.
+"""The leaderboard of grids of training runs: ``python -m agents.leaderboard GRID_DIR ...``.
 
 For every training id of the grid (``train.py --env A,B --algo ... --seed ...``) and every
 test id (the training id itself and its held-out ids, :data:`envs.HELD_OUT`), the trained
@@ -182,7 +182,10 @@ def build(grids: list[Path], episodes: int, ray_address: str | None = None,
 
 
 def _f(x: Any, digits: int = 2, sign: bool = False) -> str:
-    return "" if x is None else f"{x:{'+' if sign else ''}.{digits}f}"
+    if x is None:
+        return ""
+    x = round(x, digits) + 0.0  # no "-0.000" for a score of -1e-17
+    return f"{x:{'+' if sign else ''}.{digits}f}"
 
 
 def to_markdown(rows: list[dict[str, Any]], grids: list[Path], command: str) -> str:

@@ -6,10 +6,10 @@ agents of all algorithms and seeds, every heuristic and the oracle bound run on 
 held-out test episodes (paired; seeds derived from ``agents.train_config.TEST_SEED``, the env
 overrides of the runs). Per policy: the mean episode reward with its 95 % interval, the paired
 difference to the best heuristic and the normalised score (0 = random, 1 = oracle bound); an
-agent's figures are those of its seed-averaged policy: per test episode the mean reward of its seeds,
-whose mean, 95 % interval, paired difference to the best heuristic (interval over the episodes)
-and score are reported, with the spread (standard deviation) of its seed means and each seed's
-own paired difference.
+agent's figures are those of its seed-averaged policy (per test episode the mean reward of its
+seeds): its mean, 95 % interval, paired difference to the best heuristic (interval over the
+episodes) and score, with the spread (standard deviation) of its seed means and each seed's own
+paired difference.
 
 Several grids can be combined (``GRID_DIR [GRID_DIR ...]``, e.g. one grid per group of ids);
 a training id's evaluation files go under the ``leaderboard/`` folder of the grid holding it.

@@ -115,7 +115,9 @@ def test_grid_retries_a_killed_worker_from_its_checkpoint(tmp_path, ray_env):
 
 def test_grid_stopped_and_resumed_skips_finished_trials(tmp_path, ray_env):
     out = tmp_path / "grid"
-    args = ["--seed", "0,1", "--timesteps", "3000", "--checkpoint-freq", "500", *SHORT,
+    # 20000 steps: the second trial must still be running when it is stopped right after its
+    # first checkpoint (with 3000 it sometimes finished first on idle cores)
+    args = ["--seed", "0,1", "--timesteps", "20000", "--checkpoint-freq", "500", *SHORT,
             "--ray-num-cpus", "1", "--out", str(out)]
     first, second = out / "lrm_Critical-v0__ppo__seed0", out / "lrm_Critical-v0__ppo__seed1"
     p = start(args, ray_env)
@@ -123,9 +125,9 @@ def test_grid_stopped_and_resumed_skips_finished_trials(tmp_path, ray_env):
     wait_for(lambda: (first / "trial.json").exists() or (second / "trial.json").exists(),
              240, "a finished trial", p)
     done, running = (first, second) if (first / "trial.json").exists() else (second, first)
-    wait_for(lambda: any((running / "checkpoints").glob("*")) and
-             (running / "config.json").exists(), 240, "a checkpoint of the second trial", p)
-    time.sleep(1.0)
+    wait_for(lambda: (any((running / "checkpoints").glob("*/state.json"))
+                      or any((running / "checkpoints").glob("*_steps*")))
+             and (running / "config.json").exists(), 240, "a checkpoint of the second trial", p)
     os.kill(p.pid, signal.SIGINT)
     log = finish(p)
     assert p.returncode == 1, log

@@ -130,26 +130,21 @@ def residual_map_from_spec(spec: dict[str, Any]) -> ResidualActionMap:
                              float(kw.get("scale", 1.0)), float(kw.get("boost", 0.1)))
 
 
-class ResidualMixtureAction(gym.Wrapper):
-    """Single-env residual mode: ``step(a)`` sends the heuristic's action corrected by ``a``
-    (module docstring); the zero action is the heuristic's action exactly.
+class _ObservedActionWrapper(gym.Wrapper):
+    """A single-env wrapper whose action map ``map(action, observation)`` reads the
+    observation the agent acted on (the residual modes below)."""
 
-    Args:
-        env: A fleet env with the continuous action type.
-        heuristic: Name of the heuristic corrected (:data:`RESIDUAL_HEURISTICS`).
-        scale: Log-factor per unit of action on each weight, in (0, 10].
-        boost: Weight added per unit of positive action, in [0, 1].
-    """
-
-    def __init__(self, env: gym.Env, heuristic: str = "variance_feedback", scale: float = 1.0,
-                 boost: float = 0.1) -> None:
+    def __init__(self, env: gym.Env, action_map: Any) -> None:
         super().__init__(env)
-        self.map = ResidualActionMap(env, heuristic, scale, boost)
+        self.map = action_map
         self._obs: np.ndarray | None = None
+
+    def _on_reset(self) -> None:
+        """Called at every reset, before the first step of the episode."""
 
     def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
         obs, info = self.env.reset(**kwargs)
-        self.map.heuristic.reset()
+        self._on_reset()
         self._obs = obs
         return obs, info
 
@@ -163,6 +158,25 @@ class ResidualMixtureAction(gym.Wrapper):
     def spec_dict(self) -> dict[str, Any]:
         """What ``action_wrapper.json`` stores to rebuild the map."""
         return self.map.spec_dict()
+
+
+class ResidualMixtureAction(_ObservedActionWrapper):
+    """Single-env residual mode: ``step(a)`` sends the heuristic's action corrected by ``a``
+    (module docstring); the zero action is the heuristic's action exactly.
+
+    Args:
+        env: A fleet env with the continuous action type.
+        heuristic: Name of the heuristic corrected (:data:`RESIDUAL_HEURISTICS`).
+        scale: Log-factor per unit of action on each weight, in (0, 10].
+        boost: Weight added per unit of positive action, in [0, 1].
+    """
+
+    def __init__(self, env: gym.Env, heuristic: str = "variance_feedback", scale: float = 1.0,
+                 boost: float = 0.1) -> None:
+        super().__init__(env, ResidualActionMap(env, heuristic, scale, boost))
+
+    def _on_reset(self) -> None:
+        self.map.heuristic.reset()
 
 
 # ---------------------------------------------------------------------- knob residual
@@ -239,7 +253,7 @@ def knob_map_from_spec(spec: dict[str, Any]) -> ResidualKnobMap:
     return ResidualKnobMap(env, float(kw.get("z_scale", 0.7)), float(kw.get("tau_scale", 1.4)))
 
 
-class ResidualKnobAction(gym.Wrapper):
+class ResidualKnobAction(_ObservedActionWrapper):
     """Single-env knob residual: the agent's action (2 entries in [-1, 1]) sets
     ``variance_feedback``'s safety margin and time constant for the slot
     (:class:`ResidualKnobMap`); the zero action is the heuristic's action exactly.
@@ -257,23 +271,5 @@ class ResidualKnobAction(gym.Wrapper):
     """
 
     def __init__(self, env: gym.Env, z_scale: float = 0.7, tau_scale: float = 1.4) -> None:
-        super().__init__(env)
-        self.map = ResidualKnobMap(env, z_scale, tau_scale)
+        super().__init__(env, ResidualKnobMap(env, z_scale, tau_scale))
         self.action_space = self.map.action_space
-        self._obs: np.ndarray | None = None
-
-    def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
-        obs, info = self.env.reset(**kwargs)
-        self._obs = obs
-        return obs, info
-
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        if self._obs is None:
-            raise RuntimeError("call reset() before step()")
-        out = self.env.step(self.map(np.asarray(action), self._obs))
-        self._obs = out[0]
-        return out
-
-    def spec_dict(self) -> dict[str, Any]:
-        """What ``action_wrapper.json`` stores to rebuild the map."""
-        return self.map.spec_dict()

@@ -13,7 +13,8 @@ import envs  # noqa: F401  (registers the ids)
 import train
 from agents.heuristics import VarianceFeedbackPolicy
 from agents.hyperparams import resolve_entry
-from agents.residual import ResidualActionMap, ResidualMixtureAction, residual_env_action
+from agents.residual import (ResidualActionMap, ResidualKnobAction, ResidualMixtureAction,
+                             residual_env_action)
 from agents.sb3 import algo_class, load_sb3_policy
 from agents.vec import VecActionMap, make_sb3_vec_env
 from agents.wrappers import action_map
@@ -82,15 +83,19 @@ def test_batched_map_equals_the_wrapper_row_by_row(env_id):
         obs = venv.step(out)[0]
 
 
-def test_vec_action_map_passes_the_raw_observations():
-    env = ResidualMixtureAction(gym.make("lrm/Critical-v1"))
+@pytest.mark.parametrize("wrapper,dim", [(ResidualMixtureAction, 27), (ResidualKnobAction, 2)])
+def test_vec_action_map_passes_the_raw_observations(wrapper, dim):
+    """The batched map under the native vector env steps like the single-env wrapper's map,
+    with the map's own action space (27 mixture weights; 2 knobs)."""
+    env = wrapper(gym.make("lrm/Critical-v1"))
     venv = VecActionMap.from_spec(make_sb3_vec_env("lrm/Critical-v1", 3, seed=5),
                                   env.spec_dict())
     ref = make_sb3_vec_env("lrm/Critical-v1", 3, seed=5)
+    assert venv.action_space.shape == (dim,)
     obs, robs = venv.reset(), ref.reset()
     rng = np.random.default_rng(0)
     for _ in range(10):
-        a = rng.uniform(-1, 1, (3, 27)).astype(np.float32)
+        a = rng.uniform(-1, 1, (3, dim)).astype(np.float32)
         obs, r, *_ = venv.step(a)
         robs, rr, *_ = ref.step(env.map(a, robs))
         np.testing.assert_array_equal(obs, robs)

@@ -32,6 +32,9 @@ from typing import Any
 from agents.cli import OneLineParser, UsageError
 from agents.files import atomic_write_text
 
+#: Lowest normalised score the PNG shows (lower bars are cut there and labelled).
+FLOOR = -0.5
+
 #: Heuristics of the leaderboard (with the oracle bound).
 HEURISTICS = ("random", "cheapest", "mean_matching", "variance_aware", "variance_feedback")
 
@@ -254,6 +257,20 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
                for r in mine]
         ax.bar(np.arange(len(groups)) + k * width, vals, width, label=name,
                yerr=err if not np.all(np.isnan(err)) else None, capsize=2)
+    # a static router far below random (cheapest: about -2.4) would squash the rest: the axis
+    # stops at FLOOR and such a bar is labelled with its score
+    lowest = min((r["score"] for r in rows if r["score"] is not None), default=0.0)
+    if lowest < FLOOR:
+        ax.set_ylim(bottom=FLOOR)
+        for k, name in enumerate(names):
+            for i, g in enumerate(groups):
+                r = next((r for r in rows if (r["train_env"], r["test_env"]) == g
+                          and r["policy"] == name), None)
+                if r is not None and r["score"] is not None and r["score"] < FLOOR:
+                    ax.annotate(f"{r['score']:.1f}", (i + k * width, FLOOR),
+                                xytext=(0, 2), textcoords="offset points", ha="center",
+                                va="bottom", fontsize=6, rotation=90)
+    ax.axhline(0.0, color="grey", linewidth=0.5)
     ax.set_xticks(np.arange(len(groups)) + 0.4 - width / 2)
     ax.set_xticklabels([f"{a.split('/')[-1]}\non {b.split('/')[-1]}" for a, b in groups],
                        fontsize=8)

@@ -444,6 +444,18 @@ def test_shipped_hyperparameter_files_resolve_for_every_env() -> None:
             assert env_id in yaml.safe_load((ROOT / "hyperparams" / f"{algo}.yml").read_text())
 
 
+def test_held_out_ids_share_their_training_ids_entry() -> None:
+    # a policy trained on the training id runs unseen on its held-out ids (envs.HELD_OUT):
+    # training either of them directly must use the same settings
+    from envs import HELD_OUT
+
+    for algo in ALGOS:
+        path = ROOT / "hyperparams" / f"{algo}.yml"
+        for train_id, held_out in HELD_OUT.items():
+            for env_id in held_out:
+                assert read_entry(path, env_id) == read_entry(path, train_id), (algo, env_id)
+
+
 def test_checkpoints_are_complete_or_absent(ppo_run: Path, tmp_path: Path) -> None:
     ckpt, state = latest_checkpoint(ppo_run / "checkpoints")
     assert {"model.zip", "vecnormalize.pkl", "state.json"} <= {p.name for p in ckpt.iterdir()}

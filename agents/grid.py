@@ -277,34 +277,16 @@ def ray_session(address: str | None, num_cpus: int | None,
     A joined cluster is checked first (:func:`agents.ray_address.check_nodes`): every node
     has the project at this path and, with ``out``, sees the directory ``out`` is made in.
     """
-    from agents.ray_address import check_nodes, check_ray_address, join_error
+    from agents.ray_address import start_or_join
 
     ray = import_ray()
     if ray.is_initialized():
         yield ray
         return
-    target = check_ray_address(address)
     for k, v in tune_env().items():
         os.environ.setdefault(k, v)
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                              "runtime_env": {"env_vars": {"PYTHONPATH": str(ROOT)}}}
-    if target is None and num_cpus is not None:
-        kwargs["num_cpus"] = num_cpus
+    start_or_join(ray, address, num_cpus, ROOT, out)
     try:
-        ray.init(address=target or "local", **kwargs)  # local: a new Ray, never
-        # one ray.init() would find (RAY_ADDRESS, a cluster of "ray start")
-    except Exception as exc:  # noqa: BLE001 - any failure to join is reported in one line
-        if target is None:
-            raise
-        raise join_error(address or "", exc) from None
-    try:
-        if target is not None:
-            parent = None
-            if out is not None:
-                parent = out.absolute()
-                while not parent.exists() and parent != parent.parent:
-                    parent = parent.parent
-            check_nodes(ray, address or "", ROOT, parent)
         yield ray
     finally:
         ray.shutdown()

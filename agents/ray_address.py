@@ -230,3 +230,40 @@ def check_nodes(ray, address: str, root: Path, shared_parent: Path | None = None
                              f"--out must be on a file system every node mounts at the same "
                              f"path (docs/scaling.md)")
     return len(nodes)
+
+
+def start_or_join(ray, address: str | None, num_cpus: int | None, root: Path,
+                  shared_dir: Path | None = None) -> None:
+    """``ray.init`` for the project's Ray users (grids, ``evaluate.py``'s pool).
+
+    Without an address (or ``local``): a new Ray on this machine (``num_cpus`` caps it), never
+    one ``ray.init()`` would find (``RAY_ADDRESS``, a cluster of ``ray start``). Otherwise the
+    address is checked first (:func:`check_ray_address`), a failure to join is one line
+    (:func:`join_error`), and the joined cluster's nodes are checked (:func:`check_nodes`:
+    the project at ``root`` and, with ``shared_dir``, the nearest existing parent of it seen
+    by every node); Ray is shut down again if that check fails. Workers get ``root`` on their
+    ``PYTHONPATH``; no dashboard, no worker logs forwarded.
+    """
+    target = check_ray_address(address)
+    kwargs: dict = {"include_dashboard": False, "log_to_driver": False,
+                    "runtime_env": {"env_vars": {"PYTHONPATH": str(root)}}}
+    if target is None and num_cpus is not None:
+        kwargs["num_cpus"] = num_cpus
+    try:
+        ray.init(address=target or "local", **kwargs)
+    except Exception as exc:  # noqa: BLE001 - any failure to join is reported in one line
+        if target is None:
+            raise
+        raise join_error(address or "", exc) from None
+    if target is None:
+        return
+    parent = None
+    if shared_dir is not None:
+        parent = shared_dir.absolute()
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+    try:
+        check_nodes(ray, address or "", root, parent)
+    except BaseException:
+        ray.shutdown()
+        raise

@@ -40,26 +40,9 @@ class RayPool:
         self._ray = ray
         self._own = not ray.is_initialized()
         if self._own:
-            from agents.ray_address import check_nodes, check_ray_address, join_error
+            from agents.ray_address import start_or_join
 
-            target = check_ray_address(address)
-            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                                      "runtime_env": {"env_vars": {"PYTHONPATH": str(ROOT)}}}
-            if target is None and num_cpus is not None:
-                kwargs["num_cpus"] = num_cpus
-            try:
-                ray.init(address=target or "local", **kwargs)  # local: a new Ray, never
-                # one ray.init() would find (RAY_ADDRESS, a cluster of "ray start")
-            except Exception as exc:  # noqa: BLE001 - any failure to join, in one line
-                if target is None:
-                    raise
-                raise join_error(address, exc) from None
-            if target is not None:
-                try:
-                    check_nodes(ray, address, ROOT)
-                except BaseException:
-                    ray.shutdown()
-                    raise
+            start_or_join(ray, address, num_cpus, ROOT)
         self._remote = ray.remote(num_cpus=1)(_call)
 
     @property

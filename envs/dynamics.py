@@ -356,8 +356,6 @@ class FleetCore:
         for lo in range(0, len(copies), self.RESET_CHUNK):
             self._reset_chunk(list(copies[lo:lo + self.RESET_CHUNK]),
                               rngs[lo:lo + self.RESET_CHUNK])
-        kernel.observe(self._ip, self._fp, self._fs, self.t, self.arrivals, self.forecast,
-                       self.obs)
 
     #: Copies whose tasks are drawn and written together by :meth:`reset_copies` (bounds the
     #: memory of the draws).
@@ -366,30 +364,26 @@ class FleetCore:
     def _reset_chunk(self, copies: list[int], rngs: Sequence[tuple[np.random.Generator, ...]]
                      ) -> None:
         T = self.T
-        R = len(copies)
-        counts = np.empty((R, T, self.C), dtype=np.int64)
-        harvest = np.empty((R, T))
-        lats = []
-        for r, (arrivals_rng, harvest_rng, tasks_rng) in enumerate(rngs):
-            counts[r] = self.arrival_process.sample(arrivals_rng, T)
-            harvest[r] = self.harvest_process.sample(harvest_rng, T)
-            lats.append(sample_task_latents(tasks_rng, int(counts[r].sum())))
-        per_slot = counts.sum(axis=2)  # (R, T)
-        a = int(per_slot.max()) if per_slot.size else 0
-        if a > self.A:
-            self._grow(a)
-        n = np.array([x.shape[0] for x in lats], dtype=np.int64)
-        lat = np.concatenate(lats) if R > 1 else lats[0]
+        counts_of, harvest_of, lats = [], [], []
+        for arrivals_rng, harvest_rng, tasks_rng in rngs:
+            counts = self.arrival_process.sample(arrivals_rng, T)
+            counts_of.append(counts)
+            harvest_of.append(self.harvest_process.sample(harvest_rng, T))
+            lats.append(sample_task_latents(tasks_rng, int(counts.sum())))
+        if len(copies) == 1:  # views, no copies
+            counts, harvest, lat = counts_of[0][None], harvest_of[0][None], lats[0]
+        else:
+            counts, harvest, lat = np.stack(counts_of), np.stack(harvest_of), np.concatenate(lats)
         rows = np.asarray(copies, dtype=np.int64)
-        kernel.fill_episodes(self._ip, rows, counts, lat, np.cumsum(n) - n, self._cls_tm,
-                             self._us_tm, self._ua_tm, self._steps_tm, self._k0,
-                             self._cdf_at, self._cdf, self._cdf_off)
-        self.arrivals[rows] = counts
-        self.n_slot[rows] = per_slot
-        self.harvest[rows] = harvest
-        self.t[rows] = 0
-        self._fs[:, rows] = 0.0
-        self._fs[0, rows] = self.config.initial_storage_kwh
+        while True:
+            most = kernel.start_episodes(
+                self._ip, self._fp, rows, counts, harvest, lat, self._cls_tm, self._us_tm,
+                self._ua_tm, self._steps_tm, self._k0, self._cdf_at, self._cdf, self._cdf_off,
+                self.arrivals, self.n_slot, self.harvest, self.t, self._fs, self.forecast,
+                self.obs)
+            if not most:
+                break
+            self._grow(most)
 
     # ------------------------------------------------------------------ step
     def current_arrivals(self) -> np.ndarray:
@@ -421,7 +415,7 @@ class FleetCore:
         ``_configs`` unless it is that buffer)."""
         if configs is not self._configs:
             self._configs[...] = configs
-        return self._step(self._tab, mode, act)
+        return self._step(self._tab, mode, act)[0]
 
     def step(self, mixtures: np.ndarray | None = None, configs: np.ndarray | None = None
              ) -> SlotResult:

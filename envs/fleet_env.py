@@ -14,7 +14,7 @@ from envs import kernel
 from envs import kernel_queue as kq
 from envs.actions import discrete_action, real_action_array, validate_queued_action
 from envs.config import FleetConfig, plain_spec, resolve_config
-from envs.info import kernel_slot, reset_info
+from envs.info import reset_info, slot_result
 from envs.realistic import RealisticCore, make_core
 from envs.reward import reward_weights
 from envs.spaces import (
@@ -28,6 +28,7 @@ from envs.spaces import (
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 #: How ``FleetEnv.step`` takes an action (``FleetEnv._step_kind``).
 _STEP_CONTINUOUS, _STEP_DISCRETE, _STEP_QUEUE = 0, 1, 2
+_MODE_ACTION, _MODE_CONFIG = kernel.MODE_ACTION, kernel.MODE_CONFIG
 
 class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
     r"""Energy-aware dispatch of reasoning tasks to a fleet of large reasoning models (LRMs).
@@ -215,11 +216,22 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
         self._spec = plain_spec(value)
 
     def _bind(self) -> None:
-        """Copy 0's rows of the core's result and observation buffers (views)."""
+        """Copy 0's rows of the core's result and observation buffers (views), its kernel table
+        and its kernel entry."""
         core = self.core
         self._res_f0 = core.res_f[0, :kernel.N_RES_F]
         self._res_i0 = core.res_i[0, :kernel.N_RES_I]
         self._obs0 = core.obs[0]
+        self._configs = core._configs
+        self._tab = core._tab  # the core's kernel table (renewed when a reset grows a buffer)
+        self._step = core._step
+        self._no_act = core._no_act
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        for k in ("_tab", "_step"):  # rebuilt by _bind
+            state.pop(k, None)
+        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -231,6 +243,7 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
         super().reset(seed=seed)
         arrivals_rng, harvest_rng, tasks_rng = self.np_random.spawn(3)
         self.core.reset_copy(0, arrivals_rng, harvest_rng, tasks_rng)
+        self._tab = self.core._tab
         self._last = None
         self._history = []
         self._needs_reset = False
@@ -239,7 +252,6 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._needs_reset:
             raise RuntimeError("call reset() before step() (and after an episode ends)")
-        core = self.core
         kind = self._step_kind
         if kind == _STEP_CONTINUOUS:
             a = action
@@ -248,35 +260,41 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
             if a.shape != self._shape:
                 raise ValueError(f"action must have shape {self._shape} (classes x "
                                  f"configurations), got shape {a.shape}")
-            if core._step(core._tab, kernel.MODE_ACTION, a):  # BAD_ACTION
+            r = self._step(self._tab, _MODE_ACTION, a)
+            if r[0]:  # BAD_ACTION
                 raise ValueError(f"action entries must be finite and in [-1, 1], got min "
                                  f"{float(a.min())!r}, max {float(a.max())!r}")
         elif kind == _STEP_DISCRETE:
-            core._configs[0] = discrete_action(action, self._n_actions)
-            core._step(core._tab, kernel.MODE_CONFIG, core._no_act)
-        else:  # queue (envs.realistic): its compiled step decodes and checks the action
-            if self._discrete:  # an index in [0, 2J), held as float64 by the queue step
-                self._act1[0] = discrete_action(action, self._n_actions)
-                mode, action = kq.DISCRETE, self._act1
-            elif (type(action) is np.ndarray and action.shape == self._shape
-                  and (action.dtype is _F32 or action.dtype is _F64)):
-                mode = kq.BOX if core._box_in_kernel else -1
-            else:
-                mode, action = -1, validate_queued_action(self.config, action,
-                                                          self.action_space)
-            if mode < 0:  # the queue step's other decodes (envs.realistic)
-                core.run_action(action)
-            else:
-                status = core._qstep(core._qtab, mode, action)
-                if status != kq.OK:
-                    raise core._queue_error(status, mode, action)
-        # Every step kind left the slot in the result rows and the observation in core.obs.
-        reward, truncated, info = kernel_slot(self._res_f0.tolist(), self._res_i0.tolist())
+            self._configs[0] = discrete_action(action, self._n_actions)
+            r = self._step(self._tab, _MODE_CONFIG, self._no_act)
+        else:
+            r = self._step_queue(action)
+        reward, truncated, info = slot_result(r)
         if self._keep_history:
             self._history.append((info["harvest_kwh"], info["demand_kwh"], info["storage_kwh"]))
         self._needs_reset = truncated
         self._last = info
         return self._obs0.copy(), reward, False, truncated, info
+
+    def _step_queue(self, action: Any) -> tuple:
+        """One slot of a queue id (``envs.realistic``; its compiled step decodes and checks
+        the action); returns the slot as :func:`envs.kernel.step_bound16` does."""
+        core = self.core
+        if self._discrete:  # an index in [0, 2J), held as float64 by the queue step
+            self._act1[0] = discrete_action(action, self._n_actions)
+            mode, action = kq.DISCRETE, self._act1
+        elif (type(action) is np.ndarray and action.shape == self._shape
+              and (action.dtype is _F32 or action.dtype is _F64)):
+            mode = kq.BOX if core._box_in_kernel else -1
+        else:
+            mode, action = -1, validate_queued_action(self.config, action, self.action_space)
+        if mode < 0:  # the queue step's other decodes (envs.realistic)
+            core.run_action(action)
+        else:
+            status = core._qstep(core._qtab, mode, action)
+            if status != kq.OK:
+                raise core._queue_error(status, mode, action)
+        return (kernel.OK, *self._res_f0.tolist(), *self._res_i0.tolist())
 
     def action_masks(self) -> np.ndarray:
         """Legal actions of a discrete env, for maskable learners (sb3-contrib's MaskablePPO).

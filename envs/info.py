@@ -60,15 +60,15 @@ def batched_info(res: Any, t: np.ndarray, terms: dict[str, np.ndarray],
     return out
 
 
-def kernel_slot(res_f: list[float], res_i: list[int]) -> tuple[float, bool, dict[str, Any]]:
-    """Reward, truncation flag and ``info`` of one copy's slot from the kernel's results.
+def slot_result(r: tuple) -> tuple[float, bool, dict[str, Any]]:
+    """Reward, truncation flag and ``info`` of one copy's slot.
 
     Args:
-        res_f: The copy's row of ``FleetCore.res_f`` as Python floats (``envs.kernel.RES_F``).
-        res_i: The copy's row of ``FleetCore.res_i`` as Python ints (``envs.kernel.RES_I``).
+        r: ``(status, *RES_F, *RES_I)`` of the copy as Python numbers (the kernel
+            entries return it, e.g. :func:`envs.kernel.step_bound16`).
     """
-    harvest, demand, aux, waste, loss, storage, value, leftover, reward = res_f
-    arrived, served, correct, dropped, t, truncated, queued = res_i
+    (_, harvest, demand, aux, waste, loss, storage, value, leftover, reward,
+     arrived, served, correct, dropped, t, truncated, queued) = r
     # slot_info written out (one call less a step)
     info = {"harvest_kwh": harvest, "demand_kwh": demand, "aux_kwh": aux, "waste_kwh": waste,
             "loss_kwh": loss, "storage_kwh": storage, "arrived": arrived, "served": served,

@@ -339,12 +339,14 @@ def bound_arrays(tab):
 @njit(cache=True)
 def step_bound16(tab, mode, act):
     """:func:`step` with the arrays of a core bound in ``tab`` (:data:`BOUND`; int16 step
-    counts): one call unboxes two arrays instead of sixteen."""
+    counts): one call unboxes two arrays instead of sixteen. Returns the status and copy 0's
+    results as one tuple (:func:`_result_of_one`): a single env reads its slot from it."""
     ip, fp, fs, t, harvest, arrivals, us, ua, configs, res_f, res_i, obs, forecast = \
         bound_arrays(tab)
     steps = carray(pointer(tab[40]), (tab[41], tab[42], tab[43], tab[44]), np.int16)
-    return step(ip, fp, fs, t, harvest, arrivals, us, ua, steps, mode, act, configs, res_f,
-                res_i, forecast, obs)
+    status = step(ip, fp, fs, t, harvest, arrivals, us, ua, steps, mode, act, configs, res_f,
+                  res_i, forecast, obs)
+    return _result_of_one(status, res_f, res_i)
 
 
 @njit(cache=True)
@@ -354,8 +356,17 @@ def step_bound32(tab, mode, act):
     ip, fp, fs, t, harvest, arrivals, us, ua, configs, res_f, res_i, obs, forecast = \
         bound_arrays(tab)
     steps = carray(pointer(tab[40]), (tab[41], tab[42], tab[43], tab[44]), np.int32)
-    return step(ip, fp, fs, t, harvest, arrivals, us, ua, steps, mode, act, configs, res_f,
-                res_i, forecast, obs)
+    status = step(ip, fp, fs, t, harvest, arrivals, us, ua, steps, mode, act, configs, res_f,
+                  res_i, forecast, obs)
+    return _result_of_one(status, res_f, res_i)
+
+
+@njit(cache=True)
+def _result_of_one(status, res_f, res_i):
+    """(status, copy 0's :data:`RES_F` columns, its :data:`RES_I` columns) as one tuple."""
+    return (status, res_f[0, 0], res_f[0, 1], res_f[0, 2], res_f[0, 3], res_f[0, 4],
+            res_f[0, 5], res_f[0, 6], res_f[0, 7], res_f[0, 8], res_i[0, 0], res_i[0, 1],
+            res_i[0, 2], res_i[0, 3], res_i[0, 4], res_i[0, 5], res_i[0, 6])
 
 
 @njit(cache=True)
@@ -387,23 +398,54 @@ def _write_slot(b, fp, h, demand, aux, waste, loss, storage, value, leftover, tr
 
 
 @njit(cache=True)
-def fill_episodes(ip, copies, counts, lat, first, cls, us, ua, steps, k0, cdf_at, cdf,
-                  cdf_off):
-    """Write the episodes of copies ``copies`` (R,) into the slot-major task buffers
-    (T, B, A[, M]), slot by slot (so the writes of one slot are close together).
+def start_episodes(ip, fp, copies, counts, draws_h, lat, cls, us, ua, steps, k0, cdf_at, cdf,
+                   cdf_off, arrivals, n_slot, harvest, t, fs, forecast, obs):
+    """Start a new episode in each of copies ``copies`` (R,) from its draws; returns 0, or
+    (nothing written) the most tasks of one slot if the task buffers hold fewer: the caller
+    grows them and calls again.
 
-    Copy ``copies[r]`` has ``counts[r]`` (T, C) arrivals; its tasks, in arrival order (slot,
-    then class), are the rows ``first[r]``, ``first[r] + 1``, ... of ``lat`` (step-count,
-    solvability and assignment quantiles, float32). Step count under model i: ``m_c +
-    searchsorted(cdf[i][c], u, side="left")``, by the guide tables (``FleetCore._build_guides``:
-    ``k0 + (cdf_at < u)``, or a binary search in the bins marked NaN).
+    Copy ``copies[r]`` gets arrivals ``counts[r]`` (T, C) and harvest ``draws_h[r]`` (T,)
+    [kWh] in the core's buffers, an empty ledger, the store at S_0, the clock at 0 and its
+    observation. Its tasks, in arrival order (slot, then class), are the next rows of ``lat``
+    (step-count, solvability and assignment quantiles, float32; copies in order); they go into
+    the slot-major task buffers (T, B, A[, M]) slot by slot (the writes of one slot are close
+    together). Step count under model i: ``m_c + searchsorted(cdf[i][c], u, side="left")``,
+    by the guide tables (``FleetCore._build_guides``: ``k0 + (cdf_at < u)``, or a binary
+    search in the bins marked NaN).
     """
     C, M, T = ip[I_C], ip[I_M], ip[I_T]
+    R = copies.size
     A = cls.shape[2]
+    most = 0
+    for r in range(R):
+        for s in range(T):
+            n = 0
+            for c in range(C):
+                n += counts[r, s, c]
+            most = n if n > most else most
+    if most > A:
+        return most
+    next_task = np.empty(R, dtype=np.int64)
+    k = 0
+    for r in range(R):
+        next_task[r] = k
+        b = copies[r]
+        for s in range(T):
+            n = 0
+            for c in range(C):
+                arrivals[b, s, c] = counts[r, s, c]
+                n += counts[r, s, c]
+            n_slot[b, s] = n
+            harvest[b, s] = draws_h[r, s]
+            k += n
+        t[b] = 0
+        for q in range(fs.shape[0]):
+            fs[q, b] = 0.0
+        fs[0, b] = fp[F_S0]
+        _observe(b, ip, fp, fs, t, arrivals, forecast, obs)
     G = k0.shape[1] // C
     o_skill = N_I_SCALARS + 2 * ip[I_J]
     g_scale = np.float32(G)
-    next_task = first.copy()
     for s in range(T):
         for r in range(copies.size):
             b = copies[r]
@@ -430,3 +472,4 @@ def fill_episodes(ip, copies, counts, lat, first, cls, us, ua, steps, k0, cdf_at
             next_task[r] = k
             for q in range(p, A):
                 cls[s, b, q] = C
+    return 0

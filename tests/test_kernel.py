@@ -245,9 +245,11 @@ def test_step_draws_equal_searchsorted_definition(name: str, core_class: type) -
     counts[0, np.arange(u.size), cls] = 1
     lat = np.zeros((u.size, 3), dtype=np.float32)
     lat[:, 0] = u
-    kernel.fill_episodes(core._ip, np.zeros(1, dtype=np.int64), counts, lat,
-                         np.zeros(1, dtype=np.int64), core._cls_tm, core._us_tm, core._ua_tm,
-                         core._steps_tm, core._k0, core._cdf_at, core._cdf, core._cdf_off)
+    assert kernel.start_episodes(
+        core._ip, core._fp, np.zeros(1, dtype=np.int64), counts, np.zeros((1, u.size)), lat,
+        core._cls_tm, core._us_tm, core._ua_tm, core._steps_tm, core._k0, core._cdf_at,
+        core._cdf, core._cdf_off, core.arrivals, core.n_slot, core.harvest, core.t, core._fs,
+        core.forecast, core.obs) == 0
     assert np.array_equal(core.cls[0, :, 0], cls)
     if core_class is _CoarseGuides:
         assert np.isnan(core._cdf_at).mean() > 0.05

@@ -22,7 +22,7 @@ assert envs.__file__.startswith(sys.argv[1]), envs.__file__
 env = gym.make("lrm/Critical-v0", horizon=5)
 env.reset(seed=0)
 env.step(env.action_space.sample())
-fns = [kernel.step_bound16, kernel.step_bound32, kernel.observe, kernel.fill_episodes]
+fns = [kernel.step_bound16, kernel.step_bound32, kernel.observe, kernel.start_episodes]
 print(json.dumps({"hits": sum(sum(f.stats.cache_hits.values()) for f in fns),
                   "misses": sum(sum(f.stats.cache_misses.values()) for f in fns),
                   "path": kernel.observe.stats.cache_path}))

@@ -63,6 +63,7 @@ BAD_SIZE = 4  # act has the wrong number of entries
 CAND = 1  # not deferred: a candidate
 SRV = 2  # served
 FIN = 4  # correct if served
+CAPPED = 8  # a candidate of a model whose cap its candidates' tokens exceed
 
 # Layout of the packed constants (see pack_constants): integers W, omega, capped, J, M,
 # then deadlines (C), model_of (J), budget_of (J); then, as the bits of float64 values,
@@ -158,8 +159,16 @@ def decode_box(act: np.ndarray, C: int, J: int, thr: np.ndarray, f: np.ndarray,
 
 
 @numba.njit(cache=True)
+def scratch_size(W: int, A: int, C: int, J: int, M: int) -> int:
+    """Entries (int64) of :func:`queue_step`'s scratch space for a core whose tasks can be
+    pending for ``W`` slots with up to ``A`` tasks a slot (see the layout in ``queue_step``)."""
+    return 8 * W * A + (W + 1) + 4 * C + 3 * M + C * (J - 1) + (J + 1) + 2 * C
+
+
+@numba.njit(cache=True)
 def queue_step(us_tm, ua_tm, steps_tm, done, arrivals, harvest, t_now, first_open, queue_len,
-               consts, mode, act, ip, fp, fs, res_f, res_i, forecast, obs):  # noqa: ANN001
+               consts, mode, act, ip, fp, fs, res_f, res_i, forecast, obs, scratch
+               ):  # noqa: ANN001
     """One slot of the queue rules for every copy b (each at its own slot ``t_now[b]``).
 
     Args:
@@ -171,7 +180,8 @@ def queue_step(us_tm, ua_tm, steps_tm, done, arrivals, harvest, t_now, first_ope
             of the window.
         done: (B, T + W - 1, A) served-or-dropped flag of each task, slot s at s + W - 1;
             updated.
-        arrivals: (B, T, C) tasks per slot and class. harvest: (B, T) harvest per slot [kWh].
+        arrivals: (B, T, C) tasks per slot and class (at most A a slot). harvest: (B, T)
+            harvest per slot [kWh].
         t_now: (B,) slot of each copy; advanced by one.
         first_open: (B,) oldest slot that may hold a pending task; updated.
         queue_len: (B, C) tasks waiting after the slot; updated.
@@ -190,6 +200,8 @@ def queue_step(us_tm, ua_tm, steps_tm, done, arrivals, harvest, t_now, first_ope
         obs: (B, dim) observations: as ``FleetCore.observe`` writes them (``envs.kernel``:
             the paper features, the forecast, the -v1 features), and the queue lengths /
             class rates.
+        scratch: int64 scratch space of :func:`scratch_size` entries, kept by the core so
+            that a step allocates nothing (a smaller one is replaced by a new array).
 
     Returns:
         A status code; the state is changed only when it is :data:`OK`.
@@ -217,17 +229,10 @@ def queue_step(us_tm, ua_tm, steps_tm, done, arrivals, harvest, t_now, first_ope
     if act.size != B * per_copy and not use_defer:
         return BAD_SIZE
     d0 = B * per_copy  # first defer fraction in act
-    n_max = 1
     for b in range(B):
         t = t_now[b]
         if t >= T or t < 0:
             return ENDED
-        n_win = 0
-        for s in range(max(first_open[b], t - W + 1, 0), t + 1):
-            for c in range(C):
-                if s + deadlines[c] >= t:  # (t < T, so min(., T - 1) >= t too)
-                    n_win += arrivals[b, s, c]
-        n_max = max(n_max, n_win)
     if mode == BOX:
         for k in range(act.size):
             if not abs(act[k]) <= 1.0:  # also NaN
@@ -239,53 +244,41 @@ def queue_step(us_tm, ua_tm, steps_tm, done, arrivals, harvest, t_now, first_ope
             if not (x >= 0 and x < hi and x == np.floor(x)):  # also NaN
                 return BAD_INDEX
 
-    # Scratch space in two blocks (numba's dispatch and allocations cost per array). Per
-    # pending task, in window order (slot, then position: the oldest first): arrival slot,
-    # position in the slot, class, deadline slot, model of its configuration, tokens it runs
-    # if served, flags (CAND: not deferred, FIN: correct if served, SRV: served); then the
-    # candidates in admission order.
-    work = np.empty((8, n_max), dtype=np.int64)
-    p_s, p_a, p_c, p_dl = work[0], work[1], work[2], work[3]
-    p_i, p_tok, p_flag, order = work[4], work[5], work[6], work[7]
+    # Scratch space, one block (numba's dispatch and allocations cost per array). Per
+    # pending task, in window order (slot, then position: the oldest first), at most W
+    # slots of at most A tasks: arrival slot, position in the slot, class, deadline slot,
+    # model of its configuration, tokens it runs if served, flags (CAND: not deferred, FIN:
+    # correct if served, SRV: served); then the candidates in admission order. Then the
+    # integer and the float64 (bits) scratch of the slot.
+    if scratch.size < scratch_size(W, A, C, J, M):
+        scratch = np.empty(scratch_size(W, A, C, J, M), dtype=np.int64)
+    n_cap = W * A
+    p_s, p_a = scratch[:n_cap], scratch[n_cap:2 * n_cap]
+    p_c, p_dl = scratch[2 * n_cap:3 * n_cap], scratch[3 * n_cap:4 * n_cap]
+    p_i, p_tok = scratch[4 * n_cap:5 * n_cap], scratch[5 * n_cap:6 * n_cap]
+    p_flag, order = scratch[6 * n_cap:7 * n_cap], scratch[7 * n_cap:8 * n_cap]
+    o = 8 * n_cap
+    counts = scratch[o:o + W + 1]  # counting sort by deadline
+    o += W + 1
+    n_pend = scratch[o:o + C]
+    rank = scratch[o + C:o + 2 * C]
+    cor_by = scratch[o + 2 * C:o + 3 * C]
+    wait_by = scratch[o + 3 * C:o + 4 * C]
+    o += 4 * C
+    used = scratch[o:o + M]  # running tokens per model
+    tok_by = scratch[o + M:o + 2 * M]  # tokens served per model
+    tok_cand = scratch[o + 2 * M:o + 3 * M]  # tokens of the candidates per model
+    o += 3 * M
+    fscr = scratch.view(np.float64)
     n_thr = C * (J - 1)
-    fwork = np.empty(n_thr + J + 1 + 2 * C)
-    thr = fwork[:n_thr]  # assignment thresholds per class
-    wbox = fwork[n_thr:n_thr + J + 1]  # weights of a continuous action's class
-    f = fwork[n_thr + J + 1:n_thr + J + 1 + C]  # defer fraction per class
-    n_def = fwork[n_thr + J + 1 + C:]  # tasks to defer per class
-    iwork = np.empty(W + 1 + 4 * C + 2 * M, dtype=np.int64)
-    counts = iwork[:W + 1]  # counting sort by deadline
-    n_pend = iwork[W + 1:W + 1 + C]
-    rank = iwork[W + 1 + C:W + 1 + 2 * C]
-    cor_by = iwork[W + 1 + 2 * C:W + 1 + 3 * C]
-    wait_by = iwork[W + 1 + 3 * C:W + 1 + 4 * C]
-    used = iwork[W + 1 + 4 * C:W + 1 + 4 * C + M]  # running tokens per model
-    tok_by = iwork[W + 1 + 4 * C + M:]  # tokens served per model
+    thr = fscr[o:o + n_thr]  # assignment thresholds per class
+    o += n_thr
+    wbox = fscr[o:o + J + 1]  # weights of a continuous action's class
+    f = fscr[o + J + 1:o + J + 1 + C]  # defer fraction per class
+    n_def = fscr[o + J + 1 + C:o + J + 1 + 2 * C]  # tasks to defer per class
 
     for b in range(B):
         t = t_now[b]
-        # 1. Pending: neither served nor dropped, deadline slot min(s + d_c, T - 1) >= t.
-        n = 0
-        for c in range(C):
-            n_pend[c] = 0
-        for s in range(max(first_open[b], t - W + 1, 0), t + 1):
-            start = 0  # first position of class c in the slot
-            for c in range(C):
-                n_sc = arrivals[b, s, c]
-                dl = min(s + deadlines[c], T - 1)
-                if dl >= t:
-                    for a in range(start, start + n_sc):
-                        if done[b, s + W - 1, a]:
-                            continue
-                        p_s[n] = s
-                        p_a[n] = a
-                        p_c[n] = c
-                        p_dl[n] = dl
-                        p_flag[n] = CAND
-                        n_pend[c] += 1
-                        n += 1
-                start += n_sc
-
         # The copy's action: thresholds per class (mixtures) or one configuration, and the
         # defer fraction per class.
         j_all = -1
@@ -311,6 +304,48 @@ def queue_step(us_tm, ua_tm, steps_tm, done, arrivals, harvest, t_now, first_ope
             for c in range(C):
                 f[c] = 1.0 if np.int64(act[b]) >= J else 0.0
 
+        # 1. Pending: neither served nor dropped, deadline slot min(s + d_c, T - 1) >= t;
+        # with each task's configuration, outcome and tokens should it be a candidate (the
+        # deferred ones, step 2, are then struck off).
+        n = 0
+        for c in range(C):
+            n_pend[c] = 0
+        for m in range(M):
+            tok_cand[m] = 0
+        for s in range(max(first_open[b], t - W + 1, 0), t + 1):
+            start = 0  # first position of class c in the slot
+            for c in range(C):
+                n_sc = arrivals[b, s, c]
+                dl = min(s + deadlines[c], T - 1)
+                if dl >= t:
+                    n0 = n
+                    thr_c = thr[c * (J - 1):(c + 1) * (J - 1)]
+                    for a in range(start, start + n_sc):
+                        if done[b, s + W - 1, a]:
+                            continue
+                        if j_all >= 0:
+                            j = j_all
+                        else:
+                            u = np.float64(ua_tm[s, b, a])
+                            j = 0
+                            for q in range(J - 1):
+                                j += u >= thr_c[q]
+                        i = model_of[j]
+                        budget = budget_of[j]
+                        step_tok = omega * np.int64(steps_tm[s, b, a, i])
+                        fin = (np.float64(us_tm[s, b, a]) < solvable[i * C + c]) & (step_tok <= budget)
+                        tok = step_tok if fin else budget
+                        p_s[n] = s
+                        p_a[n] = a
+                        p_c[n] = c
+                        p_dl[n] = dl
+                        p_i[n] = i
+                        p_tok[n] = tok
+                        p_flag[n] = CAND | SRV | (FIN if fin else 0)
+                        tok_cand[i] += tok
+                        n += 1
+                    n_pend[c] += n - n0
+                start += n_sc
         # 2. Defer the newest non-due tasks of each class: round(f * pending) of them.
         any_defer = False
         for c in range(C):
@@ -324,46 +359,35 @@ def queue_step(us_tm, ua_tm, steps_tm, done, arrivals, harvest, t_now, first_ope
                     rank[c] += 1
                     if rank[c] <= n_def[c]:
                         p_flag[k] = 0
+                        tok_cand[p_i[k]] -= p_tok[k]
 
-        # 3. Configuration, outcome and tokens of every candidate.
-        for k in range(n):
-            if not p_flag[k]:
-                continue
-            s, a, c = p_s[k], p_a[k], p_c[k]
-            if j_all >= 0:
-                j = j_all
-            else:
-                u = np.float64(ua_tm[s, b, a])
-                j = 0
-                for q in range(J - 1):
-                    if u >= thr[c * (J - 1) + q]:
-                        j += 1
-            i = model_of[j]
-            budget = budget_of[j]
-            step_tok = omega * np.int64(steps_tm[s, b, a, i])
-            fin = np.float64(us_tm[s, b, a]) < solvable[i * C + c] and step_tok <= budget
-            p_i[k] = i
-            p_tok[k] = step_tok if fin else budget
-            p_flag[k] = CAND | SRV | (FIN if fin else 0)
-
-        # 4. Caps: candidates in earliest-deadline-first order (ties: window order), each
+        # 3. Caps: candidates in earliest-deadline-first order (ties: window order), each
         # model admitting while its running tokens (rejected candidates included: a prefix
-        # rule) stay within its cap. A stable counting sort by deadline slot - t (< W).
+        # rule) stay within its cap. A model whose candidates' tokens all fit admits them
+        # all, so only the candidates of the other models are ordered, by a stable counting
+        # sort by deadline slot - t (< W).
+        binding = False
         if capped:
+            for m in range(M):
+                binding = binding or tok_cand[m] > caps[m]
+        if binding:
             d_hi = 0  # latest deadline slot - t of a candidate
+            n_cand = 0
             for k in range(n):
-                if p_flag[k] and p_dl[k] - t > d_hi:
-                    d_hi = p_dl[k] - t
+                if p_flag[k] and tok_cand[p_i[k]] > caps[p_i[k]]:
+                    p_flag[k] |= CAPPED
+                    n_cand += 1
+                    if p_dl[k] - t > d_hi:
+                        d_hi = p_dl[k] - t
             for d in range(d_hi + 2):
                 counts[d] = 0
             for k in range(n):
-                if p_flag[k]:
+                if p_flag[k] & CAPPED:
                     counts[p_dl[k] - t + 1] += 1
             for d in range(1, d_hi + 2):
                 counts[d] += counts[d - 1]
-            n_cand = counts[d_hi + 1]
             for k in range(n):
-                if p_flag[k]:
+                if p_flag[k] & CAPPED:
                     d = p_dl[k] - t
                     order[counts[d]] = k
                     counts[d] += 1
@@ -376,7 +400,7 @@ def queue_step(us_tm, ua_tm, steps_tm, done, arrivals, harvest, t_now, first_ope
                 if used[i] > caps[i]:
                     p_flag[k] &= ~SRV
 
-        # 5. Book-keeping: served and dropped tasks are done; the rest wait.
+        # 4. Book-keeping: served and dropped tasks are done; the rest wait.
         for m in range(M):
             tok_by[m] = 0
         for c in range(C):
@@ -435,7 +459,7 @@ def queue_step(us_tm, ua_tm, steps_tm, done, arrivals, harvest, t_now, first_ope
 
 
 #: Arrays of a queue core's table after those of ``envs.kernel.BOUND``.
-BOUND = ("done", "first_open", "queue_len", "consts")
+BOUND = ("done", "first_open", "queue_len", "consts", "scratch")
 
 
 @numba.njit(cache=True)
@@ -445,7 +469,8 @@ def _queue_arrays(tab):  # noqa: ANN001 - numba
     first_open = numba.carray(pointer(tab[75]), (tab[76],), np.int64)
     queue_len = numba.carray(pointer(tab[80]), (tab[81], tab[82]), np.int64)
     consts = numba.carray(pointer(tab[85]), (tab[86],), np.int64)
-    return done, first_open, queue_len, consts
+    scratch = numba.carray(pointer(tab[90]), (tab[91],), np.int64)
+    return done, first_open, queue_len, consts, scratch
 
 
 @numba.njit(cache=True)
@@ -455,10 +480,10 @@ def queue_step_bound16(tab, mode, act):  # noqa: ANN001 - numba
     unboxes two arrays instead of seventeen."""
     ip, fp, fs, t, harvest, arrivals, us, ua, _, res_f, res_i, obs, forecast = \
         bound_arrays(tab)
-    done, first_open, queue_len, consts = _queue_arrays(tab)
+    done, first_open, queue_len, consts, scratch = _queue_arrays(tab)
     steps = numba.carray(pointer(tab[40]), (tab[41], tab[42], tab[43], tab[44]), np.int16)
     return queue_step(us, ua, steps, done, arrivals, harvest, t, first_open, queue_len,
-                      consts, mode, act, ip, fp, fs, res_f, res_i, forecast, obs)
+                      consts, mode, act, ip, fp, fs, res_f, res_i, forecast, obs, scratch)
 
 
 @numba.njit(cache=True)
@@ -466,7 +491,7 @@ def queue_step_bound32(tab, mode, act):  # noqa: ANN001 - numba
     """:func:`queue_step_bound16` for int32 step counts."""
     ip, fp, fs, t, harvest, arrivals, us, ua, _, res_f, res_i, obs, forecast = \
         bound_arrays(tab)
-    done, first_open, queue_len, consts = _queue_arrays(tab)
+    done, first_open, queue_len, consts, scratch = _queue_arrays(tab)
     steps = numba.carray(pointer(tab[40]), (tab[41], tab[42], tab[43], tab[44]), np.int32)
     return queue_step(us, ua, steps, done, arrivals, harvest, t, first_open, queue_len,
-                      consts, mode, act, ip, fp, fs, res_f, res_i, forecast, obs)
+                      consts, mode, act, ip, fp, fs, res_f, res_i, forecast, obs, scratch)

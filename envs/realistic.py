@@ -133,10 +133,18 @@ class RealisticCore(FleetCore):
         (``envs.kernel_queue.queue_step_bound16``, ``32``), once the queue's arrays exist."""
         super()._bind()
         if getattr(self, "_qconsts", None) is not None:
+            #: Scratch space of the compiled step (sized for the current task buffers).
+            self._qscratch = np.empty(kq.scratch_size(self.W, self.A, self.C, self.J, self.M),
+                                      dtype=np.int64)
             self._qtab = np.concatenate([self._tab, table([
-                self.done, self.first_open, self.queue_len, self._qconsts])])
+                self.done, self.first_open, self.queue_len, self._qconsts, self._qscratch])])
             self._qstep = (kq.queue_step_bound16 if self._steps_tm.dtype == np.int16
                            else kq.queue_step_bound32)
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state.pop("_qscratch", None)  # rebuilt by _bind
+        return state
 
     # ------------------------------------------------------------------ reset
     #: Per-copy state a step changes beyond ``FleetCore``'s (the vector env restores it for

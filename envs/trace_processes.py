@@ -3,12 +3,14 @@
 Registered by :mod:`envs.processes` under the names used by ``FleetConfig.harvest_process``
 (``solar``, ``wind``) and ``FleetConfig.arrival_process`` (``azure_conv``, ``azure_code``,
 ``servegen_r1``). Each draws a whole episode from its own generator at reset; the number of
-variates drawn never depends on actions (common random numbers). Imports numpy only.
+variates drawn never depends on actions (common random numbers).
 
 Supply scaling (stated capacity): the replayed series is multiplied by one constant chosen so
 that its time average over ``harvest_reference_months`` (default: ``harvest_months``, default:
 the year) equals ``provisioning`` x the reference demand per slot. ``capacity_kw`` is the
 installed capacity this implies (PV: kW at 1000 W/m2; wind: rated kW).
+
+Imports numpy, and numba for the arrival times of ``servegen_r1`` (:func:`_renewal_counts`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import functools
 import math
 
+import numba
 import numpy as np
 
 from envs.config import ARRIVAL_PROCESS_FIELDS, HARVEST_PROCESS_FIELDS, FleetConfig
@@ -201,7 +204,34 @@ class WindHarvest(_ReplayHarvest):
 def _split_classes(rng: np.random.Generator, totals: np.ndarray, shares: np.ndarray
                    ) -> np.ndarray:
     """Split per-slot totals over classes (multinomial), shape (T, C) int64."""
-    return rng.multinomial(totals.astype(np.int64), shares).astype(np.int64)
+    return rng.multinomial(totals.astype(np.int64, copy=False), shares).astype(
+        np.int64, copy=False)
+
+
+@numba.njit(cache=True)
+def _renewal_counts(gaps: np.ndarray, phase: float, edges: np.ndarray, points: np.ndarray,
+                    totals: np.ndarray) -> float:
+    """Points of a renewal process and their number in each interval between ``edges``.
+
+    ``points[:n]`` becomes ``np.cumsum(gaps) - phase * gaps[0]`` (n = ``gaps.size``; the
+    running sums left to right, as numpy's) and ``totals`` (``edges.size - 1``) becomes
+    ``np.diff(np.searchsorted(points[:n], edges, side="left"))``, bit for bit. Returns the
+    last point.
+    """
+    n = gaps.size
+    offset = phase * gaps[0]
+    acc = gaps[0]
+    points[0] = acc - offset
+    for i in range(1, n):
+        acc = acc + gaps[i]
+        points[i] = acc - offset
+    pts = points[:n]
+    prev = np.searchsorted(pts, edges[0], side="left")
+    for j in range(edges.size - 1):
+        nxt = np.searchsorted(pts, edges[j + 1], side="left")
+        totals[j] = nxt - prev
+        prev = nxt
+    return pts[n - 1]
 
 
 class AzureReplay:
@@ -277,19 +307,34 @@ class ServeGenR1Arrivals:
         self.cv = float(config.arrival_cv)
         self.shares = np.asarray(config.class_shares, dtype=np.float64)
         self.max_rate = float(config.arrival_rate * self.profile.max())
+        self._edges: dict[int, np.ndarray] = {}  # operational time at the slot edges per horizon
+        self._points = np.empty(0)  # arrival times of the last episode (scratch)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_points": np.empty(0)}  # scratch: not worth pickling
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update({"_edges": {}, "_points": np.empty(0), **state})
 
     def expected_counts(self, horizon: int) -> np.ndarray:
         """Expected arrivals in each slot of an episode, shape (horizon,) [tasks]."""
         return np.diff(self._op_time(horizon))
 
     def _op_time(self, horizon: int) -> np.ndarray:
-        t = self.start_minute + self.slot_minutes * np.arange(horizon + 1)
-        laps, rem = np.divmod(t, MINUTES_PER_DAY)
-        day = self.cum[-1]
-        grid = self.win_min * np.arange(self.profile.size + 1)
-        lam = laps * day + np.interp(rem, grid, self.cum)
-        lam0 = lam[0]
-        return (lam - lam0) * self.per_min
+        """Operational time at the slot edges of an episode, shape (horizon + 1,) (read-only:
+        computed once per horizon)."""
+        edges = self._edges.get(horizon)
+        if edges is None:
+            t = self.start_minute + self.slot_minutes * np.arange(horizon + 1)
+            laps, rem = np.divmod(t, MINUTES_PER_DAY)
+            day = self.cum[-1]
+            grid = self.win_min * np.arange(self.profile.size + 1)
+            lam = laps * day + np.interp(rem, grid, self.cum)
+            lam0 = lam[0]
+            edges = (lam - lam0) * self.per_min
+            edges.flags.writeable = False
+            self._edges[horizon] = edges
+        return edges
 
     def sample(self, rng: np.random.Generator, horizon: int) -> np.ndarray:
         """Arrival counts, shape (horizon, C) [tasks]."""
@@ -299,11 +344,16 @@ class ServeGenR1Arrivals:
         n = int(total + 10.0 * self.cv * math.sqrt(total + 1.0) + 64)
         gaps = rng.gamma(k, 1.0 / k, size=n)
         phase = rng.random()
-        points = np.cumsum(gaps) - phase * gaps[0]  # stationary-ish start: random phase
-        while points[-1] < total:  # rare: draw more (depends on the seed only)
-            more = rng.gamma(k, 1.0 / k, size=n)
-            points = np.concatenate([points, points[-1] + np.cumsum(more)])
-        totals = np.diff(np.searchsorted(points, edges, side="left"))
+        if self._points.size < n:
+            self._points = np.empty(n)
+        totals = np.empty(horizon, dtype=np.int64)
+        last = _renewal_counts(gaps, phase, edges, self._points, totals)
+        if last < total:  # rare: draw more (depends on the seed only)
+            points = np.cumsum(gaps) - phase * gaps[0]  # stationary-ish start: random phase
+            while points[-1] < total:
+                more = rng.gamma(k, 1.0 / k, size=n)
+                points = np.concatenate([points, points[-1] + np.cumsum(more)])
+            totals = np.diff(np.searchsorted(points, edges, side="left"))
         return _split_classes(rng, totals, self.shares)
 
 

@@ -507,6 +507,70 @@ def test_servegen_arrivals_reproduce_mean_and_daily_profile():
     assert int(np.argmax(hourly)) == int(np.argmax(expect_hourly)) == (22 - start) % 24
 
 
+class _ShortGaps:
+    """A generator whose gamma draws are all 0.01: the first batch of gaps never reaches the
+    end of the episode, so the arrival process must draw more (its rare path)."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.calls: list[str] = []
+
+    def gamma(self, shape, scale, size):  # noqa: ANN001
+        self.calls.append("gamma")
+        return np.full(size, 0.01)
+
+    def random(self):
+        self.calls.append("random")
+        return self.rng.random()
+
+    def multinomial(self, n, pvals):  # noqa: ANN001
+        self.calls.append("multinomial")
+        return self.rng.multinomial(n, pvals)
+
+
+def _servegen_counts_by_numpy(proc: ServeGenR1Arrivals, rng, horizon: int) -> np.ndarray:  # noqa: ANN001
+    """The arrival counts of ``ServeGenR1Arrivals.sample`` as numpy expressions: operational
+    time at the slot edges, gamma gaps, cumulative sums, searchsorted, multinomial split."""
+    t = proc.start_minute + proc.slot_minutes * np.arange(horizon + 1)
+    laps, rem = np.divmod(t, 24 * 60.0)
+    grid = proc.win_min * np.arange(proc.profile.size + 1)
+    lam = laps * proc.cum[-1] + np.interp(rem, grid, proc.cum)
+    edges = (lam - lam[0]) * proc.per_min
+    total = float(edges[-1])
+    k = 1.0 / proc.cv**2
+    n = int(total + 10.0 * proc.cv * math.sqrt(total + 1.0) + 64)
+    gaps = rng.gamma(k, 1.0 / k, size=n)
+    phase = rng.random()
+    points = np.cumsum(gaps) - phase * gaps[0]
+    while points[-1] < total:
+        more = rng.gamma(k, 1.0 / k, size=n)
+        points = np.concatenate([points, points[-1] + np.cumsum(more)])
+    totals = np.diff(np.searchsorted(points, edges, side="left"))
+    return rng.multinomial(totals, proc.shares)
+
+
+@pytest.mark.parametrize("name", ["r1_trace", "r1_trace_bursty"])
+def test_servegen_counts_equal_the_numpy_expressions(name):
+    """The compiled arrival times and counts give numpy's counts and leave the generator
+    where numpy's draws leave it, also when the first batch of gaps falls short."""
+    proc = ServeGenR1Arrivals(PRESETS[name])
+    for seed in range(6):
+        for horizon in (288, 37, 600):
+            a, b = np.random.default_rng([seed, horizon]), np.random.default_rng([seed, horizon])
+            got, want = proc.sample(a, horizon), _servegen_counts_by_numpy(proc, b, horizon)
+            assert got.dtype == np.int64 and got.shape == (horizon, proc.shares.size)
+            assert np.array_equal(got, want)
+            assert a.random() == b.random()  # the same number of variates drawn
+    short_a, short_b = _ShortGaps(1), _ShortGaps(1)
+    got = proc.sample(short_a, 288)
+    assert np.array_equal(got, _servegen_counts_by_numpy(proc, short_b, 288))
+    assert short_a.calls == short_b.calls and short_a.calls.count("gamma") > 1
+    assert got.sum() > 0
+    # The operational time is computed once per horizon and cannot be changed by a caller.
+    assert proc._op_time(288) is proc._op_time(288)
+    assert not proc._op_time(288).flags.writeable
+
+
 def test_servegen_burstier_variant_has_larger_slot_variance():
     cfg = PRESETS["r1_trace"]
     base, bursty = ServeGenR1Arrivals(cfg), ServeGenR1Arrivals(PRESETS["r1_trace_bursty"])

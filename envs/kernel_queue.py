@@ -63,7 +63,6 @@ BAD_SIZE = 4  # act has the wrong number of entries
 CAND = 1  # not deferred: a candidate
 SRV = 2  # served
 FIN = 4  # correct if served
-CAPPED = 8  # a candidate of a model whose cap its candidates' tokens exceed
 
 # Layout of the packed constants (see pack_constants): integers W, omega, capped, J, M,
 # then deadlines (C), model_of (J), budget_of (J); then, as the bits of float64 values,
@@ -248,17 +247,17 @@ def queue_step(us_tm, ua_tm, steps_tm, done, arrivals, harvest, t_now, first_ope
     # pending task, in window order (slot, then position: the oldest first), at most W
     # slots of at most A tasks: arrival slot, position in the slot, class, deadline slot,
     # model of its configuration, tokens it runs if served, flags (CAND: not deferred, FIN:
-    # correct if served, SRV: served); then the candidates in admission order. Then the
-    # integer and the float64 (bits) scratch of the slot.
+    # correct if served, SRV: served); then the next candidate of the same deadline (step 3).
+    # Then the integer and the float64 (bits) scratch of the slot.
     if scratch.size < scratch_size(W, A, C, J, M):
         scratch = np.empty(scratch_size(W, A, C, J, M), dtype=np.int64)
     n_cap = W * A
     p_s, p_a = scratch[:n_cap], scratch[n_cap:2 * n_cap]
     p_c, p_dl = scratch[2 * n_cap:3 * n_cap], scratch[3 * n_cap:4 * n_cap]
     p_i, p_tok = scratch[4 * n_cap:5 * n_cap], scratch[5 * n_cap:6 * n_cap]
-    p_flag, order = scratch[6 * n_cap:7 * n_cap], scratch[7 * n_cap:8 * n_cap]
+    p_flag, p_next = scratch[6 * n_cap:7 * n_cap], scratch[7 * n_cap:8 * n_cap]
     o = 8 * n_cap
-    counts = scratch[o:o + W + 1]  # counting sort by deadline
+    head = scratch[o:o + W + 1]  # first candidate of each deadline (step 3)
     o += W + 1
     n_pend = scratch[o:o + C]
     rank = scratch[o + C:o + 2 * C]
@@ -364,41 +363,31 @@ def queue_step(us_tm, ua_tm, steps_tm, done, arrivals, harvest, t_now, first_ope
         # 3. Caps: candidates in earliest-deadline-first order (ties: window order), each
         # model admitting while its running tokens (rejected candidates included: a prefix
         # rule) stay within its cap. A model whose candidates' tokens all fit admits them
-        # all, so only the candidates of the other models are ordered, by a stable counting
-        # sort by deadline slot - t (< W).
+        # all, so only the candidates of the other models are ordered: one list per
+        # deadline slot - t (< W), in window order, linked through ``p_next``.
         binding = False
         if capped:
             for m in range(M):
                 binding = binding or tok_cand[m] > caps[m]
         if binding:
-            d_hi = 0  # latest deadline slot - t of a candidate
-            n_cand = 0
-            for k in range(n):
-                if p_flag[k] and tok_cand[p_i[k]] > caps[p_i[k]]:
-                    p_flag[k] |= CAPPED
-                    n_cand += 1
-                    if p_dl[k] - t > d_hi:
-                        d_hi = p_dl[k] - t
-            for d in range(d_hi + 2):
-                counts[d] = 0
-            for k in range(n):
-                if p_flag[k] & CAPPED:
-                    counts[p_dl[k] - t + 1] += 1
-            for d in range(1, d_hi + 2):
-                counts[d] += counts[d - 1]
-            for k in range(n):
-                if p_flag[k] & CAPPED:
+            for d in range(W):
+                head[d] = -1
+            for k in range(n - 1, -1, -1):
+                i = p_i[k]
+                if p_flag[k] and tok_cand[i] > caps[i]:
                     d = p_dl[k] - t
-                    order[counts[d]] = k
-                    counts[d] += 1
+                    p_next[k] = head[d]
+                    head[d] = k
             for m in range(M):
                 used[m] = 0
-            for r in range(n_cand):
-                k = order[r]
-                i = p_i[k]
-                used[i] += p_tok[k]
-                if used[i] > caps[i]:
-                    p_flag[k] &= ~SRV
+            for d in range(W):
+                k = head[d]
+                while k >= 0:
+                    i = p_i[k]
+                    used[i] += p_tok[k]
+                    if used[i] > caps[i]:
+                        p_flag[k] &= ~SRV
+                    k = p_next[k]
 
         # 4. Book-keeping: served and dropped tasks are done; the rest wait.
         for m in range(M):

@@ -10,7 +10,7 @@ that its time average over ``harvest_reference_months`` (default: ``harvest_mont
 the year) equals ``provisioning`` x the reference demand per slot. ``capacity_kw`` is the
 installed capacity this implies (PV: kW at 1000 W/m2; wind: rated kW).
 
-Imports numpy, and numba for the arrival times of ``servegen_r1`` (:func:`_renewal_counts`).
+Imports numpy, and numba for the arrival counts of ``servegen_r1`` (:func:`_renewal_counts`).
 """
 
 from __future__ import annotations
@@ -209,29 +209,36 @@ def _split_classes(rng: np.random.Generator, totals: np.ndarray, shares: np.ndar
 
 
 @numba.njit(cache=True)
-def _renewal_counts(gaps: np.ndarray, phase: float, edges: np.ndarray, points: np.ndarray,
-                    totals: np.ndarray) -> float:
-    """Points of a renewal process and their number in each interval between ``edges``.
+def _renewal_counts(gaps: np.ndarray, phase: float, edges: np.ndarray, totals: np.ndarray
+                    ) -> float:
+    """Points of a renewal process counted between sorted ``edges``, in one pass.
 
-    ``points[:n]`` becomes ``np.cumsum(gaps) - phase * gaps[0]`` (n = ``gaps.size``; the
-    running sums left to right, as numpy's) and ``totals`` (``edges.size - 1``) becomes
-    ``np.diff(np.searchsorted(points[:n], edges, side="left"))``, bit for bit. Returns the
-    last point.
+    With ``points = np.cumsum(gaps) - phase * gaps[0]`` (running sums left to right, as
+    numpy's), ``totals`` (``edges.size - 1``) becomes
+    ``np.diff(np.searchsorted(points, edges, side="left"))`` bit for bit, provided ``edges``
+    is non-decreasing (the points are: the gaps are >= 0). Returns the last point.
     """
-    n = gaps.size
+    n, n_e = gaps.size, edges.size
     offset = phase * gaps[0]
     acc = gaps[0]
-    points[0] = acc - offset
-    for i in range(1, n):
-        acc = acc + gaps[i]
-        points[i] = acc - offset
-    pts = points[:n]
-    prev = np.searchsorted(pts, edges[0], side="left")
-    for j in range(edges.size - 1):
-        nxt = np.searchsorted(pts, edges[j + 1], side="left")
-        totals[j] = nxt - prev
-        prev = nxt
-    return pts[n - 1]
+    j = 0  # next edge
+    prev = 0  # points below the previous edge
+    p = acc - offset
+    for i in range(n):
+        if i:
+            acc = acc + gaps[i]
+            p = acc - offset
+        while j < n_e and edges[j] <= p:  # i points lie below edge j
+            if j:
+                totals[j - 1] = i - prev
+            prev = i
+            j += 1
+    while j < n_e:
+        if j:
+            totals[j - 1] = n - prev
+        prev = n
+        j += 1
+    return p
 
 
 class AzureReplay:
@@ -307,14 +314,11 @@ class ServeGenR1Arrivals:
         self.cv = float(config.arrival_cv)
         self.shares = np.asarray(config.class_shares, dtype=np.float64)
         self.max_rate = float(config.arrival_rate * self.profile.max())
-        self._edges: dict[int, np.ndarray] = {}  # operational time at the slot edges per horizon
-        self._points = np.empty(0)  # arrival times of the last episode (scratch)
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_points": np.empty(0)}  # scratch: not worth pickling
+        #: Per horizon: operational time at the slot edges, and whether it is non-decreasing.
+        self._edge_cache: dict[int, tuple[np.ndarray, bool]] = {}
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update({"_edges": {}, "_points": np.empty(0), **state})
+        self.__dict__.update({"_edge_cache": {}, **state})  # (also a state pickled without it)
 
     def expected_counts(self, horizon: int) -> np.ndarray:
         """Expected arrivals in each slot of an episode, shape (horizon,) [tasks]."""
@@ -323,8 +327,12 @@ class ServeGenR1Arrivals:
     def _op_time(self, horizon: int) -> np.ndarray:
         """Operational time at the slot edges of an episode, shape (horizon + 1,) (read-only:
         computed once per horizon)."""
-        edges = self._edges.get(horizon)
-        if edges is None:
+        return self._edges(horizon)[0]
+
+    def _edges(self, horizon: int) -> tuple[np.ndarray, bool]:
+        """:meth:`_op_time` and whether it is non-decreasing, computed once per horizon."""
+        cached = self._edge_cache.get(horizon)
+        if cached is None:
             t = self.start_minute + self.slot_minutes * np.arange(horizon + 1)
             laps, rem = np.divmod(t, MINUTES_PER_DAY)
             day = self.cum[-1]
@@ -333,24 +341,23 @@ class ServeGenR1Arrivals:
             lam0 = lam[0]
             edges = (lam - lam0) * self.per_min
             edges.flags.writeable = False
-            self._edges[horizon] = edges
-        return edges
+            cached = self._edge_cache[horizon] = (edges, bool(np.all(np.diff(edges) >= 0)))
+        return cached
 
     def sample(self, rng: np.random.Generator, horizon: int) -> np.ndarray:
         """Arrival counts, shape (horizon, C) [tasks]."""
-        edges = self._op_time(horizon)
+        edges, edges_sorted = self._edges(horizon)
         total = float(edges[-1])
         k = 1.0 / self.cv**2
         n = int(total + 10.0 * self.cv * math.sqrt(total + 1.0) + 64)
         gaps = rng.gamma(k, 1.0 / k, size=n)
         phase = rng.random()
-        if self._points.size < n:
-            self._points = np.empty(n)
-        totals = np.empty(horizon, dtype=np.int64)
-        last = _renewal_counts(gaps, phase, edges, self._points, totals)
-        if last < total:  # rare: draw more (depends on the seed only)
+        if edges_sorted:
+            totals = np.empty(horizon, dtype=np.int64)
+            last = _renewal_counts(gaps, phase, edges, totals)
+        if not edges_sorted or last < total:
             points = np.cumsum(gaps) - phase * gaps[0]  # stationary-ish start: random phase
-            while points[-1] < total:
+            while points[-1] < total:  # rare: draw more (depends on the seed only)
                 more = rng.gamma(k, 1.0 / k, size=n)
                 points = np.concatenate([points, points[-1] + np.cumsum(more)])
             totals = np.diff(np.searchsorted(points, edges, side="left"))

@@ -549,6 +549,28 @@ def _servegen_counts_by_numpy(proc: ServeGenR1Arrivals, rng, horizon: int) -> np
     return rng.multinomial(totals, proc.shares)
 
 
+def test_renewal_counts_equal_cumsum_and_searchsorted():
+    """The one-pass count of renewal points between sorted edges equals numpy's cumulative
+    sums and searchsorted, bit for bit: edges below the first point, beyond the last,
+    repeated, and on a point."""
+    from envs.trace_processes import _renewal_counts
+
+    rng = np.random.default_rng(5)
+    for k in range(300):
+        n = int(rng.integers(1, 400))
+        gaps = rng.gamma(0.2 + 2 * rng.random(), 1.0, size=n)
+        gaps[rng.random(n) < 0.05] = 0.0
+        phase = rng.random()
+        points = np.cumsum(gaps) - phase * gaps[0]
+        edges = np.sort(rng.uniform(-1.0, points[-1] * 1.2 + 1.0, int(rng.integers(1, 60))))
+        if k % 3 == 0:  # edges on points, and repeated
+            edges = np.sort(np.concatenate([edges, rng.choice(points, 5), edges[:2]]))
+        totals = np.full(edges.size - 1, -1, dtype=np.int64)
+        last = _renewal_counts(gaps, phase, edges, totals)
+        assert last == points[-1]
+        assert np.array_equal(totals, np.diff(np.searchsorted(points, edges, side="left")))
+
+
 @pytest.mark.parametrize("name", ["r1_trace", "r1_trace_bursty"])
 def test_servegen_counts_equal_the_numpy_expressions(name):
     """The compiled arrival times and counts give numpy's counts and leave the generator

@@ -122,6 +122,9 @@ class _ReplayHarvest:
         self.start_hour = float(config.trace_start_hour)
         self._cum = cumulative_integral(self.series)
         self._days: dict[int, np.ndarray] = {}  # start days per episode length
+        #: Harvest per slot of the episodes drawn so far, per (start day, horizon) [kWh].
+        self._episodes: dict[tuple[int, int], np.ndarray] = {}
+        self._episode_bytes = 0
         # Fail at construction, not at reset, if no episode fits the series.
         self._start_days(config.horizon + lookahead_slots(config))
 
@@ -149,15 +152,36 @@ class _ReplayHarvest:
                 f" (one year); shorten the horizon or add earlier months")
         return days
 
+    #: Most bytes of episodes kept by :meth:`sample` (one per start day and horizon).
+    CACHE_BYTES = 16 * 2**20
+
     def sample(self, rng: np.random.Generator, horizon: int) -> np.ndarray:
-        """Harvest per slot [kWh] of an episode starting on a day drawn from ``rng``."""
+        """Harvest per slot [kWh] of an episode starting on a day drawn from ``rng``.
+
+        The episode of each start day is computed once (while the kept episodes stay within
+        :attr:`CACHE_BYTES`); a new array is returned each time.
+        """
         days = self._days.get(horizon)
         if days is None:
             days = self._days[horizon] = self._start_days(horizon)
         day = int(days[rng.integers(days.size)]) if days.size > 1 else int(days[0])
-        start = day * MINUTES_PER_DAY + 60.0 * self.start_hour
-        return self.scale * slot_means(self.series, start, self.slot_minutes, horizon,
-                                       self._cum)
+        kept = self._episodes.get((day, horizon))
+        if kept is None:
+            start = day * MINUTES_PER_DAY + 60.0 * self.start_hour
+            kept = self.scale * slot_means(self.series, start, self.slot_minutes, horizon,
+                                           self._cum)
+            if self._episode_bytes + kept.nbytes <= self.CACHE_BYTES:
+                self._episodes[(day, horizon)] = kept
+                self._episode_bytes += kept.nbytes
+                kept = kept.copy()
+            return kept
+        return kept.copy()
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_episodes": {}, "_episode_bytes": 0}  # rebuilt on use
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update({"_episodes": {}, "_episode_bytes": 0, **state})
 
 
 def _values_in_months(series: TimeSeries, months: tuple[int, ...]) -> np.ndarray:

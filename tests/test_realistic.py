@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import pickle
 import warnings
 
 import gymnasium as gym
@@ -462,6 +463,30 @@ def test_seeded_start_days_stay_in_the_month_window():
     rng = np.random.default_rng(0)
     winter_mean = np.mean([hp.sample(rng, cfg.horizon).mean() for _ in range(60)])
     assert 0.35 < winter_mean / summer.mean_kwh < 0.7
+
+
+@pytest.mark.parametrize("name", ["solar_day", "wind_winter"])
+def test_replayed_supply_kept_per_start_day_is_the_computed_one(name):
+    """Episodes kept per start day equal the slot means computed afresh, every draw returns
+    its own array, and the kept episodes stay within the byte limit."""
+    from envs.traces import MINUTES_PER_DAY, slot_means
+
+    cfg = PRESETS[name]
+    hp = FleetCore(cfg, 1).harvest_process
+    days = hp._start_days(40)
+    hp.CACHE_BYTES = 30 * 40 * 8  # room for 30 episodes of 40 slots
+    a, b = np.random.default_rng(9), np.random.default_rng(9)
+    for _ in range(200):
+        got = hp.sample(a, 40)
+        day = int(days[b.integers(days.size)])
+        start = day * MINUTES_PER_DAY + 60.0 * hp.start_hour
+        want = hp.scale * slot_means(hp.series, start, hp.slot_minutes, 40, hp._cum)
+        assert np.array_equal(got, want)
+        got[:] = -1.0  # a caller's changes do not reach the kept episode
+    assert len(hp._episodes) == 30 and hp._episode_bytes == 30 * 40 * 8
+    clone = pickle.loads(pickle.dumps(hp))
+    assert clone._episodes == {} and np.array_equal(clone.sample(np.random.default_rng(1), 40),
+                                                    hp.sample(np.random.default_rng(1), 40))
 
 
 def test_bad_start_day_is_a_clear_error():

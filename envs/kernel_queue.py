@@ -22,7 +22,8 @@ are <= u; a continuous action's row sums are numpy's pairwise sums (:func:`pairw
 Arguments are few and packed (numba's dispatch costs per argument): the queue constants of a
 core in one array (:func:`pack_constants`), the defer fractions (if any) after the actions;
 results go to the core's result rows ``res_f`` and ``res_i`` in the layout of ``envs.kernel``
-(so ``FleetCore.result`` and ``info.kernel_slot`` read them as for any other id).
+(so ``FleetCore.result`` and ``info.kernel_slot`` read them as for any other id). The step's
+scratch space is one array the core keeps (:func:`scratch_size`): a step allocates nothing.
 """
 
 from __future__ import annotations
@@ -332,7 +333,8 @@ def queue_step(us_tm, ua_tm, steps_tm, done, arrivals, harvest, t_now, first_ope
                         i = model_of[j]
                         budget = budget_of[j]
                         step_tok = omega * np.int64(steps_tm[s, b, a, i])
-                        fin = (np.float64(us_tm[s, b, a]) < solvable[i * C + c]) & (step_tok <= budget)
+                        fin = ((np.float64(us_tm[s, b, a]) < solvable[i * C + c])
+                               & (step_tok <= budget))
                         tok = step_tok if fin else budget
                         p_s[n] = s
                         p_a[n] = a

@@ -553,7 +553,8 @@ class _ShortGaps:
         return self.rng.multinomial(n, pvals)
 
 
-def _servegen_counts_by_numpy(proc: ServeGenR1Arrivals, rng, horizon: int) -> np.ndarray:  # noqa: ANN001
+def _servegen_counts_by_numpy(proc: ServeGenR1Arrivals, rng, horizon: int  # noqa: ANN001
+                              ) -> np.ndarray:
     """The arrival counts of ``ServeGenR1Arrivals.sample`` as numpy expressions: operational
     time at the slot edges, gamma gaps, cumulative sums, searchsorted, multinomial split."""
     t = proc.start_minute + proc.slot_minutes * np.arange(horizon + 1)

@@ -39,6 +39,7 @@ from envs.kernel import (
     N_RES_I,
     _close,
     _observe,
+    _result_of_one,
     _write_slot,
     bound_arrays,
 )
@@ -486,3 +487,29 @@ def queue_step_bound32(tab, mode, act):  # noqa: ANN001 - numba
     steps = numba.carray(pointer(tab[40]), (tab[41], tab[42], tab[43], tab[44]), np.int32)
     return queue_step(us, ua, steps, done, arrivals, harvest, t, first_open, queue_len,
                       consts, mode, act, ip, fp, fs, res_f, res_i, forecast, obs, scratch)
+
+
+@numba.njit(cache=True)
+def queue_slot_bound16(tab, mode, act):  # noqa: ANN001 - numba
+    """:func:`queue_step_bound16` returning the status with copy 0's results as one tuple,
+    as ``envs.kernel.step_bound16`` does (a single env reads its slot from it, no result-row
+    reads)."""
+    ip, fp, fs, t, harvest, arrivals, us, ua, _, res_f, res_i, obs, forecast = \
+        bound_arrays(tab)
+    done, first_open, queue_len, consts, scratch = _queue_arrays(tab)
+    steps = numba.carray(pointer(tab[40]), (tab[41], tab[42], tab[43], tab[44]), np.int16)
+    status = queue_step(us, ua, steps, done, arrivals, harvest, t, first_open, queue_len,
+                        consts, mode, act, ip, fp, fs, res_f, res_i, forecast, obs, scratch)
+    return _result_of_one(status, res_f, res_i)
+
+
+@numba.njit(cache=True)
+def queue_slot_bound32(tab, mode, act):  # noqa: ANN001 - numba
+    """:func:`queue_slot_bound16` for int32 step counts."""
+    ip, fp, fs, t, harvest, arrivals, us, ua, _, res_f, res_i, obs, forecast = \
+        bound_arrays(tab)
+    done, first_open, queue_len, consts, scratch = _queue_arrays(tab)
+    steps = numba.carray(pointer(tab[40]), (tab[41], tab[42], tab[43], tab[44]), np.int32)
+    status = queue_step(us, ua, steps, done, arrivals, harvest, t, first_open, queue_len,
+                        consts, mode, act, ip, fp, fs, res_f, res_i, forecast, obs, scratch)
+    return _result_of_one(status, res_f, res_i)

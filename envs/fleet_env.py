@@ -290,11 +290,11 @@ class FleetEnv(gym.Env[np.ndarray, np.ndarray]):
             mode, action = -1, validate_queued_action(self.config, action, self.action_space)
         if mode < 0:  # the queue step's other decodes (envs.realistic)
             core.run_action(action)
-        else:
-            status = core._qstep(core._qtab, mode, action)
-            if status != kq.OK:
-                raise core._queue_error(status, mode, action)
-        return (kernel.OK, *self._res_f0.tolist(), *self._res_i0.tolist())
+            return (kernel.OK, *self._res_f0.tolist(), *self._res_i0.tolist())
+        r = core._qstep(core._qtab, mode, action)
+        if r[0] != kq.OK:
+            raise core._queue_error(r[0], mode, action)
+        return r
 
     def action_masks(self) -> np.ndarray:
         """Legal actions of a discrete env, for maskable learners (sb3-contrib's MaskablePPO).

@@ -22,7 +22,8 @@ are <= u; a continuous action's row sums are numpy's pairwise sums (:func:`pairw
 Arguments are few and packed (numba's dispatch costs per argument): the queue constants of a
 core in one array (:func:`pack_constants`), the defer fractions (if any) after the actions;
 results go to the core's result rows ``res_f`` and ``res_i`` in the layout of ``envs.kernel``
-(so ``FleetCore.result`` and ``info.kernel_slot`` read them as for any other id). The step's
+(so ``FleetCore.result`` reads them as for any other id; the bound entries also return copy
+0's as one tuple, for ``info.slot_result``). The step's
 scratch space is one array the core keeps (:func:`scratch_size`): a step allocates nothing.
 """
 
@@ -469,31 +470,8 @@ def _queue_arrays(tab):  # noqa: ANN001 - numba
 def queue_step_bound16(tab, mode, act):  # noqa: ANN001 - numba
     """:func:`queue_step` with the arrays of a core bound in ``tab`` (``envs.kernel.BOUND``,
     then :data:`BOUND`, as ``envs.bound.table`` lays them out; int16 step counts): one call
-    unboxes two arrays instead of seventeen."""
-    ip, fp, fs, t, harvest, arrivals, us, ua, _, res_f, res_i, obs, forecast = \
-        bound_arrays(tab)
-    done, first_open, queue_len, consts, scratch = _queue_arrays(tab)
-    steps = numba.carray(pointer(tab[40]), (tab[41], tab[42], tab[43], tab[44]), np.int16)
-    return queue_step(us, ua, steps, done, arrivals, harvest, t, first_open, queue_len,
-                      consts, mode, act, ip, fp, fs, res_f, res_i, forecast, obs, scratch)
-
-
-@numba.njit(cache=True)
-def queue_step_bound32(tab, mode, act):  # noqa: ANN001 - numba
-    """:func:`queue_step_bound16` for int32 step counts."""
-    ip, fp, fs, t, harvest, arrivals, us, ua, _, res_f, res_i, obs, forecast = \
-        bound_arrays(tab)
-    done, first_open, queue_len, consts, scratch = _queue_arrays(tab)
-    steps = numba.carray(pointer(tab[40]), (tab[41], tab[42], tab[43], tab[44]), np.int32)
-    return queue_step(us, ua, steps, done, arrivals, harvest, t, first_open, queue_len,
-                      consts, mode, act, ip, fp, fs, res_f, res_i, forecast, obs, scratch)
-
-
-@numba.njit(cache=True)
-def queue_slot_bound16(tab, mode, act):  # noqa: ANN001 - numba
-    """:func:`queue_step_bound16` returning the status with copy 0's results as one tuple,
-    as ``envs.kernel.step_bound16`` does (a single env reads its slot from it, no result-row
-    reads)."""
+    unboxes two arrays instead of seventeen. Returns the status with copy 0's results as one
+    tuple, as ``envs.kernel.step_bound16`` does (a single env reads its slot from it)."""
     ip, fp, fs, t, harvest, arrivals, us, ua, _, res_f, res_i, obs, forecast = \
         bound_arrays(tab)
     done, first_open, queue_len, consts, scratch = _queue_arrays(tab)
@@ -504,8 +482,8 @@ def queue_slot_bound16(tab, mode, act):  # noqa: ANN001 - numba
 
 
 @numba.njit(cache=True)
-def queue_slot_bound32(tab, mode, act):  # noqa: ANN001 - numba
-    """:func:`queue_slot_bound16` for int32 step counts."""
+def queue_step_bound32(tab, mode, act):  # noqa: ANN001 - numba
+    """:func:`queue_step_bound16` for int32 step counts."""
     ip, fp, fs, t, harvest, arrivals, us, ua, _, res_f, res_i, obs, forecast = \
         bound_arrays(tab)
     done, first_open, queue_len, consts, scratch = _queue_arrays(tab)

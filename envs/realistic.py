@@ -130,8 +130,7 @@ class RealisticCore(FleetCore):
 
     def _bind(self) -> None:
         """The core kernel's table (``FleetCore._bind``) and the queue step's
-        (``envs.kernel_queue.queue_step_bound16``, ``32``; ``queue_slot_bound16``, ``32``),
-        once the queue's arrays exist."""
+        (``envs.kernel_queue.queue_step_bound16``, ``32``), once the queue's arrays exist."""
         super()._bind()
         if getattr(self, "_qconsts", None) is not None:
             #: Scratch space of the compiled step (sized for the current task buffers).
@@ -141,14 +140,10 @@ class RealisticCore(FleetCore):
                 self.done, self.first_open, self.queue_len, self._qconsts, self._qscratch])])
             self._qstep = (kq.queue_step_bound16 if self._steps_tm.dtype == np.int16
                            else kq.queue_step_bound32)
-            #: The same step returning ``(status, *RES_F, *RES_I)`` of copy 0 (a single env's
-            #: slot, as ``envs.kernel.step_bound16`` returns it).
-            self._qslot = (kq.queue_slot_bound16 if self._steps_tm.dtype == np.int16
-                           else kq.queue_slot_bound32)
 
     def __getstate__(self) -> dict:
         state = super().__getstate__()
-        for k in ("_qscratch", "_qslot"):  # rebuilt by _bind
+        for k in ("_qscratch",):  # rebuilt by _bind
             state.pop(k, None)
         return state
 
@@ -280,7 +275,7 @@ class RealisticCore(FleetCore):
         read as ``mode`` says): the queue rules, then the slot's close as the core kernel's step and
         the observation as :meth:`observe` (plus the queue features) by the core kernel's
         functions; results in ``res_f``, ``res_i`` and ``obs``."""
-        status = self._qstep(self._qtab, mode, act)
+        status = self._qstep(self._qtab, mode, act)[0]
         if status != kq.OK:
             raise self._queue_error(status, mode, act)
 

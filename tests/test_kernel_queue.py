@@ -128,29 +128,23 @@ def test_raw_actions_equal_step_of_decoded_actions(action_type: str, variant: st
 
 
 @pytest.mark.parametrize("int32", [False, True])  # the step counts' type
-def test_slot_entry_returns_the_step_and_its_result_rows(int32: bool) -> None:
-    """The tuple entry (queue_slot_bound*) steps as the status entry (queue_step_bound*) on a
-    twin core and returns (status, copy 0's result rows), also for a status other than OK."""
+def test_step_entry_returns_the_status_and_the_result_rows(int32: bool) -> None:
+    """The bound entry (queue_step_bound*) returns (status, copy 0's result rows), also for a
+    status other than OK."""
     cfg = _queue_config(horizon=12)
-    twin = [make_core(cfg, 1) for _ in range(2)]
+    core = make_core(cfg, 1)
     if int32:  # as a core whose step counts do not fit int16 holds them
-        for core in twin:
-            core._steps_tm = core._steps_tm.astype(np.int32)
-            core._bind()
-    assert twin[0]._qslot is (kq.queue_slot_bound32 if int32 else kq.queue_slot_bound16)
-    for core in twin:
-        core.reset_copy(0, *np.random.default_rng(4).spawn(3))
+        core._steps_tm = core._steps_tm.astype(np.int32)
+        core._bind()
+    assert core._qstep is (kq.queue_step_bound32 if int32 else kq.queue_step_bound16)
+    core.reset_copy(0, *np.random.default_rng(4).spawn(3))
     rng = np.random.default_rng(0)
     for _ in range(cfg.horizon):
         a = _random_box_actions(rng, cfg, 1, 3)[0]
-        r = twin[0]._qslot(twin[0]._qtab, kq.BOX, a)
-        status = twin[1]._qstep(twin[1]._qtab, kq.BOX, a)
-        assert r[0] == status == kq.OK
-        assert r[1:] == (*twin[0].res_f[0, :9].tolist(), *twin[0].res_i[0, :7].tolist())
-        assert r[1:] == (*twin[1].res_f[0, :9].tolist(), *twin[1].res_i[0, :7].tolist())
-        assert np.array_equal(twin[0].obs, twin[1].obs)
-    r = twin[0]._qslot(twin[0]._qtab, kq.BOX, a)  # the episode has ended
-    assert r[0] == kq.ENDED
+        r = core._qstep(core._qtab, kq.BOX, a)
+        assert r[0] == kq.OK
+        assert r[1:] == (*core.res_f[0, :9].tolist(), *core.res_i[0, :7].tolist())
+    assert core._qstep(core._qtab, kq.BOX, a)[0] == kq.ENDED  # the episode has ended
 
 
 def test_bad_input_raises_and_changes_nothing() -> None:

@@ -6,8 +6,9 @@ within its round (then the median), so load from other processes on a shared mac
 a case and its baseline alike.
 
 1. Single env through ``gym.make`` for every registered ``lrm/*`` id (a fixed valid action and
-   pre-drawn random actions; episode resets included) next to Gymnasium's ``CartPole-v1``
-   (random actions, resets included); the batched core ``FleetCore`` at B = 256 and 1024
+   pre-drawn random actions; 5,760 steps, 20 episodes of 288 slots, resets included) next to
+   Gymnasium's ``CartPole-v1`` (random actions, resets included), which runs as many steps
+   right before each case: each ratio pairs two neighbouring timings; the batched core ``FleetCore`` at B = 256 and 1024
    (env-steps per second; random mixtures and random pure configurations; resets excluded)
    against the single env with random actions.
 2. The native vector env (``gym.make_vec``, autoreset) at N = 1, 8, 64, 256, 1024 against
@@ -118,6 +119,40 @@ def measure(cases: list[Case], reps: int, clock: Callable[[], float]
     return rounds
 
 
+def measure_paired(ref: Case, cases: list[Case], reps: int, clock: Callable[[], float]
+                   ) -> list[list[tuple[float, float]]]:
+    """Rates of every case in each of ``reps`` rounds (after a warm-up round), each paired
+    with a run of the reference ``ref`` just before it: (case rate, reference rate)."""
+    rounds = []
+    for r in range(reps + 1):
+        pairs = []
+        for _, run in cases:
+            rates = []
+            for fn in (ref[1], run):
+                t0 = clock()
+                n = fn()
+                rates.append(n / max(clock() - t0, 1e-9))
+            pairs.append((rates[1], rates[0]))
+        if r:
+            rounds.append(pairs)
+    return rounds
+
+
+def paired_table(title: str, ref: Case, cases: list[Case],
+                 rounds: list[list[tuple[float, float]]]) -> None:
+    """Print the reference's median rate, then each case's median rate and the median of its
+    ratio to the reference run just before it."""
+    print(f"| {title} | steps/s | vs {ref[0].split('`')[1]} |")
+    print("|---|---:|---:|")
+    ref_rate = statistics.median(p[1] for r in rounds for p in r)
+    print(f"| {ref[0]} | {ref_rate:,.0f} | 1.00x |")
+    for c, (label, _) in enumerate(cases):
+        rate = statistics.median(r[c][0] for r in rounds)
+        ratio = statistics.median(r[c][0] / r[c][1] for r in rounds)
+        print(f"| {label} | {rate:,.0f} | {ratio:.2f}x |")
+    print()
+
+
 def table(title: str, unit: str, ref: str, cases: list[Case], rounds: list[list[float]],
           base: int) -> None:
     """Print median rate and median within-round ratio to case ``base``."""
@@ -178,13 +213,14 @@ def main() -> None:
     args = ap.parse_args()
     reps = args.reps or (3 if args.quick else 5)
     clock = time.perf_counter if args.clock == "wall" else time.process_time
-    steps = 600 if args.quick else 2000
+    steps = 600 if args.quick else 5760  # 20 episodes of 288 slots
     print(f"lrm-energy-gym env speed: median of {reps} rounds, {args.clock} clock, "
           f"numpy {np.__version__}, gymnasium {gym.__version__}\n")
 
     # 1. single envs, CartPole, batched core
-    cases: list[Case] = [("`CartPole-v1` (gym.make, random actions)",
-                          single_env_case("CartPole-v1", steps * 4, True))]
+    cartpole = ("`CartPole-v1` (gym.make, random actions)",
+                single_env_case("CartPole-v1", steps, True))
+    cases: list[Case] = []
     for env_id in sorted(envs.ENV_IDS):
         for random in (False, True):
             label = "random actions" if random else "fixed action"
@@ -192,8 +228,8 @@ def main() -> None:
                           single_env_case(env_id, steps, random)))
     cases.append((f"`{ID}` discrete (gym.make, random actions)",
                   single_env_case(ID, steps, True, action_type="discrete")))
-    rounds = measure(cases, reps, clock)
-    table("single environment", "steps/s", "CartPole-v1", cases, rounds, 0)
+    paired_table("single environment", cartpole, cases,
+                 measure_paired(cartpole, cases, reps, clock))
 
     base = (f"`{ID}` (gym.make, random actions)", single_env_case(ID, steps, True))
     core_cases: list[Case] = [base]

@@ -65,9 +65,11 @@ def test_action_moves_weight_towards_positive_entries():
             assert w[c, unused[0]] > 0
 
 
-@pytest.mark.parametrize("env_id", IDS)
-def test_batched_map_equals_the_wrapper_row_by_row(env_id):
-    env = ResidualMixtureAction(gym.make(env_id))
+@pytest.mark.parametrize("wrapper,env_id", [
+    *((ResidualMixtureAction, i) for i in IDS),
+    *((ResidualKnobAction, i) for i in ("lrm/Critical-v1", "lrm/Volatile-v1"))])
+def test_batched_map_equals_the_wrapper_row_by_row(wrapper, env_id):
+    env = wrapper(gym.make(env_id))
     batched = action_map(env.spec_dict())
     assert getattr(batched, "needs_obs", False)
     rng = np.random.default_rng(2)
@@ -76,7 +78,7 @@ def test_batched_map_equals_the_wrapper_row_by_row(env_id):
     for _ in range(5):
         a = rng.uniform(-1.3, 1.3, (6, *env.action_space.shape)).astype(np.float32)
         out = batched(a, obs)
-        assert out.dtype == np.float32 and out.shape == a.shape
+        assert out.dtype == np.float32 and out.shape == (6, *env.unwrapped.action_space.shape)
         for k in range(6):
             assert out[k].tobytes() == env.map(a[k], obs[k]).tobytes()
             assert env.unwrapped.action_space.contains(out[k])

@@ -16,8 +16,6 @@ from agents.heuristics import VarianceFeedbackPolicy
 from agents.hyperparams import resolve_entry
 from agents.residual import ResidualKnobAction, ResidualKnobMap
 from agents.sb3 import algo_class, load_sb3_policy
-from agents.vec import make_sb3_vec_env
-from agents.wrappers import action_map
 
 PAPER_IDS = ("lrm/Critical-v1", "lrm/Volatile-v1")
 
@@ -74,24 +72,6 @@ def test_a_zero_scale_keeps_that_knob():
     assert np.all(tau == 24.0) and np.all(z == z[0]) and z[0] > 2.0
     out = m(a, np.repeat(obs[None], 3, axis=0))
     assert out[0].tobytes() == out[1].tobytes() == out[2].tobytes()
-
-
-@pytest.mark.parametrize("env_id", PAPER_IDS)
-def test_batched_map_equals_the_wrapper_row_by_row(env_id):
-    env = ResidualKnobAction(gym.make(env_id))
-    batched = action_map(env.spec_dict())
-    assert getattr(batched, "needs_obs", False)
-    rng = np.random.default_rng(2)
-    venv = make_sb3_vec_env(env_id, 6, seed=30)
-    obs = venv.reset()
-    for _ in range(5):
-        a = rng.uniform(-1.3, 1.3, (6, 2)).astype(np.float32)
-        out = batched(a, obs)
-        assert out.dtype == np.float32 and out.shape == (6, *env.unwrapped.action_space.shape)
-        for k in range(6):
-            assert out[k].tobytes() == env.map(a[k], obs[k]).tobytes()
-            assert env.unwrapped.action_space.contains(out[k])
-        obs = venv.step(out)[0]
 
 
 def test_knob_map_rejects_bad_arguments():

@@ -2,8 +2,9 @@
 
 Every step's ``info`` holds the slot's energy ledger as floats (:data:`FLOAT_KEYS`, kWh),
 its task counts and the slot index as ints (:data:`INT_KEYS`) and ``reward_terms`` (a dict of
-floats keyed by :data:`envs.reward.REWARD_TERMS`). The single env builds it with
-:func:`slot_info`; the vector env batches the same keys with :func:`batched_info`.
+floats keyed by :data:`envs.reward.REWARD_TERMS`). The single env builds it from the kernel's
+slot tuple with :func:`slot_result` (:func:`slot_info` after a reset); the vector env batches
+the same keys with :func:`kernel_batched_info` (:func:`batched_info` on the queue ids).
 """
 
 from __future__ import annotations
